@@ -1,0 +1,64 @@
+"""Configuration for the scripts: defaults, then a config file, then --key=value overrides.
+
+As in nanoGPT, a script's defaults are a block of plain assignments at its top, and a config file
+(config/*.py) is a Python file of assignments too. Unlike nanoGPT nothing is exec'd into the
+script's globals: the file is run with runpy into its own namespace and copied into a dict, so an
+unknown key or a value of the wrong type is caught and named instead of silently creating a global.
+"""
+
+import ast
+import difflib
+import os
+import runpy
+
+
+class UsageError(ValueError):
+    """Bad input from the user. Scripts print it as one line and exit; it is never a bug."""
+
+
+def _coerce(key, value, default):
+    """Check value against the type of the default; parse it first if it came from the command line."""
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if default is not None:
+                raise UsageError(f"--{key}: cannot parse {value!r} as a {type(default).__name__}") from None
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if type(value) is not type(default):
+            raise UsageError(f"{key} must be {type(default).__name__}, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, type(default)):
+        raise UsageError(f"{key} must be {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _set(config, key, value, where):
+    if key not in config:
+        close = difflib.get_close_matches(key, config, n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else "the keys are the names at the top of the script"
+        raise UsageError(f"unknown config key {key!r} in {where}: {hint}")
+    config[key] = _coerce(key, value, config[key])
+
+
+def parse(defaults, argv):
+    """Return a new dict: defaults updated by config files and --key=value arguments, in order."""
+    config = dict(defaults)
+    for arg in argv:
+        if arg.startswith("--"):
+            key, sep, value = arg[2:].partition("=")
+            if not sep:
+                raise UsageError(f"expected --key=value, got {arg!r}")
+            _set(config, key, value, "the command line")
+        else:
+            if not os.path.isfile(arg):
+                raise UsageError(f"config file {arg!r} not found (arguments are config files or --key=value)")
+            values = runpy.run_path(arg)
+            for key, value in values.items():
+                if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
+                    _set(config, key, value, arg)
+    return config

@@ -1,0 +1,95 @@
+"""Few-step distillation (FS-DFM): a step-aware student taught by an EMA Runge-Kutta shortcut teacher.
+
+docs/method.md section 5 (Monsefi et al., arXiv 2509.20624). The student is the DFM model with
+one more input, the step size h (model.py, `step_conditioned`). It learns that one step of size h
+should land where the teacher lands with two half steps:
+
+- (t, h) on a power-of-two grid: h in {1, 1/2, ..., 2^-K} with weight proportional to 1/h, t a
+  multiple of 2^-K with t + h <= 1;
+- the teacher is an exponential moving average of the student (no gradient flows through it);
+- RK4 target from half steps h' = h/2, the states advanced by the cumulative step of sampler.py:
+      l1 = T(x_t, t, h'),      x_a = step(x_t, l1, t, h')
+      l2 = T(x_a, t + h', h'), x_b = step(x_a, l2, t + h', h')
+      l3 = T(x_b, t + h', h'), x_c = step(x_b, l3, t + h', h')
+      l4 = T(x_c, t + h, h'),  target = (l1 + 2 l2 + 2 l3 + l4) / 6
+  (RK2 averages l1 and l2). The l are log-probabilities with carry-over: a position decoded
+  inside a half step is a point mass whose zeros are floored at LOG_ZERO, so the average stays finite;
+- loss: at the smallest h the DFM loss against the data; otherwise KL(target || student) over the
+  positions that can still change (masked ones for the mask source, all for the uniform one).
+"""
+
+import torch
+
+from nanodfm.model import ModelConfig, Transformer
+from nanodfm.path import dfm_loss, mask_id, posterior_log_probs, sample_path, uniform
+from nanodfm.sampler import step
+
+RK_WEIGHTS = {"rk2": (1.0, 1.0), "rk4": (1.0, 2.0, 2.0, 1.0)}
+
+
+def student_from_dfm(dfm_model):
+    """A step-conditioned copy of a DFM model that, untrained, computes exactly what it computes."""
+    config = ModelConfig(**{**vars(dfm_model.config), "step_conditioned": True})
+    student = Transformer(config).to(next(dfm_model.parameters()).device)
+    missing, unexpected = student.load_state_dict(dfm_model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("step_mlp.") for k in missing), (missing, unexpected)
+    return student
+
+
+@torch.no_grad()
+def ema_update(ema_model, model, decay):
+    """ema <- decay * ema + (1 - decay) * model, for every parameter."""
+    ema_params = list(ema_model.parameters())
+    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+
+
+def sample_step_sizes(batch_size, max_exponent, generator=None, device="cpu"):
+    """(t, h), each (B,): h = 2^-k with P(k) proportional to 2^k, t = j 2^-K with t + h <= 1."""
+    K = max_exponent
+    k = torch.arange(K + 1, dtype=torch.float64)
+    cdf = torch.cumsum(2.0 ** k, 0) / (2.0 ** k).sum()
+    u = uniform((batch_size,), generator, "cpu", torch.float64)
+    k = torch.searchsorted(cdf, u, right=True).clamp(max=K)  # (B,) exponents
+    num_starts = 2 ** K - 2 ** (K - k) + 1  # j in [0, 2^K - 2^(K-k)]: t + h <= 1
+    j = (uniform((batch_size,), generator, "cpu", torch.float64) * num_starts).long()
+    return (j / 2 ** K).float().to(device), (2.0 ** -k).float().to(device)
+
+
+@torch.no_grad()
+def shortcut_target(teacher, x_t, t, h, vocab_size, source, n=1.0, method="rk4", generator=None):
+    """Target log-probabilities (B, L, V) for one step of size h from x_t at t (B,), by RK2 or RK4."""
+    half = h / 2
+    def posterior(x, time):
+        return posterior_log_probs(teacher(x, time, half), x, vocab_size, source)
+    def advance(x, log_p, time):
+        return step(x, log_p, time, half, source, "cumulative", n, generator=generator)
+    l1 = posterior(x_t, t)
+    x_a = advance(x_t, l1, t)
+    l2 = posterior(x_a, t + half)
+    if method == "rk2":
+        return (l1 + l2) / 2
+    x_b = advance(x_a, l2, t + half)
+    l3 = posterior(x_b, t + half)
+    x_c = advance(x_b, l3, t + half)
+    l4 = posterior(x_c, t + h)
+    return (l1 + 2 * l2 + 2 * l3 + l4) / 6
+
+
+def distill_loss(student, teacher, x1, vocab_size, source, n=1.0, max_exponent=8, method="rk4", generator=None):
+    """Mean per-token loss of the student on data x1 (B, L); see the module docstring."""
+    t, h = sample_step_sizes(x1.shape[0], max_exponent, generator, x1.device)
+    x_t = sample_path(x1, t, vocab_size, source, n, generator=generator)
+    logits = student(x_t, t, h)
+    smallest = h <= 2.0 ** -max_exponent  # (B,) samples trained on the data directly
+    loss = dfm_loss(logits, x1, x_t, t, vocab_size, source, n, reduce=False)  # (B, L)
+    if not smallest.all():
+        rows = ~smallest
+        target = shortcut_target(teacher, x_t[rows], t[rows], h[rows], vocab_size, source, n, method, generator)
+        student_log_p = posterior_log_probs(logits[rows], x_t[rows], vocab_size, source)
+        target = target.log_softmax(-1)  # the average of log-probabilities is not normalised
+        kl = (target.exp() * (target - student_log_p)).sum(-1)  # (b, L)
+        if source == "mask":  # decoded positions are certain for both; they carry no signal
+            kl = kl * (x_t[rows] == mask_id(vocab_size))
+        loss = loss.clone()
+        loss[rows] = kl
+    return loss.mean()

@@ -1,0 +1,308 @@
+"""Train a model: the DFM denoiser, the autoregressive baseline, or the few-step student.
+
+    python train.py config/shakespeare_char_cpu.py                 # one process, CPU or GPU
+    python train.py config/shakespeare_char.py --max_iters=2000    # overrides after the file
+    torchrun --standalone --nproc_per_node=8 train.py config/openwebtext.py
+
+kind = "dfm" trains the flow-matching denoiser on the path of nanodfm/path.py; kind = "ar" the same
+blocks causally with next-token cross-entropy; kind = "student" distils a DFM checkpoint
+(init_from=PATH) into the step-aware few-step student of nanodfm/distill.py.
+"""
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from nanodfm import checkpoint, distill
+from nanodfm.config import UsageError, parse
+from nanodfm.data import get_batch, load_meta, split_path
+from nanodfm.model import ModelConfig, Transformer
+from nanodfm.path import SOURCES, dfm_loss, elbo_bound, sample_path, sample_times
+
+# ----------------------------------------------------------------------------- defaults
+# I/O
+out_dir = "out"
+init_from = "scratch"  # "scratch", "resume" (from out_dir/ckpt.pt) or a checkpoint path to start from
+eval_interval = 250
+eval_iters = 20
+log_interval = 10
+always_save_checkpoint = False  # save at every eval, not only when val loss improves
+eval_only = False
+# data
+dataset = "shakespeare_char"  # data/<dataset>/{train,val}.bin and meta.pkl
+batch_size = 64  # per process and micro-step
+block_size = 256
+gradient_accumulation_steps = 1  # per process
+# model
+kind = "dfm"  # "dfm", "ar" or "student"
+n_layer = 6
+n_head = 6
+n_embd = 384
+n_cond = 128
+dropout = 0.0
+# probability path and loss (nanodfm/path.py)
+source = "mask"  # "mask" or "uniform"
+kappa_power = 1.0  # kappa(t) = t ** kappa_power
+loss_weighting = "elbo"  # "elbo" (generalised KL, a bound) or "ce" (plain cross-entropy)
+# few-step distillation (nanodfm/distill.py), kind = "student"
+max_step_exponent = 8  # step sizes h in {1, 1/2, ..., 2**-max_step_exponent}
+teacher = "rk4"  # "rk4" or "rk2" shortcut teacher
+ema_decay = 0.9995
+# optimiser: AdamW, linear warmup then cosine decay to min_lr
+learning_rate = 1e-3
+min_lr = 1e-4
+warmup_iters = 100
+max_iters = 5000
+lr_decay_iters = 5000
+decay_lr = True
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.99
+grad_clip = 1.0
+# system
+device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
+dtype = "auto"  # "auto" (bfloat16 on CUDA if supported, else float32), "bfloat16", "float32"
+compile = False  # torch.compile the model (worth it on CUDA)
+peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look up known GPUs by name
+seed = 1337
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
+
+
+def check(cfg):
+    """Reject settings that cannot work, with the fix in the message."""
+    choices = {"kind": checkpoint.KINDS, "source": SOURCES, "loss_weighting": ("elbo", "ce"),
+               "teacher": ("rk4", "rk2"), "dtype": ("auto", "bfloat16", "float32")}
+    for key, allowed in choices.items():
+        if cfg[key] not in allowed:
+            raise UsageError(f"{key}={cfg[key]!r} is not one of {', '.join(allowed)}")
+    for key in ("batch_size", "block_size", "max_iters", "eval_interval", "eval_iters", "gradient_accumulation_steps"):
+        if cfg[key] <= 0 and not (key == "max_iters" and cfg[key] == 0):
+            raise UsageError(f"{key} must be positive, got {cfg[key]}")
+    if cfg["kind"] == "student" and cfg["init_from"] == "scratch":
+        raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
+
+
+def pick_device(name):
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def learning_rate_at(it, cfg):
+    if not cfg["decay_lr"]:
+        return cfg["learning_rate"]
+    if it < cfg["warmup_iters"]:
+        return cfg["learning_rate"] * (it + 1) / (cfg["warmup_iters"] + 1)
+    if it > cfg["lr_decay_iters"]:
+        return cfg["min_lr"]
+    ratio = (it - cfg["warmup_iters"]) / max(1, cfg["lr_decay_iters"] - cfg["warmup_iters"])
+    return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["learning_rate"] - cfg["min_lr"])
+
+
+def rng_state(generator):
+    state = {"torch": torch.get_rng_state(), "data": generator.get_state(),
+             "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state, generator):
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def batch_loss(model, teacher_model, x1, cfg, vocab_size, generator):
+    """The training loss of one batch of data x1 (B, L) for the configured kind."""
+    if cfg["kind"] == "ar":
+        logits = model(x1[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1).float(), x1[:, 1:].flatten())
+    if cfg["kind"] == "student":
+        return distill.distill_loss(model, teacher_model, x1, vocab_size, cfg["source"], cfg["kappa_power"],
+                                    cfg["max_step_exponent"], cfg["teacher"], generator)
+    t = sample_times(x1.shape[0], generator=generator, device=x1.device)
+    x_t = sample_path(x1, t, vocab_size, cfg["source"], cfg["kappa_power"], generator=generator)
+    return dfm_loss(model(x_t, t), x1, x_t, t, vocab_size, cfg["source"], cfg["kappa_power"], cfg["loss_weighting"])
+
+
+def main(argv):
+    cfg = parse(DEFAULTS, argv)
+    check(cfg)
+    # one code path for a single process and for torchrun: DDP only when RANK is set
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    rank, local_rank, world_size = 0, 0, 1
+    dev = pick_device(cfg["device"])
+    if ddp:
+        rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+        backend = "nccl" if dev.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+        if dev.startswith("cuda"):
+            dev = f"cuda:{local_rank}"
+            torch.cuda.set_device(dev)
+    master = rank == 0
+    device_type = "cuda" if dev.startswith("cuda") else dev.split(":")[0]
+    use_bf16 = cfg["dtype"] == "bfloat16" or (cfg["dtype"] == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported())
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", cfg["dataset"])
+    meta = load_meta(data_dir)
+    train_bin, val_bin = split_path(data_dir, "train"), split_path(data_dir, "val")
+    vocab_size = meta["vocab_size"]
+    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
+
+    torch.manual_seed(cfg["seed"] + rank)
+    generator = torch.Generator().manual_seed(cfg["seed"] + rank)  # batches, times, noise
+    iter_num, best_val_loss, ckpt, teacher_model = 0, float("inf"), None, None
+    if cfg["init_from"] == "resume":
+        ckpt = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
+        model = checkpoint.build_model(ckpt)
+        iter_num, best_val_loss = ckpt["step"], ckpt["best_val_loss"]
+    elif cfg["init_from"] != "scratch":
+        if cfg["kind"] != "student":
+            raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
+        parent = checkpoint.load(cfg["init_from"], kinds=("dfm",))
+        if parent["model_config"]["vocab_size"] != vocab_size:
+            raise UsageError(f"{cfg['init_from']} was trained on another vocabulary than data/{cfg['dataset']}")
+        model = distill.student_from_dfm(checkpoint.build_model(parent))
+        for key in ("source", "kappa_power"):  # the student inherits its teacher's path
+            cfg[key] = parent["config"][key]
+    else:
+        model = Transformer(ModelConfig(vocab_size=vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
+                                        n_head=cfg["n_head"], n_embd=cfg["n_embd"], n_cond=cfg["n_cond"],
+                                        dropout=cfg["dropout"], causal=cfg["kind"] == "ar"))
+    if model.config.vocab_size != vocab_size:
+        raise UsageError(f"checkpoint vocabulary ({model.config.vocab_size}) differs from data/{cfg['dataset']} ({vocab_size})")
+    if cfg["block_size"] > model.config.block_size:
+        raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}")
+    model.to(dev)
+    if cfg["kind"] == "student":  # the EMA of the student is the shortcut teacher, and what samples
+        teacher_model = copy.deepcopy(model).requires_grad_(False).eval()
+        if ckpt is not None:
+            teacher_model.load_state_dict(ckpt["ema"])
+    optimizer = model.optimizer(cfg["learning_rate"], cfg["weight_decay"], (cfg["beta1"], cfg["beta2"]), device_type)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if world_size == 1 and ckpt["world_size"] == 1:
+            set_rng_state(ckpt["rng"], generator)
+        else:  # another process layout: restore the step, draw fresh but reproducible data streams
+            generator.manual_seed(cfg["seed"] + rank + 1000003 * iter_num)
+        ckpt = None  # free the memory
+    raw_model = model
+    if cfg["compile"]:
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+    eval_generator_seed = cfg["seed"] + 999  # evaluations see the same batches every time
+    def evaluate():
+        raw_model.eval()
+        g = torch.Generator().manual_seed(eval_generator_seed)
+        out = {}
+        with torch.no_grad(), autocast:
+            for split, path in (("train", train_bin), ("val", val_bin)):
+                losses = [batch_loss(raw_model, teacher_model, get_batch(path, cfg["batch_size"], cfg["block_size"], g, dev),
+                                     cfg, vocab_size, g).item() for _ in range(cfg["eval_iters"])]
+                out[split] = sum(losses) / len(losses)
+            if cfg["kind"] == "dfm" and cfg["source"] == "mask":
+                x1 = get_batch(val_bin, cfg["batch_size"], cfg["block_size"], g, dev)
+                out["val_elbo"] = elbo_bound(raw_model, x1, vocab_size, cfg["kappa_power"], num_times=4, generator=g)
+        raw_model.train()
+        return out
+
+    tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"] * world_size
+    flops_per_iter = raw_model.flops_per_token(cfg["block_size"]) * tokens_per_iter
+    peak = cfg["peak_flops"] or next((v for k, v in PEAK_BF16_FLOPS.items() if device_type == "cuda"
+                                      and k in torch.cuda.get_device_name(dev)), 0.0)
+    if master:
+        os.makedirs(cfg["out_dir"], exist_ok=True)
+        print(f"{cfg['kind']} model, {raw_model.num_params() / 1e6:.2f}M non-embedding parameters, "
+              f"{tokens_per_iter:,} tokens per iteration, device {dev}, {'bfloat16' if use_bf16 else 'float32'}")
+    log_file = open(os.path.join(cfg["out_dir"], "log.jsonl"), "a") if master else None
+    bar = tqdm(total=cfg["max_iters"], initial=iter_num, disable=not master, dynamic_ncols=True, desc="train")
+    t_last, tokens_since = time.time(), 0
+    while True:
+        lr = learning_rate_at(iter_num, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if iter_num % cfg["eval_interval"] == 0 and master:
+            losses = evaluate()
+            line = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+            if "val_elbo" in losses:
+                line += f", val ELBO perplexity <= {math.exp(losses['val_elbo']):.3f}"
+            bar.write(line)
+            log_file.write(json.dumps({"step": iter_num, **losses}) + "\n")
+            if losses["val"] < best_val_loss or cfg["always_save_checkpoint"]:
+                best_val_loss = min(best_val_loss, losses["val"])
+                if iter_num > 0 or cfg["always_save_checkpoint"]:
+                    checkpoint.save(ckpt_path, {
+                        "kind": cfg["kind"], "model_config": asdict(raw_model.config),
+                        "model": checkpoint.model_state(raw_model), "optimizer": optimizer.state_dict(),
+                        "ema": teacher_model.state_dict() if teacher_model is not None else None,
+                        "config": cfg, "step": iter_num, "best_val_loss": best_val_loss,
+                        "rng": rng_state(generator), "world_size": world_size, "meta": meta})
+            t_last, tokens_since = time.time(), 0  # throughput counts training only
+        if cfg["eval_only"] or iter_num >= cfg["max_iters"]:
+            break
+        for micro in range(cfg["gradient_accumulation_steps"]):
+            x1 = get_batch(train_bin, cfg["batch_size"], cfg["block_size"], generator, dev)
+            # DDP: all-reduce gradients only on the last micro-step
+            sync = not ddp or micro == cfg["gradient_accumulation_steps"] - 1
+            with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+                loss = batch_loss(model, teacher_model, x1, cfg, vocab_size, generator)
+            (loss / cfg["gradient_accumulation_steps"]).backward()
+        if cfg["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if teacher_model is not None:
+            distill.ema_update(teacher_model, raw_model, cfg["ema_decay"])
+        iter_num += 1
+        tokens_since += tokens_per_iter
+        bar.update(1)
+        if iter_num % cfg["log_interval"] == 0 and master:
+            if device_type == "cuda":
+                torch.cuda.synchronize()
+            elapsed, lossf = time.time() - t_last, loss.item()
+            stats = {"loss": f"{lossf:.4f}", "tok/s": f"{tokens_since / elapsed:,.0f}"}
+            if peak:
+                stats["mfu"] = f"{100 * flops_per_iter * tokens_since / tokens_per_iter / elapsed / (peak * world_size):.1f}%"
+            bar.set_postfix(stats)
+            log_file.write(json.dumps({"step": iter_num, "loss": lossf, "lr": lr}) + "\n")
+            log_file.flush()
+            t_last, tokens_since = time.time(), 0
+    bar.close()
+    if master:
+        log_file.close()
+    if ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except UsageError as e:
+        sys.exit(f"error: {e}")
