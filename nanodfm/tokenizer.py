@@ -89,8 +89,8 @@ class CharTokenizer:
         except KeyError:
             unknown = sorted(set(text) - self.stoi.keys())
             raise ValueError(
-                f"characters {', '.join(map(repr, unknown))} are not in the char vocabulary "
-                f"(it holds only the {self.vocab_size} characters of the training text)") from None
+                f"text has characters outside the char vocabulary: {', '.join(map(repr, unknown))} "
+                f"(the vocabulary is the {self.vocab_size} characters of the training text)") from None
 
     def decode(self, ids) -> str:
         return "".join(self.itos[int(i)] for i in ids)
