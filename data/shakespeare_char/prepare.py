@@ -1,0 +1,74 @@
+"""Tiny Shakespeare as characters: train.bin, val.bin (uint16 ids) and meta.pkl.
+
+    python data/shakespeare_char/prepare.py [--input PATH] [--out_dir DIR]
+
+The text is the canonical Tiny Shakespeare. Without --input it is read from input.txt next to this
+script, else downloaded there, else (offline) taken from <repo>/../shared/data/tinyshakespeare.txt.
+The vocabulary is the sorted set of characters (65 of them); the first 90% of the text is train and the
+last 10% val, split on the id stream so the two files add up to the whole text.
+Expected: vocab 65, train 1,003,854 tokens, val 111,540 tokens.
+"""
+
+import argparse
+import pickle
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHARED_COPY = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def tiny_shakespeare_text(input_path: str | None, cache_dir: Path) -> str:
+    """The Tiny Shakespeare text from --input, a cached download, a fresh download or the shared copy."""
+    if input_path is not None:
+        if not Path(input_path).is_file():
+            sys.exit(f"error: --input {input_path} is not a file")
+        return Path(input_path).read_text(encoding="utf-8")
+    cached = cache_dir / "input.txt"
+    if not cached.is_file():
+        try:
+            with urllib.request.urlopen(URL, timeout=30) as response:
+                text = response.read().decode("utf-8")
+            cached.write_text(text, encoding="utf-8")
+        except OSError as e:  # URLError and timeouts are OSErrors
+            if not SHARED_COPY.is_file():
+                sys.exit(f"error: could not download Tiny Shakespeare ({e}); pass --input PATH to a local copy")
+            print(f"download failed ({e}); using the local copy {SHARED_COPY}")
+            return SHARED_COPY.read_text(encoding="utf-8")
+    return cached.read_text(encoding="utf-8")
+
+
+def write_split(ids, path: Path) -> None:
+    np.array(ids, dtype=np.uint16).tofile(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", default=None, help="local copy of the text (skips the download)")
+    parser.add_argument("--out_dir", default=str(HERE), help="where train.bin, val.bin, meta.pkl go")
+    args = parser.parse_args()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    text = tiny_shakespeare_text(args.input, HERE)
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    itos = {i: ch for i, ch in enumerate(chars)}
+    ids = [stoi[ch] for ch in text]
+    n_train = int(0.9 * len(ids))
+    write_split(ids[:n_train], out_dir / "train.bin")
+    write_split(ids[n_train:], out_dir / "val.bin")
+    meta = {"tokenizer": "char", "vocab_size": len(chars), "itos": itos, "stoi": stoi}
+    with open(out_dir / "meta.pkl", "wb") as f:
+        pickle.dump(meta, f)
+    print(f"{len(text):,} characters, vocab size {len(chars)}")
+    print(f"train {n_train:,} tokens, val {len(ids) - n_train:,} tokens -> {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Tokenizers: GPT-2 BPE (via tiktoken, with an offline path) and a character-level vocabulary.
+
+Choices:
+- GPT-2 ids come from tiktoken, so they equal nanoGPT's and every GPT-2 tool's. tiktoken fetches its
+  two files (encoder.json, vocab.bpe) over the network on first use, and that request has no timeout.
+  When local copies exist we build the same `tiktoken.Encoding` from them first: the files are checked
+  against the sha256 hashes tiktoken pins, so the ids cannot differ, and no machine hangs on the network.
+  Local copies are looked up in $NANODFM_GPT2_DIR if set (then it must hold them), else in
+  <repo>/data/gpt2/ and <repo>/../shared/data/gpt2/.
+- A dataset's meta.pkl says which tokenizer its .bin files use; `load_tokenizer(meta)` turns it back
+  into an object with `encode`, `decode`, `vocab_size`, `eot` and `name`. The formats are
+      char: {'tokenizer': 'char', 'vocab_size': V, 'itos': {i: ch}, 'stoi': {ch: i}}
+      gpt2: {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256}
+- The char vocabulary is whatever characters the training text holds, so text with other characters
+  cannot be encoded: that is a ValueError naming them, not a silent substitution.
+"""
+
+import functools
+import os
+from pathlib import Path
+
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GPT2_EOT = 50256
+# The hashes tiktoken pins for the gpt2 files; a copy that matches them gives tiktoken's exact ranks.
+GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+GPT2_HELP = ("connect to the network once (tiktoken caches the files), or set NANODFM_GPT2_DIR "
+             "to a folder holding GPT-2's encoder.json and vocab.bpe")
+
+
+def _has_gpt2_files(folder: Path) -> bool:
+    return (folder / "encoder.json").is_file() and (folder / "vocab.bpe").is_file()
+
+
+def gpt2_encoding_from_files(folder) -> tiktoken.Encoding:
+    """tiktoken's gpt2 encoding built from a folder holding encoder.json and vocab.bpe."""
+    folder = Path(folder)
+    if not _has_gpt2_files(folder):
+        raise RuntimeError(f"no encoder.json and vocab.bpe in {folder}: {GPT2_HELP}")
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(folder / "vocab.bpe"),
+            encoder_json_file=str(folder / "encoder.json"),
+            vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
+            encoder_json_hash=GPT2_ENCODER_JSON_SHA256,
+        )
+    except (OSError, ValueError, AssertionError) as e:
+        raise RuntimeError(f"{folder} does not hold GPT-2's BPE files ({e}): {GPT2_HELP}") from None
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=r50k_pat_str,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: GPT2_EOT},
+        explicit_n_vocab=GPT2_EOT + 1,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def gpt2_encoding() -> tiktoken.Encoding:
+    """The GPT-2 BPE encoding, identical to tiktoken.get_encoding("gpt2"), from local files if any."""
+    if os.environ.get("NANODFM_GPT2_DIR"):
+        return gpt2_encoding_from_files(os.environ["NANODFM_GPT2_DIR"])
+    for folder in (REPO_ROOT / "data" / "gpt2", REPO_ROOT.parent / "shared" / "data" / "gpt2"):
+        if _has_gpt2_files(folder):
+            return gpt2_encoding_from_files(folder)
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # requests, OSError, hash mismatch: all mean "no usable files"
+        raise RuntimeError(f"cannot load GPT-2's BPE files ({type(e).__name__}): {GPT2_HELP}") from None
+
+
+class CharTokenizer:
+    """One id per character; the vocabulary is the sorted set of the training text's characters."""
+
+    name = "char"
+    eot = None
+
+    def __init__(self, stoi: dict, itos: dict):
+        self.stoi, self.itos = stoi, itos
+        self.vocab_size = len(itos)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[ch] for ch in text]
+        except KeyError:
+            unknown = sorted(set(text) - self.stoi.keys())
+            raise ValueError(
+                f"text has characters outside the char vocabulary: {', '.join(map(repr, unknown))} "
+                f"(the vocabulary is the {self.vocab_size} characters of the training text)") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.itos[int(i)] for i in ids)
+
+
+class GPT2Tokenizer:
+    """GPT-2 BPE; the literal text "<|endoftext|>" encodes to the end-of-text id 50256."""
+
+    name = "gpt2"
+
+    def __init__(self):
+        self.encoding = gpt2_encoding()
+        self.vocab_size = self.encoding.n_vocab
+        self.eot = self.encoding.eot_token
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode(text, allowed_special={ENDOFTEXT})
+
+    def decode(self, ids) -> str:
+        return self.encoding.decode([int(i) for i in ids])
+
+
+def load_tokenizer(meta: dict):
+    """The tokenizer a dataset's meta.pkl describes."""
+    kind = meta.get("tokenizer")
+    if kind == "char":
+        return CharTokenizer(meta["stoi"], meta["itos"])
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    raise ValueError(f"unknown tokenizer {kind!r} in meta.pkl (expected 'char' or 'gpt2')")
