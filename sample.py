@@ -77,7 +77,11 @@ def main(argv):
     if not student and cfg["steps"] < FEW_STEPS:
         print(f"warning: this DFM model was not distilled for few steps; with {cfg['steps']} steps expect poor "
               f"samples (distil it: python train.py --kind=student --init_from={cfg['ckpt']})", file=sys.stderr)
-    prompt, fixed = prompt_tensors(tokenizer.encode(read_prompt(cfg["start"])), seq_len)
+    try:
+        prompt_ids = tokenizer.encode(read_prompt(cfg["start"]))
+    except ValueError as e:  # characters outside a char vocabulary
+        raise UsageError(str(e)) from None
+    prompt, fixed = prompt_tensors(prompt_ids, seq_len)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
     x, _ = sample(model, cfg["num_samples"], seq_len, cfg["steps"], ck["config"]["source"], cfg["sampler"],
                   ck["config"]["kappa_power"], cfg["temperature"], prompt, fixed, step_size_input=student,

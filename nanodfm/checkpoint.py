@@ -35,7 +35,7 @@ def load(path, kinds=KINDS, map_location="cpu"):
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{path} is not a nanodfm checkpoint")
     if ckpt["kind"] not in kinds:
-        raise UsageError(f"{path} holds a {ckpt['kind']!r} model; this needs one of {', '.join(kinds)}")
+        raise UsageError(f"{path} holds a model of kind {ckpt['kind']!r}; this needs one of {', '.join(kinds)}")
     return ckpt
 
 
