@@ -106,6 +106,18 @@ def test_openwebtext_local_corpus_round_trips(tmp_path, kind):
     assert not list(out_dir.glob("*.tmp"))
 
 
+def test_openwebtext_text_file_is_one_document_a_line(tmp_path):
+    documents = [doc.replace("\n", " ").replace("\r", "") for doc in DOCUMENTS]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(documents[:10]) + "\n\n" + "\n".join(documents[10:]) + "\n", encoding="utf-8")
+    result = run_prepare("openwebtext", "--input", corpus, "--out_dir", tmp_path / "out",
+                         "--val_fraction", "0.3", "--num_proc", "1")
+    assert result.returncode == 0, result.stderr
+    tok = load_tokenizer(load_meta(tmp_path / "out"))
+    found = [split_documents(load_split(tmp_path / "out", split), tok) for split in ("train", "val")]
+    assert sorted(found[0] + found[1]) == sorted(documents)  # the blank line is an empty document: skipped
+
+
 def test_openwebtext_split_does_not_depend_on_workers(tmp_path):
     corpus = make_corpus(tmp_path, "folder")
     for num_proc in (1, 2):
