@@ -43,6 +43,7 @@ always_save_checkpoint = False  # save at every eval, not only when val loss imp
 eval_only = False
 # data
 dataset = "shakespeare_char"  # data/<dataset>/{train,val}.bin and meta.pkl
+data_dir = ""  # read the dataset from this folder instead of data/<dataset>
 batch_size = 64  # per process and micro-step
 block_size = 256
 gradient_accumulation_steps = 1  # per process
@@ -168,7 +169,7 @@ def main(argv):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", cfg["dataset"])
+    data_dir = cfg["data_dir"] or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", cfg["dataset"])
     meta = load_meta(data_dir)
     train_bin, val_bin = split_path(data_dir, "train"), split_path(data_dir, "val")
     vocab_size = meta["vocab_size"]

@@ -1,0 +1,24 @@
+# DFM on Shakespeare characters, sized for a laptop CPU: about 15 minutes on 2 cores.
+# python train.py config/shakespeare_char_cpu.py            (add --source=uniform for the uniform path)
+out_dir = "out-shakespeare-char-cpu"
+dataset = "shakespeare_char"
+eval_interval = 250
+eval_iters = 10
+log_interval = 25
+
+batch_size = 32
+block_size = 128
+n_layer = 4
+n_head = 4
+n_embd = 128
+n_cond = 64
+dropout = 0.0  # a small model on 8M tokens does not overfit
+
+source = "mask"
+learning_rate = 2e-3  # small models take a large rate
+min_lr = 2e-4
+max_iters = 2000
+lr_decay_iters = 2000
+warmup_iters = 100
+beta2 = 0.99
+device = "cpu"

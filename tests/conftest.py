@@ -1,0 +1,40 @@
+"""Shared fixtures: the repository on sys.path, a tiny dataset, and a subprocess runner."""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
+TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--n_cond=16", "--block_size=32", "--batch_size=4",
+              "--eval_iters=1", "--warmup_iters=2", "--device=cpu"]
+
+
+def run_script(*args, timeout=300):
+    """Run a top-level script in a fresh interpreter; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def char_data(tmp_path_factory):
+    """A char dataset in the prepare scripts' format, from the first 60k characters of Shakespeare."""
+    if os.path.isfile(SHAKESPEARE):
+        text = open(SHAKESPEARE, encoding="utf-8").read()[:60000]
+    else:  # still a real text, so tests keep their meaning without the shared copy
+        text = open(os.path.join(ROOT, "nanodfm", "path.py"), encoding="utf-8").read() * 4
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    folder = tmp_path_factory.mktemp("char_data")
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    n = int(0.9 * len(ids))
+    ids[:n].tofile(folder / "train.bin")
+    ids[n:].tofile(folder / "val.bin")
+    with open(folder / "meta.pkl", "wb") as f:
+        pickle.dump({"tokenizer": "char", "vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+    return str(folder)

@@ -1,0 +1,99 @@
+"""train.py end to end on a tiny model: it trains, resumes exactly, and rejects bad input clearly."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL, run_script
+from nanodfm import checkpoint
+
+
+def losses(out_dir):
+    """Training losses by step from the run's log."""
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def train(data_dir, out_dir, *extra):
+    result = run_script("train.py", f"--data_dir={data_dir}", f"--out_dir={out_dir}", *TINY_MODEL,
+                        "--log_interval=1", "--eval_interval=3", "--always_save_checkpoint=True", *extra)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.mark.parametrize("kind", ["dfm", "ar"])
+def test_resume_continues_exactly(char_data, tmp_path, kind):
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    train(char_data, whole, f"--kind={kind}", "--max_iters=6", "--dropout=0.1")
+    train(char_data, split, f"--kind={kind}", "--max_iters=3", "--dropout=0.1")
+    train(char_data, split, f"--kind={kind}", "--max_iters=6", "--dropout=0.1", "--init_from=resume")
+    a, b = losses(whole), losses(split)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    assert a == b  # bit for bit: model, optimiser, data order and dropout RNG all restored
+    assert a[6] != a[1]
+    ckpt = checkpoint.load(os.path.join(split, "ckpt.pt"))
+    assert ckpt["step"] == 6 and ckpt["kind"] == kind
+
+
+def test_student_resume_restores_the_ema(char_data, tmp_path):
+    dfm = str(tmp_path / "dfm")
+    train(char_data, dfm, "--max_iters=3")
+    parent = os.path.join(dfm, "ckpt.pt")
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    student = ["--kind=student", f"--init_from={parent}", "--max_step_exponent=3", "--ema_decay=0.9"]
+    train(char_data, whole, *student, "--max_iters=6")
+    train(char_data, split, *student, "--max_iters=3")
+    train(char_data, split, "--kind=student", "--init_from=resume", "--max_step_exponent=3", "--ema_decay=0.9", "--max_iters=6")
+    assert losses(whole) == losses(split)
+    a, b = (torch.load(os.path.join(d, "ckpt.pt"), weights_only=False) for d in (whole, split))
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    assert any(not torch.equal(a["ema"][k], a["model"][k]) for k in a["ema"])  # the EMA lags the student
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_bad_input_is_one_clear_line(char_data, tmp_path):
+    one_line_error(run_script("train.py", "--dataset=no_such_data"), "train.bin" if False else "meta.pkl",
+                   "data/no_such_data/prepare.py")
+    empty = tmp_path / "only_meta"
+    empty.mkdir()
+    (empty / "meta.pkl").write_bytes(open(os.path.join(char_data, "meta.pkl"), "rb").read())
+    one_line_error(run_script("train.py", f"--data_dir={empty}"), "train.bin", "prepare.py")
+    one_line_error(run_script("train.py", "--n_layers=2"), "unknown config key 'n_layers'", "n_layer")
+    one_line_error(run_script("train.py", "--max_iters=many"), "max_iters")
+    one_line_error(run_script("train.py", "--source=gaussian"), "source")
+    one_line_error(run_script("train.py", "no_such_config.py"), "no_such_config.py")
+    one_line_error(run_script("train.py", "--kind=student"), "init_from")
+
+
+def test_checkpoint_kinds_and_sampling_errors(char_data, tmp_path):
+    ar, dfm = str(tmp_path / "ar"), str(tmp_path / "dfm")
+    train(char_data, ar, "--kind=ar", "--max_iters=1")
+    train(char_data, dfm, "--max_iters=1")
+    ar_ckpt, dfm_ckpt = os.path.join(ar, "ckpt.pt"), os.path.join(dfm, "ckpt.pt")
+    one_line_error(run_script("train.py", f"--data_dir={char_data}", f"--out_dir={ar}", "--init_from=resume"),
+                   "kind 'ar'", "dfm")
+    one_line_error(run_script("train.py", f"--data_dir={char_data}", "--kind=student", f"--init_from={ar_ckpt}"),
+                   "kind 'ar'")
+    garbage = tmp_path / "garbage.pt"
+    torch.save({"state_dict": {}}, garbage)
+    one_line_error(run_script("sample.py", f"--ckpt={garbage}"), "not a nanodfm checkpoint")
+    one_line_error(run_script("sample.py", f"--ckpt={tmp_path / 'missing.pt'}"), "not found")
+    one_line_error(run_script("sample.py", f"--ckpt={dfm_ckpt}", "--steps=0"), "steps")
+    one_line_error(run_script("sample.py", f"--ckpt={dfm_ckpt}", "--start=" + "To be or not " * 4), "prompt", "32")
+    one_line_error(run_script("sample.py", f"--ckpt={dfm_ckpt}", "--start=caf\u00e9 \u65e5"), "'\u00e9'", "vocabulary")
+    one_line_error(run_script("sample.py", f"--ckpt={dfm_ckpt}", "--start=FILE:/no/such/prompt.txt"), "prompt file")
+    good = run_script("sample.py", f"--ckpt={dfm_ckpt}", "--steps=4", "--num_samples=1", "--start=ROMEO:")
+    assert good.returncode == 0, good.stderr
+    assert "ROMEO:" in good.stdout and "not distilled" in good.stderr
