@@ -185,8 +185,9 @@ def speed(cfg, dev, autocast):
         models = {k: torch.compile(m) for k, m in models.items()}
     some = next(iter(models.values()))
     dtype = "bfloat16" if autocast is not None else "float32"
-    print(f"device {dev}, {dtype}, compile={cfg['compile']}, {some.config.n_layer} layers x {some.config.n_embd} wide, "
-          f"{some.num_params() / 1e6:.2f}M non-embedding parameters, {L} tokens per sequence")
+    params = ", ".join(f"{k} {m.num_params() / 1e6:.2f}M" for k, m in models.items())
+    print(f"device {dev}, {dtype}, compile={cfg['compile']}, {some.config.n_layer} layers x {some.config.n_embd} wide "
+          f"(non-embedding parameters: {params}), {L} tokens per sequence")
     with autocast or contextlib.nullcontext():
         result = evaluate.speed_benchmark(models, batch_sizes, L, cfg["dfm_steps"], cfg["student_steps"], source, n,
                                           cfg["warmup"], cfg["repeats"], dev)
