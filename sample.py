@@ -63,9 +63,6 @@ def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
     """An AR checkpoint writes token by token with its KV cache (nanodfm/autoregressive.py). It has no
     BOS token: without --start it starts from one end-of-text token (GPT-2) or a newline (char)."""
     prompt_ids = prompt_ids or [start_token(tokenizer)]
-    if len(prompt_ids) >= seq_len:
-        raise UsageError(f"the prompt is {len(prompt_ids)} tokens but samples are {seq_len} long: "
-                         f"shorten it or raise --length (at most the model's block_size)")
     if cfg["top_k"] < 0:
         raise UsageError(f"--top_k must be 0 (off) or positive, got {cfg['top_k']}")
     prompt = torch.tensor(prompt_ids, device=dev).expand(cfg["num_samples"], -1)  # (B, T0)
@@ -101,9 +98,9 @@ def main(argv):
         prompt_ids = tokenizer.encode(read_prompt(cfg["start"]))
     except ValueError as e:  # characters outside a char vocabulary
         raise UsageError(str(e)) from None
+    prompt, fixed = prompt_tensors(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
         return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
-    prompt, fixed = prompt_tensors(prompt_ids, seq_len)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
     x, _ = sample(model, cfg["num_samples"], seq_len, cfg["steps"], ck["config"]["source"], cfg["sampler"],
                   ck["config"]["kappa_power"], cfg["temperature"], prompt, fixed, step_size_input=student,
