@@ -1,0 +1,226 @@
+"""Evaluate checkpoints: sample quality, ELBO perplexity, generation speed (docs/method.md section 6).
+
+    python eval.py --mode=quality --dfm=out-dfm/ckpt.pt --student=out-student/ckpt.pt --judge=out-ar/ckpt.pt
+    python eval.py --mode=elbo --dfm=out-dfm/ckpt.pt
+    python eval.py --mode=speed --dfm=out-dfm/ckpt.pt --student=out-student/ckpt.pt --ar=out-ar/ckpt.pt
+    python eval.py --mode=speed --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --vocab_size=50257
+
+quality: for every S in steps_list, N samples of `length` tokens from DFM + Euler, DFM + cumulative
+and the student (cumulative, h = 1/S), plus two reference rows, held-out text and AR samples, all
+scored by the judge: generative perplexity and unigram entropy. A markdown table on stdout, every
+number in out_json, a plot in out_png.
+elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin.
+speed: seconds per batch and tokens/s at each batch size for the AR model with (and without) its KV
+cache, DFM at dfm_steps and the student at student_steps; from checkpoints, or untrained models of
+the size given by the keys below when no checkpoint is named.
+"""
+
+import contextlib
+import json
+import math
+import os
+import sys
+
+import torch
+from tqdm import tqdm
+
+from nanodfm import checkpoint, evaluate
+from nanodfm.autoregressive import start_token
+from nanodfm.config import UsageError, parse
+from nanodfm.data import split_path
+from nanodfm.tokenizer import load_tokenizer
+
+# ----------------------------------------------------------------------------- defaults
+mode = "quality"  # "quality", "elbo" or "speed"
+# checkpoints ("" = not used)
+dfm = ""  # a DFM model (kind=dfm)
+student = ""  # a few-step student (kind=student)
+ar = ""  # an AR model: the AR reference row and the speed baseline; "" in quality: the judge if a checkpoint
+judge = ""  # an AR checkpoint path, or "gpt2-large" (needs transformers; GPT-2-tokenized models only)
+dataset = ""  # data/<dataset>/val.bin for held-out text; "": the dataset the checkpoints were trained on
+# quality
+steps_list = "1,2,4,8,16,32,64,128,256"
+num_samples = 32
+length = 0  # tokens per sample; 0: the smallest block_size among the models
+temperature = 1.0
+top_k = 0  # AR samples only; 0: off
+batch_size = 32  # samples per model call (quality, elbo)
+out_json = ""
+out_png = ""
+# elbo
+num_batches = 50
+elbo_times = 8  # stratified times t per sequence
+# speed (untrained models of this size when no checkpoint is named)
+speed_batch_sizes = "1,64"
+speed_length = 0  # 0: block_size
+dfm_steps = 256
+student_steps = 8
+warmup = 1
+repeats = 3
+n_layer = 6
+n_head = 6
+n_embd = 384
+block_size = 256
+vocab_size = 65
+# system
+device = "auto"
+dtype = "auto"  # "auto" (bfloat16 autocast on CUDA if supported, else float32), "bfloat16", "float32"
+compile = False  # torch.compile the models (speed mode)
+seed = 1337
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def int_list(key, text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UsageError(f"--{key} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def load_model(path, kind, dev):
+    """(model, checkpoint) for a path of the given kind; a student uses its EMA weights."""
+    ck = checkpoint.load(path, kinds=(kind,))
+    return checkpoint.build_model(ck, weights="ema" if kind == "student" else "model").to(dev).eval(), ck
+
+
+def val_path(cfg, ck):
+    name = cfg["dataset"] or ck["config"]["dataset"]
+    return split_path(os.path.join(REPO_ROOT, "data", name), "val")
+
+
+def write_json(path, result):
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {path}")
+
+
+def quality(cfg, dev):
+    steps_list = int_list("steps_list", cfg["steps_list"])
+    if not cfg["judge"]:
+        raise UsageError("quality needs a judge: --judge=PATH to an AR checkpoint (or --judge=gpt2-large)")
+    if not (cfg["dfm"] or cfg["student"]):
+        raise UsageError("quality needs --dfm=PATH and/or --student=PATH")
+    judge, judge_block, judge_vocab = evaluate.load_judge(cfg["judge"], dev)
+    flows = {k: load_model(cfg[k], k, dev) for k in ("dfm", "student") if cfg[k]}
+    ar_path = cfg["ar"] or ("" if cfg["judge"] in evaluate.GPT2_JUDGES else cfg["judge"])
+    ar_model, ar_ck = load_model(ar_path, "ar", dev) if ar_path else (None, None)
+    first_ck = next(iter(flows.values()))[1]
+    models = [m for m, _ in flows.values()] + ([ar_model] if ar_model is not None else [])
+    if any(m.config.vocab_size != judge_vocab for m in models):
+        raise UsageError(f"the judge's vocabulary ({judge_vocab}) differs from the models' "
+                         f"({models[0].config.vocab_size}): judge with a model trained on the same data")
+    max_len = min([judge_block] + [m.config.block_size for m in models])
+    L = cfg["length"] or max_len
+    if not 2 <= L <= max_len:
+        raise UsageError(f"--length must be in [2, {max_len}] (the smallest block_size of the models), got {L}")
+    N, bs, seed = cfg["num_samples"], cfg["batch_size"], cfg["seed"]
+
+    jobs = [("held-out text", None, None, lambda: evaluate.real_samples(val_path(cfg, first_ck), N, L, seed))]
+    if ar_model is not None:
+        start = start_token(load_tokenizer(ar_ck["meta"]))
+        jobs.append(("AR samples", None, None, lambda: evaluate.ar_samples(
+            ar_model, N, L, start, cfg["temperature"], cfg["top_k"] or None, bs, seed, dev)))
+    for kind, (model, ck) in flows.items():
+        methods = ("euler", "cumulative") if kind == "dfm" else ("cumulative",)
+        for method in methods:
+            for S in steps_list:
+                def make(model=model, ck=ck, method=method, S=S, kind=kind):
+                    return evaluate.flow_samples(model, N, L, S, method, ck["config"]["source"], ck["config"]["kappa_power"],
+                                                 kind == "student", cfg["temperature"], bs, seed, dev)
+                jobs.append((f"{kind} {method}", method, S, make))
+    rows = []
+    for name, method, S, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
+        ids = make().to(dev)
+        rows.append({"name": name, "method": method, "steps": S, **evaluate.score(judge, ids, bs)})
+
+    print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}, seed {seed}\n")
+    print(evaluate.markdown_table(
+        ["row", "steps (NFE)", "gen. perplexity", "entropy (bits)"],
+        [[r["name"], r["steps"] or "-", r["gen_ppl"], r["entropy"]] for r in rows]))
+    write_json(cfg["out_json"], {"mode": "quality", "length": L, "settings": cfg, "rows": rows})
+    if cfg["out_png"]:
+        if evaluate.plot_quality(rows, cfg["out_png"]):
+            print(f"wrote {cfg['out_png']}")
+        else:
+            print("matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+def elbo(cfg, dev):
+    if not cfg["dfm"]:
+        raise UsageError("elbo needs --dfm=PATH to a DFM checkpoint")
+    model, ck = load_model(cfg["dfm"], "dfm", dev)
+    if ck["config"]["source"] != "mask":
+        raise UsageError(f"the ELBO bound is for the mask source; {cfg['dfm']} uses {ck['config']['source']!r}")
+    L = cfg["length"] or model.config.block_size
+    nats = evaluate.elbo_perplexity(model, val_path(cfg, ck), cfg["num_batches"], cfg["batch_size"], L,
+                                    ck["config"]["kappa_power"], cfg["elbo_times"], cfg["seed"], dev)
+    print(f"ELBO bound on held-out data: {nats:.4f} nats/token ({nats / math.log(2):.4f} bits), "
+          f"perplexity <= {math.exp(nats):.3f} ({cfg['num_batches']} batches of {cfg['batch_size']} x {L})")
+    write_json(cfg["out_json"], {"mode": "elbo", "nats": nats, "perplexity": math.exp(nats), "settings": cfg})
+
+
+def speed(cfg, dev, autocast):
+    batch_sizes = int_list("speed_batch_sizes", cfg["speed_batch_sizes"])
+    if any(cfg[k] for k in ("ar", "dfm", "student")):
+        models, source, n = {}, "mask", 1.0
+        for kind in ("ar", "dfm", "student"):
+            if cfg[kind]:
+                models[kind], ck = load_model(cfg[kind], kind, dev)
+                if kind != "ar":
+                    source, n = ck["config"]["source"], ck["config"]["kappa_power"]
+        sizes = {(m.config.n_layer, m.config.n_embd) for m in models.values()}
+        if len(sizes) > 1:
+            print(f"warning: the models differ in size (n_layer, n_embd) {sorted(sizes)}: times are not comparable")
+    else:
+        size = {k: cfg[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")}
+        models, source, n = {k: evaluate.random_model(k, **size).to(dev).eval() for k in ("ar", "dfm", "student")}, "mask", 1.0
+    L = cfg["speed_length"] or min(m.config.block_size for m in models.values())
+    if cfg["compile"]:
+        models = {k: torch.compile(m) for k, m in models.items()}
+    some = next(iter(models.values()))
+    dtype = "bfloat16" if autocast is not None else "float32"
+    params = ", ".join(f"{k} {m.num_params() / 1e6:.2f}M" for k, m in models.items())
+    print(f"device {dev}, {dtype}, compile={cfg['compile']}, {some.config.n_layer} layers x {some.config.n_embd} wide "
+          f"(non-embedding parameters: {params}), {L} tokens per sequence")
+    with autocast or contextlib.nullcontext():
+        result = evaluate.speed_benchmark(models, batch_sizes, L, cfg["dfm_steps"], cfg["student_steps"], source, n,
+                                          cfg["warmup"], cfg["repeats"], dev)
+    print(evaluate.markdown_table(["model", "batch", "model calls", "s / batch", "tokens / s"],
+                                  [[r["name"], r["batch_size"], r["nfe"], r["seconds"], r["tokens_per_s"]]
+                                   for r in result["rows"]]))
+    print("\nspeed-up (times faster than the AR model with its KV cache):")
+    for name, ratio in result["ratios"].items():
+        print(f"  {name}: {ratio:.3g}x")
+    write_json(cfg["out_json"], {"mode": "speed", "device": str(dev), "dtype": dtype, "compile": cfg["compile"],
+                                 "length": L, "settings": cfg, **result})
+
+
+def main(argv):
+    cfg = parse(DEFAULTS, argv)
+    if cfg["mode"] not in ("quality", "elbo", "speed"):
+        raise UsageError(f"--mode must be quality, elbo or speed, got {cfg['mode']!r}")
+    if cfg["dtype"] not in ("auto", "bfloat16", "float32"):
+        raise UsageError(f"--dtype must be auto, bfloat16 or float32, got {cfg['dtype']!r}")
+    if cfg["temperature"] <= 0:
+        raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
+    dev = torch.device(cfg["device"] if cfg["device"] != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = cfg["dtype"] == "bfloat16" or (cfg["dtype"] == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else None
+    torch.manual_seed(cfg["seed"])
+    if cfg["mode"] == "speed":
+        return speed(cfg, dev, autocast)
+    with autocast or contextlib.nullcontext():
+        return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except UsageError as e:
+        sys.exit(f"error: {e}")

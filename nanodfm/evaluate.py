@@ -1,0 +1,208 @@
+"""Measuring: generative perplexity, unigram entropy, ELBO perplexity and generation speed.
+
+docs/method.md section 6 (and section 3 for the ELBO). Choices:
+
+- Generative perplexity: a judge, a causal model, scores every sample; a sample's perplexity is
+  exp(mean NLL of tokens 2..L given the tokens before them; the first token has no context), and a
+  row reports the mean over samples, as the papers do.
+- Next to it, each sample's unigram entropy in bits (of its own token histogram), averaged: a low
+  perplexity with a low entropy means repetition, not quality.
+- Judges: an AR checkpoint trained by this project on the same data (offline, the default), or
+  GPT-2 Large through `transformers` for GPT-2-tokenized models (same ids, so no re-tokenising).
+- Every row draws its samples from a generator seeded the same way: rows differ by method and
+  steps only. Held-out text is random val.bin windows of the same length.
+- ELBO perplexity: exp of the mean of `path.elbo_bound` over held-out batches.
+- Speed: warm-up calls first (allocations, kernel selection, compilation), then the mean of timed
+  calls; CUDA runs asynchronously, so it is synchronised before every clock read.
+"""
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from nanodfm import checkpoint
+from nanodfm.autoregressive import generate
+from nanodfm.config import UsageError
+from nanodfm.data import get_batch
+from nanodfm.model import ModelConfig, Transformer
+from nanodfm.path import elbo_bound
+from nanodfm.sampler import sample
+
+GPT2_JUDGES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+def load_judge(spec, device):
+    """A judge from an AR checkpoint path or a GPT-2 name: (logits_fn, block_size, vocab_size).
+
+    logits_fn(ids (B, T)) returns next-token logits (B, T, V)."""
+    if spec in GPT2_JUDGES:
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError:
+            raise UsageError(f"--judge={spec} needs `pip install transformers`; or pass an AR checkpoint path") from None
+        hf = GPT2LMHeadModel.from_pretrained(spec).to(device).eval()
+        return (lambda ids: hf(ids).logits), hf.config.n_positions, hf.config.vocab_size
+    model = checkpoint.build_model(checkpoint.load(spec, kinds=("ar",))).to(device).eval()
+    return model, model.config.block_size, model.config.vocab_size
+
+
+@torch.no_grad()
+def generative_perplexity(judge, ids, batch_size=32):
+    """Per-sample exp(mean NLL) (N,) of tokens 2..L of ids (N, L) under the causal judge."""
+    nll = []
+    for chunk in ids.split(batch_size):
+        logits = judge(chunk[:, :-1]).float()  # (b, L-1, V): position i predicts token i+1
+        nll.append(F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none").mean(dim=1))
+    return torch.cat(nll).exp()
+
+
+def unigram_entropy(ids):
+    """Per-sample entropy in bits (N,) of the token histogram of each row of ids (N, L)."""
+    counts = torch.zeros(ids.shape[0], int(ids.max()) + 1, dtype=torch.float64, device=ids.device)
+    counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.float64))
+    p = counts / ids.shape[1]  # (N, V)
+    return -(p * torch.log2(p.clamp_min(1e-300))).sum(dim=1)  # 0 log 0 = 0
+
+
+def score(judge, ids, batch_size=32):
+    """Mean and standard deviation over samples of generative perplexity and entropy."""
+    ppl, ent = generative_perplexity(judge, ids, batch_size).double(), unigram_entropy(ids)
+    std = lambda v: v.std().item() if len(v) > 1 else 0.0
+    return {"gen_ppl": ppl.mean().item(), "gen_ppl_std": std(ppl), "entropy": ent.mean().item(),
+            "entropy_std": std(ent), "num_samples": len(ids)}
+
+
+def flow_samples(model, num_samples, length, steps, method, source, n=1.0, student=False, temperature=1.0,
+                 batch_size=32, seed=0, device="cpu"):
+    """num_samples (N, length) ids from a DFM model or student in `steps` steps, in batches."""
+    generator = torch.Generator(device).manual_seed(seed)
+    out = []
+    for b in range(0, num_samples, batch_size):
+        x, _ = sample(model, min(batch_size, num_samples - b), length, steps, source, method, n, temperature,
+                      step_size_input=student, generator=generator, device=device)
+        out.append(x)
+    return torch.cat(out)
+
+
+def ar_samples(model, num_samples, length, start_id, temperature=1.0, top_k=None, batch_size=32, seed=0,
+               device="cpu"):
+    """num_samples (N, length) ids from an AR model, each started from the token start_id."""
+    generator = torch.Generator(device).manual_seed(seed)
+    out = []
+    for b in range(0, num_samples, batch_size):
+        prompt = torch.full((min(batch_size, num_samples - b), 1), start_id, dtype=torch.long, device=device)
+        out.append(generate(model, prompt, length - 1, temperature, top_k, generator=generator))
+    return torch.cat(out)
+
+
+def real_samples(path, num_samples, length, seed=0):
+    """num_samples random windows (N, length) of held-out text, the reference row."""
+    return get_batch(path, num_samples, length, torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def elbo_perplexity(model, path, num_batches, batch_size, length, n=1.0, num_times=8, seed=0, device="cpu"):
+    """Mean negative ELBO (nats per token) of a mask-source DFM model over held-out batches."""
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(num_batches):
+        x1 = get_batch(path, batch_size, length, generator, device)
+        total += elbo_bound(model, x1, model.config.vocab_size, n, num_times, generator)
+    return total / num_batches
+
+
+def random_model(kind, vocab_size, block_size, n_layer, n_head, n_embd):
+    """An untrained model of a given size and kind ("dfm", "student", "ar"), for timing."""
+    return Transformer(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                                   n_embd=n_embd, causal=kind == "ar", step_conditioned=kind == "student"))
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device, warmup=1, repeats=3):
+    """Mean wall-clock seconds of fn() over `repeats` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def speed_benchmark(models, batch_sizes, length, dfm_steps=256, student_steps=8, source="mask", n=1.0,
+                    warmup=1, repeats=3, device="cpu"):
+    """Seconds per batch and tokens/s to generate B sequences of `length` tokens.
+
+    models: {"ar": causal model, "dfm": DFM model, "student": student}, any of them. The AR model
+    starts from one token and writes length - 1, with and without its KV cache. Returns
+    {"rows": [...], "ratios": {...}}; a ratio is how many times faster the first is than the second.
+    """
+    runs = []  # (name, model calls per batch, function of the batch size)
+    if "ar" in models:
+        for cache in (True, False):
+            def ar(B, cache=cache):
+                prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
+                generate(models["ar"], prompt, length - 1, use_cache=cache)
+            runs.append(("ar_cache" if cache else "ar_nocache", length - 1, ar))
+    for name, steps in (("dfm", dfm_steps), ("student", student_steps)):
+        if name in models:
+            def flow(B, name=name, steps=steps):
+                sample(models[name], B, length, steps, source, "cumulative", n, step_size_input=name == "student",
+                       device=device)
+            runs.append((f"{name}@{steps}", steps, flow))
+    rows = []
+    for name, nfe, fn in runs:
+        for B in batch_sizes:
+            seconds = time_call(lambda: fn(B), device, warmup, repeats)
+            rows.append({"name": name, "batch_size": B, "length": length, "nfe": nfe, "seconds": seconds,
+                         "tokens_per_s": B * length / seconds})
+    ratios = {}
+    by = {(r["name"], r["batch_size"]): r["seconds"] for r in rows}
+    for (name, B), seconds in by.items():
+        if name != "ar_cache" and ("ar_cache", B) in by:
+            ratios[f"{name} vs ar_cache, B={B}"] = by[("ar_cache", B)] / seconds
+    return {"rows": rows, "ratios": ratios}
+
+
+def markdown_table(header, rows):
+    """A markdown table from a header list and rows of cells (floats get 2-4 significant digits)."""
+    cell = lambda v: (f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}") if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def plot_quality(rows, path):
+    """Generative perplexity and entropy against steps, one line per sampler; references dashed.
+
+    Returns False (and draws nothing) when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "gen_ppl", "generative perplexity"), (axes[1], "entropy", "unigram entropy (bits)")):
+        for name in dict.fromkeys(r["name"] for r in rows):
+            mine = [r for r in rows if r["name"] == name]
+            if mine[0]["steps"] is None:  # a reference row: one value
+                ax.axhline(mine[0][key], linestyle="--", color="gray" if name == "held-out text" else "black",
+                           label=name)
+            else:
+                ax.plot([r["steps"] for r in mine], [r[key] for r in mine], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sampling steps (NFE)")
+        ax.set_ylabel(label)
+        if key == "gen_ppl":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
