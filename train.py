@@ -148,6 +148,7 @@ def batch_loss(model, teacher_model, x1, cfg, vocab_size, generator):
 
 
 def main(argv):
+    """Train as configured by argv; returns the trained model and, for a student, its EMA."""
     cfg = parse(DEFAULTS, argv)
     check(cfg)
     # one code path for a single process and for torchrun: DDP only when RANK is set
@@ -300,6 +301,7 @@ def main(argv):
         log_file.close()
     if ddp:
         dist.destroy_process_group()
+    return raw_model, teacher_model
 
 
 if __name__ == "__main__":
