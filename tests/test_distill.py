@@ -1,0 +1,99 @@
+"""Few-step distillation (docs/method.md section 5)."""
+
+import copy
+
+import pytest
+import torch
+
+from nanodfm.distill import distill_loss, ema_update, sample_step_sizes, shortcut_target, student_from_dfm
+from nanodfm.model import ModelConfig, Transformer
+from nanodfm.path import LOG_ZERO, mask_id, posterior_log_probs, sample_path
+from test_sampler import PerfectDenoiser, V, tiny_model
+
+
+def test_step_sizes_lie_on_the_grid_with_frequencies_proportional_to_one_over_h():
+    K, N = 5, 200_000
+    t, h = sample_step_sizes(N, K, torch.Generator().manual_seed(0))
+    grid = 2.0 ** -K
+    assert torch.equal(t / grid, (t / grid).round()) and (t >= 0).all()
+    assert (t + h <= 1).all()
+    exponents = (-torch.log2(h)).round().long()
+    assert torch.equal(h, 2.0 ** -exponents.float())
+    counts = torch.bincount(exponents, minlength=K + 1).double()
+    expected = N * 2.0 ** torch.arange(K + 1) / (2 ** (K + 1) - 1)
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 25.7  # the 0.9999 quantile of chi-square with K = 5 degrees of freedom
+    # given h, the start t is uniform over its allowed multiples of 2^-K: check the mean for h = 1/2
+    half = t[exponents == 1]
+    assert abs(half.mean().item() - 0.25) < 0.01  # t in {0, 1/32, ..., 1/2}
+
+
+def test_untrained_student_equals_its_dfm_parent_for_any_h():
+    dfm = tiny_model(seed=1)
+    student = student_from_dfm(dfm)
+    x = torch.randint(0, V + 1, (3, 32), generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([0.1, 0.5, 0.9])
+    expected = dfm(x, t)
+    for h in (1.0, 0.5, 1 / 64, torch.tensor([1.0, 0.25, 1 / 8])):
+        assert torch.equal(student(x, t, h), expected)
+    # and it does learn to use h: a non-zero last layer makes h matter
+    torch.nn.init.normal_(student.step_mlp[-1].weight)
+    assert not torch.allclose(student(x, t, 1.0), student(x, t, 1 / 64))
+
+
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+@pytest.mark.parametrize("method", ["rk2", "rk4"])
+def test_perfect_teacher_gives_exact_targets_and_zero_loss(source, method):
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randint(0, V, (1, 40), generator=g)
+    perfect = PerfectDenoiser(x1)
+    data = x1.expand(64, -1)
+    t, h = sample_step_sizes(64, 4, g)
+    x_t = sample_path(data, t, V, source, generator=g)
+    target = shortcut_target(perfect, x_t, t, h, V, source, method=method, generator=g)
+    assert torch.isfinite(target).all()
+    assert torch.equal(target.log_softmax(-1).argmax(-1), data)
+    torch.testing.assert_close(target.log_softmax(-1).exp(), posterior_log_probs(perfect(x_t, t), x_t, V, source).exp())
+    assert distill_loss(perfect, perfect, data, V, source, max_exponent=4, method=method, generator=g).item() == 0.0
+
+
+def test_targets_stay_finite_where_half_steps_decode():
+    """Positions decoded inside a half step are point masses; their average with l1 stays finite."""
+    teacher = tiny_model(seed=4)
+    x_t = torch.full((8, 32), mask_id(V))
+    t, h = torch.zeros(8), torch.ones(8)  # one step over the whole path: the half steps decode a lot
+    target = shortcut_target(teacher, x_t, t, h, V, "mask", generator=torch.Generator().manual_seed(5))
+    assert torch.isfinite(target).all() and (target >= LOG_ZERO).all()
+
+
+def test_ema_moves_the_right_fraction():
+    torch.manual_seed(6)
+    student = tiny_model(seed=7)
+    ema = copy.deepcopy(student)
+    for p in student.parameters():
+        p.data.add_(1.0)
+    before = [p.clone() for p in ema.parameters()]
+    ema_update(ema, student, decay=0.9)
+    for old, new, target in zip(before, ema.parameters(), student.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * target)
+
+
+def test_a_short_distillation_lowers_the_distillation_loss():
+    torch.manual_seed(8)
+    dfm = tiny_model(seed=8)
+    student = student_from_dfm(dfm)
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    data = torch.randint(0, V, (16, 32), generator=torch.Generator().manual_seed(9))
+    def loss():
+        with torch.no_grad():
+            return sum(distill_loss(student, teacher, data, V, "mask", max_exponent=3,
+                                    generator=torch.Generator().manual_seed(s)).item() for s in range(8)) / 8
+    start = loss()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    for i in range(60):
+        distill_loss(student, teacher, data, V, "mask", max_exponent=3,
+                     generator=torch.Generator().manual_seed(100 + i)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        ema_update(teacher, student, 0.9)
+    assert loss() < 0.8 * start
