@@ -183,6 +183,8 @@ def main(argv):
         ckpt = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
         model = checkpoint.build_model(ckpt)
         iter_num, best_val_loss = ckpt["step"], ckpt["best_val_loss"]
+        for key in ("source", "kappa_power"):  # the path is part of the model: keep the one it was trained on
+            cfg[key] = ckpt["config"][key]
     elif cfg["init_from"] != "scratch":
         if cfg["kind"] != "student":
             raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
