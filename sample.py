@@ -3,12 +3,21 @@
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --steps=64
     python sample.py --ckpt=out-student/ckpt.pt --steps=8 --start="ROMEO:"
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --sampler=euler --start=FILE:prompt.txt
+    python sample.py --ckpt=out-student/ckpt.pt --steps=8 --show=frames --start="ROMEO:\n____\nJULIET:"
 
 A DFM model or a few-step student writes all `length` tokens in parallel over `steps` model calls;
 a prompt (--start) is clamped as a prefix and never resampled. An autoregressive checkpoint (kind=ar)
 writes them one at a time with its KV cache (--temperature, --top_k); --steps does not apply.
+
+Infilling: each run of four or more underscores in --start is a hole of `hole_len` tokens. The text
+around the holes is clamped and only the holes are sampled; the sample then ends where the prompt
+ends, unless --length asks for more (the extra tokens are generated after it, as for a prefix).
+Showing the decode order (nanodfm/display.py): --show=steps colours each token by the step at which
+it was decoded, --show=frames prints the sequence as it fills in, --html=FILE writes a page.
 """
 
+import os
+import re
 import sys
 
 import torch
@@ -16,6 +25,7 @@ import torch
 from nanodfm import checkpoint
 from nanodfm.autoregressive import generate, start_token
 from nanodfm.config import UsageError, parse
+from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.sampler import METHODS, sample
 from nanodfm.tokenizer import load_tokenizer
 
@@ -25,14 +35,20 @@ steps = 64  # model calls per sample (NFE)
 sampler = "cumulative"  # "cumulative" (FS-DFM) or "euler" (DFM)
 num_samples = 2
 length = 0  # tokens per sample; 0: the model's block_size
-start = ""  # prompt text, or FILE:path to read it from a file
+start = ""  # prompt text, or FILE:path to read it from a file; ____ (4+ underscores) is a hole
+hole_len = 16  # tokens per hole: the model fills each hole with exactly this many
 temperature = 1.0
 top_k = 0  # AR checkpoints: draw from the k most likely tokens only; 0: off
 seed = 1337
 device = "auto"
+show = "text"  # "text" (plain), "steps" (coloured by decode step) or "frames" (each step as it fills in)
+html = ""  # write the samples, coloured by decode step, as a standalone HTML page to this file
+color = "auto"  # "auto" (colour when stdout is a terminal), "always" or "never"
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 FEW_STEPS = 64  # below this, a model that was not distilled is sampled far from its accuracy
+HOLE = re.compile(r"_{4,}")  # a hole in --start: four or more underscores
+MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
 
 
 def read_prompt(text):
@@ -46,22 +62,62 @@ def read_prompt(text):
         raise UsageError(f"cannot read prompt file {path!r}: {e.strerror}") from None
 
 
+def encode_prompt(text, tokenizer, hole_len):
+    """Token ids of --start with None at each hole position: every run of 4+ underscores becomes
+    hole_len Nones. The text between holes is encoded piece by piece (BPE never merges across one)."""
+    pieces = HOLE.split(text)
+    if len(pieces) > 1 and hole_len < 1:
+        raise UsageError(f"--hole_len must be a positive number of tokens, got {hole_len}")
+    ids = []
+    for k, piece in enumerate(pieces):
+        if k:
+            ids += [None] * hole_len
+        try:
+            ids += tokenizer.encode(piece) if piece else []
+        except ValueError as e:  # characters outside a char vocabulary
+            raise UsageError(str(e)) from None
+    return ids
+
+
 def prompt_tensors(prompt_ids, seq_len):
-    """A prefix prompt as (prompt (L,), fixed (L,)) for the sampler; (None, None) without one."""
+    """A prompt as (prompt (L,), fixed (L,)) for the sampler; (None, None) without one.
+
+    prompt_ids: token ids from position 0, None where a position is to be sampled (a hole);
+    the positions after the prompt are sampled too.
+    """
     if not prompt_ids:
         return None, None
-    if len(prompt_ids) >= seq_len:
-        raise UsageError(f"the prompt is {len(prompt_ids)} tokens but samples are {seq_len} long: "
-                         f"shorten it or raise --length (at most the model's block_size)")
+    if len(prompt_ids) > seq_len or None not in prompt_ids and len(prompt_ids) == seq_len:
+        holes = " (holes included)" if None in prompt_ids else ""
+        raise UsageError(f"the prompt is {len(prompt_ids)} tokens{holes} but samples are {seq_len} long: "
+                         f"shorten it{', lower --hole_len' if holes else ''} or raise --length "
+                         f"(at most the model's block_size)")
     prompt = torch.zeros(seq_len, dtype=torch.long)
-    prompt[:len(prompt_ids)] = torch.tensor(prompt_ids)
-    fixed = torch.arange(seq_len) < len(prompt_ids)
+    fixed = torch.zeros(seq_len, dtype=torch.bool)
+    for i, token in enumerate(prompt_ids):
+        if token is not None:
+            prompt[i], fixed[i] = token, True
     return prompt, fixed
+
+
+def frame_printer(tokenizer, steps, color):
+    """on_step callback for --show=frames: prints up to MAX_FRAMES steps, evenly spaced, and the last,
+    each token coloured by the step at which it last changed so far."""
+    shown = {round(k * (steps - 1) / (MAX_FRAMES - 1)) for k in range(MAX_FRAMES)} | {steps - 1}
+
+    def on_step(s, x, last_change):
+        if s in shown:
+            print(f"---------- after step {s + 1}/{steps} (t = {(s + 1) / steps:.3f})")
+            for ids, lc in zip(x.tolist(), last_change.tolist()):
+                print(render(ids, lc, steps, tokenizer, color))
+    return on_step
 
 
 def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
     """An AR checkpoint writes token by token with its KV cache (nanodfm/autoregressive.py). It has no
     BOS token: without --start it starts from one end-of-text token (GPT-2) or a newline (char)."""
+    if None in prompt_ids:
+        raise UsageError("an autoregressive model cannot fill holes: remove the ____ from --start")
     prompt_ids = prompt_ids or [start_token(tokenizer)]
     if cfg["top_k"] < 0:
         raise UsageError(f"--top_k must be 0 (off) or positive, got {cfg['top_k']}")
@@ -81,6 +137,13 @@ def main(argv):
         raise UsageError(f"--sampler must be one of {', '.join(METHODS)}, got {cfg['sampler']!r}")
     if cfg["temperature"] <= 0:
         raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
+    if cfg["show"] not in ("text", "steps", "frames"):
+        raise UsageError(f"--show must be one of text, steps, frames, got {cfg['show']!r}")
+    if cfg["color"] not in ("auto", "always", "never"):
+        raise UsageError(f"--color must be one of auto, always, never, got {cfg['color']!r}")
+    if cfg["html"] and not os.path.isdir(os.path.dirname(os.path.abspath(cfg["html"]))):
+        raise UsageError(f"--html: folder {os.path.dirname(os.path.abspath(cfg['html']))} does not exist")
+    color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = cfg["device"]
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -88,26 +151,44 @@ def main(argv):
     student = ck["kind"] == "student"
     model = checkpoint.build_model(ck, weights="ema" if student else "model").to(dev).eval()
     tokenizer = load_tokenizer(ck["meta"])
-    seq_len = cfg["length"] or model.config.block_size
+    prompt_ids = encode_prompt(read_prompt(cfg["start"]), tokenizer, cfg["hole_len"])
+    infill = None in prompt_ids
+    if cfg["hole_len"] != DEFAULTS["hole_len"] and not infill:
+        raise UsageError("--hole_len is set but --start has no hole: mark each with ____ (four underscores)")
+    # with holes the sample ends where the prompt ends; without, it fills the context
+    seq_len = cfg["length"] or (min(len(prompt_ids), model.config.block_size) if infill else model.config.block_size)
     if not 0 < seq_len <= model.config.block_size:
         raise UsageError(f"--length must be in [1, {model.config.block_size}] (the model's block_size), got {seq_len}")
     if ck["kind"] == "dfm" and cfg["steps"] < FEW_STEPS:
         print(f"warning: this DFM model was not distilled for few steps; with {cfg['steps']} steps expect poor "
               f"samples (distil it: python train.py --kind=student --init_from={cfg['ckpt']})", file=sys.stderr)
-    try:
-        prompt_ids = tokenizer.encode(read_prompt(cfg["start"]))
-    except ValueError as e:  # characters outside a char vocabulary
-        raise UsageError(str(e)) from None
     prompt, fixed = prompt_tensors(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
         return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
-    x, _ = sample(model, cfg["num_samples"], seq_len, cfg["steps"], ck["config"]["source"], cfg["sampler"],
-                  ck["config"]["kappa_power"], cfg["temperature"], prompt, fixed, step_size_input=student,
-                  generator=generator, device=dev, progress=True)
-    for i, ids in enumerate(x.tolist()):
+    frames = cfg["show"] == "frames"
+    on_step = frame_printer(tokenizer, cfg["steps"], color) if frames else None
+    x, last_change = sample(model, cfg["num_samples"], seq_len, cfg["steps"], ck["config"]["source"],
+                            cfg["sampler"], ck["config"]["kappa_power"], cfg["temperature"], prompt, fixed,
+                            step_size_input=student, generator=generator, device=dev, progress=not frames,
+                            on_step=on_step)
+    samples = list(zip(x.tolist(), last_change.tolist()))
+    for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
         print(f"---------- sample {i + 1}/{len(x)}, {cfg['steps']} steps, {cfg['sampler']}")
-        print(tokenizer.decode(ids))
+        if cfg["show"] == "steps":
+            print(render(ids, lc, cfg["steps"], tokenizer) if color else render_codes(ids, lc, cfg["steps"], tokenizer))
+        else:
+            print(tokenizer.decode(ids))
+    if cfg["show"] != "text" and color:
+        print(legend(cfg["steps"]))
+    if cfg["html"]:
+        sections = [(f"{cfg['ckpt']} ({ck['kind']}), sample {i + 1}, {cfg['steps']} steps, {cfg['sampler']}",
+                     ids, lc, cfg["steps"]) for i, (ids, lc) in enumerate(samples)]
+        try:
+            with open(cfg["html"], "w", encoding="utf-8") as f:
+                f.write(html_page(sections, tokenizer))
+        except OSError as e:
+            raise UsageError(f"cannot write --html file {cfg['html']!r}: {e.strerror}") from None
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
 
     prompt (L,) or (B, L) token ids and fixed (L,) or (B, L) bool: positions clamped to the prompt.
     step_size_input: pass h = 1/steps to the model (the few-step student).
-    on_step(s, x): called after every step s in [0, steps), e.g. to show frames.
+    on_step(s, x, last_change): called after every step s in [0, steps), e.g. to show frames.
     Returns x (B, L) and last_change (B, L): the step at which each position last took a new value
     (0 for a position that kept its initial token, -1 for prompt positions).
     """
@@ -116,5 +116,5 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
         last_change[x_next != x] = s
         x = x_next
         if on_step is not None:
-            on_step(s, x)
+            on_step(s, x, last_change)
     return x, last_change

@@ -27,7 +27,7 @@ class PerfectDenoiser(torch.nn.Module):
 def masked_fractions(model, steps, method, n=1.0, num_samples=200, seq_len=100, seed=0):
     """Fraction of the still-masked positions that each step unmasks."""
     fractions, masked = [], [float(num_samples * seq_len)]
-    def on_step(s, x):
+    def on_step(s, x, last_change):
         now = (x == mask_id(V)).sum().item()
         fractions.append(1 - now / masked[-1] if masked[-1] else float("nan"))
         masked.append(now)
@@ -80,7 +80,7 @@ def test_prompt_is_kept_and_decoded_tokens_are_final(source, method):
     fixed[:5] = fixed[20:24] = True
     frames = []
     x, last_change = sample(model, 16, 32, 8, source, method, prompt=prompt, fixed=fixed,
-                            generator=torch.Generator().manual_seed(4), on_step=lambda s, x: frames.append(x.clone()))
+                            generator=torch.Generator().manual_seed(4), on_step=lambda s, x, last_change: frames.append(x.clone()))
     assert (x < V).all() and (x >= 0).all()
     assert torch.equal(x[:, fixed], prompt[fixed].expand(16, -1))
     assert (last_change[:, fixed] == -1).all() and ((last_change[:, ~fixed] >= 0) & (last_change[:, ~fixed] < 8)).all()

@@ -1,0 +1,124 @@
+"""Infilling through sample.py: given tokens never change, every hole is filled, bad input is one line."""
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanodfm import checkpoint
+from nanodfm.config import UsageError
+from nanodfm.display import MASK_CHAR
+from nanodfm.model import ModelConfig, Transformer
+from nanodfm.path import mask_id
+from nanodfm.sampler import sample
+from nanodfm.tokenizer import CharTokenizer, GPT2Tokenizer
+from sample import encode_prompt, prompt_tensors
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # Tiny Shakespeare's
+META = {"tokenizer": "char", "vocab_size": len(CHARS),
+        "itos": dict(enumerate(CHARS)), "stoi": {c: i for i, c in enumerate(CHARS)}}
+BLOCK = 48
+
+
+def random_model(vocab_size, seed=0):
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=32, n_cond=16,
+                         step_conditioned=True)
+    return Transformer(config).eval()
+
+
+def test_holes_become_none_runs_between_separately_encoded_pieces():
+    tok = CharTokenizer(META["stoi"], META["itos"])
+    ids = encode_prompt("AB____C________D", tok, hole_len=3)
+    assert ids == tok.encode("AB") + [None] * 3 + tok.encode("C") + [None] * 3 + tok.encode("D")
+    assert encode_prompt("no holes, ___ is text", CharTokenizer({**META["stoi"], "_": 99}, META["itos"]), 3) \
+        .count(None) == 0
+    prompt, fixed = prompt_tensors(ids, 20)
+    assert fixed.tolist() == [i < len(ids) and ids[i] is not None for i in range(20)]
+    with pytest.raises(UsageError):
+        prompt_tensors(ids, len(ids) - 1)
+    with pytest.raises(UsageError):
+        encode_prompt("A____B", tok, hole_len=0)
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+def test_infilling_keeps_given_tokens_and_fills_every_hole(kind):
+    if kind == "char":
+        tok = CharTokenizer(META["stoi"], META["itos"])
+    else:
+        try:
+            tok = GPT2Tokenizer()
+        except RuntimeError as e:
+            pytest.skip(str(e))
+    text = "ROMEO:\n____ the ____, and ____ night.\nJULIET:"
+    ids = encode_prompt(text, tok, hole_len=4)
+    if kind == "gpt2":  # pieces are encoded apart: the same tokens as encoding each alone
+        assert ids[:len(tok.encode("ROMEO:\n"))] == tok.encode("ROMEO:\n")
+    prompt, fixed = prompt_tensors(ids, len(ids))
+    model = random_model(tok.vocab_size)
+    for source in ("mask", "uniform"):
+        x, last_change = sample(model, 3, len(ids), 4, source, prompt=prompt, fixed=fixed, step_size_input=True,
+                                generator=torch.Generator().manual_seed(0))
+        assert (x[:, fixed] == prompt[fixed]).all()
+        assert (x < mask_id(tok.vocab_size)).all()  # no MASK left in any hole
+        assert (last_change[:, fixed] == -1).all() and (last_change[:, ~fixed] >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    model = random_model(len(CHARS))
+    path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
+    checkpoint.save(str(path), {"kind": "student", "model_config": asdict(model.config), "model": model.state_dict(),
+                                "ema": None, "config": {"source": "mask", "kappa_power": 1.0}, "meta": META})
+    return str(path)
+
+
+def run_sample(*args):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "sample.py"), *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, env=env, timeout=120)
+
+
+def test_sample_infill_and_html(ckpt, tmp_path):
+    page = tmp_path / "order.html"
+    r = run_sample(f"--ckpt={ckpt}", "--steps=4", "--num_samples=2", "--start=ROMEO:\n____\nJULIET: ____!",
+                   "--hole_len=5", f"--html={page}")
+    assert r.returncode == 0, r.stderr
+    samples = r.stdout.split("---------- sample ")[1:]
+    assert len(samples) == 2
+    for s in samples:  # the sample ends where the prompt ends; each hole is 5 characters
+        assert re.fullmatch(r"\d/2, 4 steps, cumulative\nROMEO:\n[\s\S]{5}\nJULIET: [\s\S]{5}!\n", s), s
+    assert page.is_file() and page.read_text(encoding="utf-8").count("<pre>") == 2
+
+
+def test_sample_frames_fill_in(ckpt):
+    r = run_sample(f"--ckpt={ckpt}", "--steps=40", "--num_samples=1", "--show=frames", "--color=never",
+                   "--start=A____B", "--hole_len=8")
+    assert r.returncode == 0, r.stderr
+    headers = [line for line in r.stdout.splitlines() if line.startswith("---------- after step")]
+    assert len(headers) == 16 and headers[-1].startswith("---------- after step 40/40")
+    frames = [line for line in r.stdout.splitlines() if not line.startswith("----------")]
+    assert all(len(f) == 10 and f[0] == "A" and f[-1] == "B" for f in frames)
+    masked = [f.count(MASK_CHAR) for f in frames]
+    assert masked == sorted(masked, reverse=True) and masked[-1] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hole_len=8", "--start=ROMEO:"], "--start has no hole"),
+    (["--start=" + "A____" * 3, "--hole_len=20"], "holes included"),
+    (["--start=A____", "--html=/nonexistent-folder/x.html"], "does not exist"),
+    (["--start=A____", "--hole_len=0"], "--hole_len must be"),
+    (["--show=colours"], "--show must be"),
+])
+def test_bad_input_is_one_line(ckpt, args, message):
+    r = run_sample(f"--ckpt={ckpt}", "--steps=2", *args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], r.stderr
