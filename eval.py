@@ -34,7 +34,7 @@ from nanodfm.tokenizer import load_tokenizer
 mode = "quality"  # "quality", "elbo" or "speed"
 # checkpoints ("" = not used)
 dfm = ""  # a DFM model (kind=dfm)
-student = ""  # a few-step student (kind=student)
+student = ""  # a few-step student (kind=student), or several separated by commas (e.g. RK4 and RK2)
 ar = ""  # an AR model: the AR reference row and the speed baseline; "" in quality: the judge if a checkpoint
 judge = ""  # an AR checkpoint path, or "gpt2-large" (needs transformers; GPT-2-tokenized models only)
 dataset = ""  # data/<dataset>/val.bin for held-out text; "": the dataset the checkpoints were trained on
@@ -107,11 +107,14 @@ def quality(cfg, dev):
     if not (cfg["dfm"] or cfg["student"]):
         raise UsageError("quality needs --dfm=PATH and/or --student=PATH")
     judge, judge_block, judge_vocab = evaluate.load_judge(cfg["judge"], dev)
-    flows = {k: load_model(cfg[k], k, dev) for k in ("dfm", "student") if cfg[k]}
+    flows = [("dfm", *load_model(cfg["dfm"], "dfm", dev))] if cfg["dfm"] else []
+    for path in filter(None, cfg["student"].split(",")):
+        model, ck = load_model(path, "student", dev)
+        flows.append((f"student {ck['config']['teacher']}", model, ck))
     ar_path = cfg["ar"] or ("" if cfg["judge"] in evaluate.GPT2_JUDGES else cfg["judge"])
     ar_model, ar_ck = load_model(ar_path, "ar", dev) if ar_path else (None, None)
-    first_ck = next(iter(flows.values()))[1]
-    models = [m for m, _ in flows.values()] + ([ar_model] if ar_model is not None else [])
+    first_ck = flows[0][2]
+    models = [m for _, m, _ in flows] + ([ar_model] if ar_model is not None else [])
     if any(m.config.vocab_size != judge_vocab for m in models):
         raise UsageError(f"the judge's vocabulary ({judge_vocab}) differs from the models' "
                          f"({models[0].config.vocab_size}): judge with a model trained on the same data")
@@ -126,20 +129,22 @@ def quality(cfg, dev):
         start = start_token(load_tokenizer(ar_ck["meta"]))
         jobs.append(("AR samples", None, None, lambda: evaluate.ar_samples(
             ar_model, N, L, start, cfg["temperature"], cfg["top_k"] or None, bs, seed, dev)))
-    for kind, (model, ck) in flows.items():
+    for kind, model, ck in flows:
         methods = ("euler", "cumulative") if kind == "dfm" else ("cumulative",)
         for method in methods:
             for S in steps_list:
                 def make(model=model, ck=ck, method=method, S=S, kind=kind):
                     return evaluate.flow_samples(model, N, L, S, method, ck["config"]["source"], ck["config"]["kappa_power"],
-                                                 kind == "student", cfg["temperature"], bs, seed, dev)
+                                                 kind != "dfm", cfg["temperature"], bs, seed, dev)
                 jobs.append((f"{kind} {method}", method, S, make))
     rows = []
     for name, method, S, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
         ids = make().to(dev)
         rows.append({"name": name, "method": method, "steps": S, **evaluate.score(judge, ids, bs)})
 
-    print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}, seed {seed}\n")
+    judge_loss = "" if cfg["judge"] in evaluate.GPT2_JUDGES else \
+        f" (its val loss {checkpoint.load(cfg['judge'])['best_val_loss']:.4f})"
+    print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}{judge_loss}, seed {seed}\n")
     print(evaluate.markdown_table(
         ["row", "steps (NFE)", "gen. perplexity", "entropy (bits)"],
         [[r["name"], r["steps"] or "-", r["gen_ppl"], r["entropy"]] for r in rows]))

@@ -99,7 +99,7 @@ def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["name"] for r in rows[:2]] == ["held-out text", "AR samples"]
     assert [(r["name"], r["steps"]) for r in rows[2:]] == [(n, s) for n in ("dfm euler", "dfm cumulative",
-                                                                         "student cumulative") for s in (1, 2)]
+                                                                         "student rk4 cumulative") for s in (1, 2)]
     assert all(r["gen_ppl"] > 1 and 0 < r["entropy"] <= 4 for r in rows)  # 16 tokens: at most 4 bits
     assert "| held-out text |" in result.stdout
     result = run_eval("--mode=elbo", f"--dfm={paths['dfm']}", "--num_batches=2", "--batch_size=4")
