@@ -15,7 +15,6 @@ cache, DFM at dfm_steps and the student at student_steps; from checkpoints, or u
 the size given by the keys below when no checkpoint is named.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
-from nanodfm.config import UsageError, parse
+from nanodfm.config import UsageError, autocast_for, parse, pick_device
 from nanodfm.data import split_path
 from nanodfm.tokenizer import load_tokenizer
 
@@ -64,7 +63,8 @@ block_size = 256
 vocab_size = 65
 # system
 device = "auto"
-dtype = "auto"  # "auto" (bfloat16 autocast on CUDA if supported, else float32), "bfloat16", "float32"
+dtype = "auto"  # speed: "auto" (bfloat16 autocast on CUDA if supported, else float32), "bfloat16", "float32";
+# quality and elbo always score in float32: bfloat16 logits would add noise to every probability
 compile = False  # torch.compile the models (speed mode)
 seed = 1337
 # -----------------------------------------------------------------------------
@@ -89,8 +89,16 @@ def load_model(path, kind, dev):
 
 
 def val_path(cfg, ck):
-    name = cfg["dataset"] or ck["config"]["dataset"]
-    return split_path(os.path.join(REPO_ROOT, "data", name), "val")
+    """--dataset if given, else the folder the checkpoint was trained on."""
+    if cfg["dataset"]:
+        return split_path(os.path.join(REPO_ROOT, "data", cfg["dataset"]), "val")
+    trained_on = ck["config"].get("data_dir") or os.path.join(REPO_ROOT, "data", ck["config"]["dataset"])
+    return split_path(trained_on, "val")
+
+
+def check_length(key, L, block_size):
+    if not 0 < L <= block_size:
+        raise UsageError(f"--{key} must be in [1, {block_size}] (the models' block_size), got {L}")
 
 
 def write_json(path, result):
@@ -144,7 +152,10 @@ def quality(cfg, dev):
 
     judge_loss = "" if cfg["judge"] in evaluate.GPT2_JUDGES else \
         f" (its val loss {checkpoint.load(cfg['judge'])['best_val_loss']:.4f})"
-    print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}{judge_loss}, seed {seed}\n")
+    print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}{judge_loss}, seed {seed}")
+    if ar_path == cfg["judge"]:
+        print("(the AR samples are scored by the model that wrote them: read that row as a lower reference)")
+    print()
     print(evaluate.markdown_table(
         ["row", "steps (NFE)", "gen. perplexity", "entropy (bits)"],
         [[r["name"], r["steps"] or "-", r["gen_ppl"], r["entropy"]] for r in rows]))
@@ -163,6 +174,7 @@ def elbo(cfg, dev):
     if ck["config"]["source"] != "mask":
         raise UsageError(f"the ELBO bound is for the mask source; {cfg['dfm']} uses {ck['config']['source']!r}")
     L = cfg["length"] or model.config.block_size
+    check_length("length", L, model.config.block_size)
     nats = evaluate.elbo_perplexity(model, val_path(cfg, ck), cfg["num_batches"], cfg["batch_size"], L,
                                     ck["config"]["kappa_power"], cfg["elbo_times"], cfg["seed"], dev)
     print(f"ELBO bound on held-out data: {nats:.4f} nats/token ({nats / math.log(2):.4f} bits), "
@@ -170,7 +182,7 @@ def elbo(cfg, dev):
     write_json(cfg["out_json"], {"mode": "elbo", "nats": nats, "perplexity": math.exp(nats), "settings": cfg})
 
 
-def speed(cfg, dev, autocast):
+def speed(cfg, dev):
     batch_sizes = int_list("speed_batch_sizes", cfg["speed_batch_sizes"])
     if any(cfg[k] for k in ("ar", "dfm", "student")):
         models, source, n = {}, "mask", 1.0
@@ -186,14 +198,15 @@ def speed(cfg, dev, autocast):
         size = {k: cfg[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")}
         models, source, n = {k: evaluate.random_model(k, **size).to(dev).eval() for k in ("ar", "dfm", "student")}, "mask", 1.0
     L = cfg["speed_length"] or min(m.config.block_size for m in models.values())
+    check_length("speed_length", L, min(m.config.block_size for m in models.values()))
     if cfg["compile"]:
         models = {k: torch.compile(m) for k, m in models.items()}
     some = next(iter(models.values()))
-    dtype = "bfloat16" if autocast is not None else "float32"
+    autocast, dtype = autocast_for(dev.type, cfg["dtype"])
     params = ", ".join(f"{k} {m.num_params() / 1e6:.2f}M" for k, m in models.items())
     print(f"device {dev}, {dtype}, compile={cfg['compile']}, {some.config.n_layer} layers x {some.config.n_embd} wide "
           f"(non-embedding parameters: {params}), {L} tokens per sequence")
-    with autocast or contextlib.nullcontext():
+    with autocast:
         result = evaluate.speed_benchmark(models, batch_sizes, L, cfg["dfm_steps"], cfg["student_steps"], source, n,
                                           cfg["warmup"], cfg["repeats"], dev)
     print(evaluate.markdown_table(["model", "batch", "model calls", "s / batch", "tokens / s"],
@@ -214,14 +227,11 @@ def main(argv):
         raise UsageError(f"--dtype must be auto, bfloat16 or float32, got {cfg['dtype']!r}")
     if cfg["temperature"] <= 0:
         raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
-    dev = torch.device(cfg["device"] if cfg["device"] != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-    bf16 = cfg["dtype"] == "bfloat16" or (cfg["dtype"] == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else None
+    dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
     if cfg["mode"] == "speed":
-        return speed(cfg, dev, autocast)
-    with autocast or contextlib.nullcontext():
-        return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)
+        return speed(cfg, dev)
+    return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Sample from a trained model.
 
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --steps=64
-    python sample.py --ckpt=out-student/ckpt.pt --steps=8 --start="ROMEO:"
+    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --start="ROMEO:"
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --sampler=euler --start=FILE:prompt.txt
-    python sample.py --ckpt=out-student/ckpt.pt --steps=8 --show=frames --start="ROMEO:\n____\nJULIET:"
+    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --show=frames --start=$'ROMEO:\n____\nJULIET:'
 
 A DFM model or a few-step student writes all `length` tokens in parallel over `steps` model calls;
 a prompt (--start) is clamped as a prefix and never resampled. An autoregressive checkpoint (kind=ar)
@@ -24,7 +24,7 @@ import torch
 
 from nanodfm import checkpoint
 from nanodfm.autoregressive import generate, start_token
-from nanodfm.config import UsageError, parse
+from nanodfm.config import UsageError, parse, pick_device
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.sampler import METHODS, sample
 from nanodfm.tokenizer import load_tokenizer
@@ -144,9 +144,7 @@ def main(argv):
     if cfg["html"] and not os.path.isdir(os.path.dirname(os.path.abspath(cfg["html"]))):
         raise UsageError(f"--html: folder {os.path.dirname(os.path.abspath(cfg['html']))} does not exist")
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
-    dev = cfg["device"]
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = pick_device(cfg["device"])
     ck = checkpoint.load(cfg["ckpt"], kinds=("dfm", "student", "ar"))
     student = ck["kind"] == "student"
     model = checkpoint.build_model(ck, weights="ema" if student else "model").to(dev).eval()

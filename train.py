@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
-from nanodfm.config import UsageError, parse
+from nanodfm.config import UsageError, autocast_for, parse, pick_device
 from nanodfm.data import get_batch, load_meta, split_path
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import SOURCES, dfm_loss, elbo_bound, sample_path, sample_times
@@ -98,14 +98,6 @@ def check(cfg):
         raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
 
 
-def pick_device(name):
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
-
-
 def learning_rate_at(it, cfg):
     if not cfg["decay_lr"]:
         return cfg["learning_rate"]
@@ -140,6 +132,9 @@ def batch_loss(model, teacher_model, x1, cfg, vocab_size, generator):
         logits = model(x1[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1).float(), x1[:, 1:].flatten())
     if cfg["kind"] == "student":
+        if x1.device.type != "cpu":  # the half steps draw (N, V) float64 noise: draw it where the logits are
+            seed = int(torch.randint(2**62, (), generator=generator))
+            generator = torch.Generator(x1.device).manual_seed(seed)
         return distill.distill_loss(model, teacher_model, x1, vocab_size, cfg["source"], cfg["kappa_power"],
                                     cfg["max_step_exponent"], cfg["teacher"], generator)
     t = sample_times(x1.shape[0], generator=generator, device=x1.device)
@@ -164,8 +159,7 @@ def main(argv):
             torch.cuda.set_device(dev)
     master = rank == 0
     device_type = "cuda" if dev.startswith("cuda") else dev.split(":")[0]
-    use_bf16 = cfg["dtype"] == "bfloat16" or (cfg["dtype"] == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported())
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    autocast, dtype_name = autocast_for(device_type, cfg["dtype"])
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -176,8 +170,7 @@ def main(argv):
     vocab_size = meta["vocab_size"]
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
 
-    torch.manual_seed(cfg["seed"] + rank)
-    generator = torch.Generator().manual_seed(cfg["seed"] + rank)  # batches, times, noise
+    torch.manual_seed(cfg["seed"])  # every rank builds the same model (DDP would broadcast it anyway)
     iter_num, best_val_loss, ckpt, teacher_model = 0, float("inf"), None, None
     if cfg["init_from"] == "resume":
         ckpt = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
@@ -203,10 +196,8 @@ def main(argv):
     if cfg["block_size"] > model.config.block_size:
         raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}")
     model.to(dev)
-    if cfg["kind"] == "student":  # the EMA of the student is the shortcut teacher, and what samples
-        teacher_model = copy.deepcopy(model).requires_grad_(False).eval()
-        if ckpt is not None:
-            teacher_model.load_state_dict(ckpt["ema"])
+    torch.manual_seed(cfg["seed"] + rank)  # dropout differs across ranks, as their data does
+    generator = torch.Generator().manual_seed(cfg["seed"] + rank)  # batches, times, noise
     optimizer = model.optimizer(cfg["learning_rate"], cfg["weight_decay"], (cfg["beta1"], cfg["beta2"]), device_type)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -214,12 +205,16 @@ def main(argv):
             set_rng_state(ckpt["rng"], generator)
         else:  # another process layout: restore the step, draw fresh but reproducible data streams
             generator.manual_seed(cfg["seed"] + rank + 1000003 * iter_num)
-        ckpt = None  # free the memory
     raw_model = model
     if cfg["compile"]:
         model = torch.compile(model)
-    if ddp:
+    if ddp:  # wrapping broadcasts rank 0's weights into raw_model, in place
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+    if cfg["kind"] == "student":  # the EMA of the student is the shortcut teacher, and what samples
+        teacher_model = copy.deepcopy(raw_model).requires_grad_(False).eval()
+        if ckpt is not None:
+            teacher_model.load_state_dict(ckpt["ema"])
+    ckpt = None  # free the memory
 
     eval_generator_seed = cfg["seed"] + 999  # evaluations see the same batches every time
     def evaluate():
@@ -244,7 +239,7 @@ def main(argv):
     if master:
         os.makedirs(cfg["out_dir"], exist_ok=True)
         print(f"{cfg['kind']} model, {raw_model.num_params() / 1e6:.2f}M non-embedding parameters, "
-              f"{tokens_per_iter:,} tokens per iteration, device {dev}, {'bfloat16' if use_bf16 else 'float32'}")
+              f"{tokens_per_iter:,} tokens per iteration, device {dev}, {dtype_name}")
     log_file = open(os.path.join(cfg["out_dir"], "log.jsonl"), "a") if master else None
     bar = tqdm(total=cfg["max_iters"], initial=iter_num, disable=not master, dynamic_ncols=True, desc="train")
     t_last, tokens_since = time.time(), 0

@@ -1,6 +1,6 @@
 """Make assets/decode_order.html: a few-step student at 8 steps beside its DFM teacher at 64 steps.
 
-    python assets/decode_order.py out-shakespeare-char/ckpt.pt out-student/ckpt.pt assets/decode_order.html
+    python assets/decode_order.py out-shakespeare-char-cpu/ckpt.pt out-shakespeare-char-cpu-student/ckpt.pt assets/decode_order.html
 
 Each token is coloured by the step at which it was decoded (nanodfm/display.py); the last section
 fills two holes between given lines.
@@ -44,4 +44,6 @@ def main(dfm_path, student_path, out_path, seed=1337):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python assets/decode_order.py DFM_CKPT STUDENT_CKPT OUT.html")
     main(*sys.argv[1:4])

@@ -27,7 +27,7 @@ def save(path, state):
 def load(path, kinds=KINDS, map_location="cpu"):
     """Read a checkpoint; a clear UsageError if it is missing, foreign or of the wrong kind."""
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint {path} not found: train one with train.py or pass --ckpt=PATH")
+        raise UsageError(f"checkpoint {path} not found: train one with train.py, or check the path")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # a truncated or non-torch file

@@ -7,9 +7,12 @@ unknown key or a value of the wrong type is caught and named instead of silently
 """
 
 import ast
+import contextlib
 import difflib
 import os
 import runpy
+
+import torch
 
 
 class UsageError(ValueError):
@@ -43,6 +46,26 @@ def _set(config, key, value, where):
         hint = f"did you mean {' or '.join(close)}?" if close else "the keys are the names at the top of the script"
         raise UsageError(f"unknown config key {key!r} in {where}: {hint}")
     config[key] = _coerce(key, value, config[key])
+
+
+def pick_device(name):
+    """"auto": CUDA if present, then Apple's MPS, then the CPU; any other name as given."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def autocast_for(device_type, dtype):
+    """(context, name): bfloat16 autocast for dtype "bfloat16", or for "auto" on a CUDA GPU that has
+    it; float32 otherwise. Parameters and optimiser state stay float32 either way."""
+    if dtype not in ("auto", "bfloat16", "float32"):
+        raise UsageError(f"dtype must be auto, bfloat16 or float32, got {dtype!r}")
+    bf16 = dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported())
+    if bf16:
+        return torch.autocast(device_type, dtype=torch.bfloat16), "bfloat16"
+    return contextlib.nullcontext(), "float32"
 
 
 def parse(defaults, argv):

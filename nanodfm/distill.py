@@ -15,7 +15,9 @@ should land where the teacher lands with two half steps:
   (RK2 averages l1 and l2). The l are log-probabilities with carry-over: a position decoded
   inside a half step is a point mass whose zeros are floored at LOG_ZERO, so the average stays finite;
 - loss: at the smallest h the DFM loss against the data; otherwise KL(target || student) over the
-  positions that can still change (masked ones for the mask source, all for the uniform one).
+  positions that can still change (masked ones for the mask source, all for the uniform one). The
+  anchor uses the ELBO weighting whatever the parent was trained with: it is the loss whose
+  minimiser is the true posterior at every t, which is what the shortcut targets bootstrap from.
 """
 
 import torch
@@ -23,9 +25,6 @@ import torch
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import dfm_loss, mask_id, posterior_log_probs, sample_path, uniform
 from nanodfm.sampler import step
-
-RK_WEIGHTS = {"rk2": (1.0, 1.0), "rk4": (1.0, 2.0, 2.0, 1.0)}
-
 
 def student_from_dfm(dfm_model):
     """A step-conditioned copy of a DFM model that, untrained, computes exactly what it computes."""

@@ -15,7 +15,6 @@ The model in nanodfm is an x1-predictor: it returns logits of p(x1 | x_t) over t
 unmasked is certain to stay what it is.
 """
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -126,17 +125,23 @@ def dfm_loss(logits, x1, x_t, t, vocab_size, source, n=1.0, weighting="elbo", re
     which ones were replaced). Trains faster at small scale but is not a bound.
     Returns a scalar mean over tokens, or (B, L) per-position losses if reduce is False.
     """
-    log_p = posterior_log_probs(logits, x_t, vocab_size, source)  # (B, L, V)
-    log_p_x1 = log_p.gather(-1, x1.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    # Only two entries per position are needed, log p(x1|x_t) and p(x_t|x_t): gather them from the
+    # logits rather than materialise (B, L, V) log-probabilities (3 GB a copy at GPT-2's vocabulary).
+    logits = logits.float()
+    log_norm = logits.logsumexp(-1)  # (B, L)
+    log_p_x1 = logits.gather(-1, x1.unsqueeze(-1)).squeeze(-1) - log_norm  # (B, L)
+    masked = x_t == mask_id(vocab_size)
+    if source == "mask":  # carry-over: an unmasked position is certain of its token, which is x1
+        log_p_x1 = torch.where(masked, log_p_x1, 0.0)
     if weighting == "ce":
-        corrupted = x_t == mask_id(vocab_size) if source == "mask" else torch.ones_like(x1, dtype=torch.bool)
+        corrupted = masked if source == "mask" else torch.ones_like(masked)
         per_pos = -log_p_x1 * corrupted
         return per_pos.sum() / corrupted.sum().clamp_min(1) if reduce else per_pos
     if weighting != "elbo":
         raise ValueError(f"unknown loss weighting {weighting!r}: use 'elbo' or 'ce'")
     p_x1 = log_p_x1.exp()
-    p_xt = log_p.gather(-1, x_t.clamp(max=vocab_size - 1).unsqueeze(-1)).squeeze(-1).exp()
-    p_xt = torch.where(x_t == mask_id(vocab_size), 0.0, p_xt)  # MASK is never a data token
+    log_p_xt = logits.gather(-1, x_t.clamp(max=vocab_size - 1).unsqueeze(-1)).squeeze(-1) - log_norm
+    p_xt = torch.where(masked, 0.0, log_p_xt.exp())  # MASK is never a data token
     same = x_t == x1
     per_pos = torch.where(same, 1 - p_x1, -log_p_x1 - p_xt)
     per_pos = rate(t, n)[:, None] * per_pos
@@ -157,7 +162,3 @@ def elbo_bound(model, x1, vocab_size, n=1.0, num_times=8, generator=None):
         x_t = sample_path(x1, t, vocab_size, "mask", n, generator=generator)
         total += dfm_loss(model(x_t, t), x1, x_t, t, vocab_size, "mask", n).item()
     return total / num_times
-
-
-def nats_to_perplexity(nats):
-    return math.exp(min(nats, 50.0))

@@ -25,11 +25,13 @@ from nanodfm.path import SOURCES, mask_id, rate, sample_source, survival, unifor
 METHODS = ("cumulative", "euler")
 
 
-def sample_categorical(probs, generator=None, chunk_rows=4096):
+def sample_categorical(probs, generator=None, chunk_elements=2**24):
     """Draw one index per row of probs (N, V) by the Gumbel-max trick in float64.
 
-    argmax p / E with E ~ Exp(1) is argmax log p + Gumbel; drawn in chunks of rows to bound memory.
+    argmax p / E with E ~ Exp(1) is argmax log p + Gumbel; drawn in chunks of rows to bound memory
+    (2^24 float64 elements, 128 MB, per temporary).
     """
+    chunk_rows = max(1, chunk_elements // probs.shape[-1])
     out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
     for start in range(0, probs.shape[0], chunk_rows):
         p = probs[start:start + chunk_rows].double()

@@ -23,8 +23,10 @@ def worker(rank, world_size, port, argv, out):
     import sys
     sys.path.insert(0, ROOT)
     import train
-    model, _ = train.main(argv)
+    model, ema = train.main(argv)
     torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
+    if ema is not None:
+        torch.save(ema.state_dict(), os.path.join(out, f"ema{rank}.pt"))
 
 
 def test_two_processes_train_the_same_weights(char_data, tmp_path):
@@ -44,3 +46,19 @@ def test_two_processes_train_the_same_weights(char_data, tmp_path):
                         "--eval_interval=2", "--init_from=resume")
     assert result.returncode == 0, result.stderr[-2000:]
     assert torch.load(os.path.join(out, "ckpt.pt"), weights_only=False)["step"] == 6
+
+
+def test_two_processes_distil_with_the_same_teacher(char_data, tmp_path):
+    """The student's new step-size layers and its EMA teacher must agree across ranks too."""
+    parent = str(tmp_path / "dfm")
+    result = run_script("train.py", f"--data_dir={char_data}", f"--out_dir={parent}", *TINY_MODEL, "--max_iters=1",
+                        "--eval_interval=1", "--always_save_checkpoint=True")
+    assert result.returncode == 0, result.stderr[-2000:]
+    argv = [f"--data_dir={char_data}", f"--out_dir={tmp_path / 'student'}", *TINY_MODEL, "--kind=student",
+            f"--init_from={parent}/ckpt.pt", "--max_step_exponent=3", "--ema_decay=0.5", "--max_iters=3",
+            "--eval_interval=3"]
+    mp.spawn(worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    for name in ("rank", "ema"):
+        a, b = (torch.load(tmp_path / f"{name}{r}.pt") for r in (0, 1))
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
