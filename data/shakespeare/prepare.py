@@ -8,7 +8,6 @@ copy). The first 90% of the characters is train and the last 10% val; each split
 Expected: train 301,967 tokens, val 36,060 tokens.
 """
 
-import argparse
 import pickle
 import sys
 from pathlib import Path
@@ -19,19 +18,12 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a script
 
-from data.shakespeare_char.prepare import tiny_shakespeare_text  # noqa: E402
+from data.shakespeare_char.prepare import read_arguments  # noqa: E402
 from nanodfm.tokenizer import gpt2_encoding  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", default=None, help="local copy of the text (skips the download)")
-    parser.add_argument("--out_dir", default=str(HERE), help="where train.bin, val.bin, meta.pkl go")
-    args = parser.parse_args()
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    text = tiny_shakespeare_text(args.input, HERE)
+    text, out_dir = read_arguments(__doc__.splitlines()[0], HERE)
     try:
         enc = gpt2_encoding()
     except RuntimeError as e:

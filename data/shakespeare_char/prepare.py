@@ -47,15 +47,19 @@ def write_split(ids, path: Path) -> None:
     np.array(ids, dtype=np.uint16).tofile(path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def read_arguments(description, default_out_dir):
+    """--input and --out_dir, shared by the Shakespeare prepare scripts; returns (text, out_dir)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--input", default=None, help="local copy of the text (skips the download)")
-    parser.add_argument("--out_dir", default=str(HERE), help="where train.bin, val.bin, meta.pkl go")
+    parser.add_argument("--out_dir", default=str(default_out_dir), help="where train.bin, val.bin, meta.pkl go")
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    return tiny_shakespeare_text(args.input, default_out_dir), out_dir
 
-    text = tiny_shakespeare_text(args.input, HERE)
+
+def main():
+    text, out_dir = read_arguments(__doc__.splitlines()[0], HERE)
     chars = sorted(set(text))
     stoi = {ch: i for i, ch in enumerate(chars)}
     itos = {i: ch for i, ch in enumerate(chars)}
