@@ -220,7 +220,7 @@ def speed(cfg, dev):
 
 
 def main(argv):
-    cfg = parse(DEFAULTS, argv)
+    cfg = parse(DEFAULTS, argv, __doc__)
     if cfg["mode"] not in ("quality", "elbo", "speed"):
         raise UsageError(f"--mode must be quality, elbo or speed, got {cfg['mode']!r}")
     if cfg["dtype"] not in ("auto", "bfloat16", "float32"):

@@ -3,7 +3,7 @@
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --steps=64
     python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --start="ROMEO:"
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --sampler=euler --start=FILE:prompt.txt
-    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --show=frames --start=$'ROMEO:\n____\nJULIET:'
+    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --show=frames --start=$'ROMEO:\\n____\\nJULIET:'
 
 A DFM model or a few-step student writes all `length` tokens in parallel over `steps` model calls;
 a prompt (--start) is clamped as a prefix and never resampled. An autoregressive checkpoint (kind=ar)
@@ -130,7 +130,7 @@ def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
 
 
 def main(argv):
-    cfg = parse(DEFAULTS, argv)
+    cfg = parse(DEFAULTS, argv, __doc__)
     if cfg["steps"] <= 0:
         raise UsageError(f"--steps must be a positive integer, got {cfg['steps']}")
     if cfg["sampler"] not in METHODS:

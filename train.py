@@ -144,7 +144,7 @@ def batch_loss(model, teacher_model, x1, cfg, vocab_size, generator):
 
 def main(argv):
     """Train as configured by argv; returns the trained model and, for a student, its EMA."""
-    cfg = parse(DEFAULTS, argv)
+    cfg = parse(DEFAULTS, argv, __doc__)
     check(cfg)
     # one code path for a single process and for torchrun: DDP only when RANK is set
     ddp = int(os.environ.get("RANK", -1)) != -1

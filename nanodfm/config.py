@@ -68,9 +68,15 @@ def autocast_for(device_type, dtype):
     return contextlib.nullcontext(), "float32"
 
 
-def parse(defaults, argv):
-    """Return a new dict: defaults updated by config files and --key=value arguments, in order."""
+def parse(defaults, argv, doc=""):
+    """Return a new dict: defaults updated by config files and --key=value arguments, in order.
+
+    --help (or -h) prints doc and every key with its default, then exits."""
     config = dict(defaults)
+    if "--help" in argv or "-h" in argv:
+        print(doc.strip() + "\n\nkeys (--key=value) and their defaults:")
+        print("\n".join(f"  {key} = {value!r}" for key, value in defaults.items()))
+        raise SystemExit(0)
     for arg in argv:
         if arg.startswith("--"):
             key, sep, value = arg[2:].partition("=")

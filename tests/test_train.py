@@ -77,6 +77,11 @@ def test_bad_input_is_one_clear_line(char_data, tmp_path):
     one_line_error(run_script("train.py", "--kind=student"), "init_from")
 
 
+def test_help_lists_every_key_with_its_default():
+    result = run_script("train.py", "--help")
+    assert result.returncode == 0 and "max_iters = 5000" in result.stdout and "kind = 'dfm'" in result.stdout
+
+
 def test_checkpoint_kinds_and_sampling_errors(char_data, tmp_path):
     ar, dfm = str(tmp_path / "ar"), str(tmp_path / "dfm")
     train(char_data, ar, "--kind=ar", "--max_iters=1")
