@@ -1,4 +1,5 @@
-# DFM on Shakespeare characters for one GPU, at nanoGPT's shakespeare_char size (10.7M parameters).
+# DFM on Shakespeare characters for one GPU, at nanoGPT's shakespeare_char size (12.6M parameters here:
+# adaLN modulations and an untied head come on top of nanoGPT's 10.7M).
 # python train.py config/shakespeare_char.py            (add --source=uniform for the uniform path)
 out_dir = "out-shakespeare-char"
 dataset = "shakespeare_char"
