@@ -42,7 +42,7 @@ log_interval = 10
 always_save_checkpoint = False  # save at every eval, not only when val loss improves
 eval_only = False
 # data
-dataset = "shakespeare_char"  # data/<dataset>/{train,val}.bin and meta.pkl
+dataset = "shakespeare_char"  # data/<dataset>/{train,val}.bin and meta.json
 data_dir = ""  # read the dataset from this folder instead of data/<dataset>
 batch_size = 64  # per process and micro-step
 block_size = 256

@@ -1,7 +1,6 @@
 """Shared fixtures: the repository on sys.path, a tiny dataset, and a subprocess runner."""
 
 import os
-import pickle
 import subprocess
 import sys
 
@@ -10,6 +9,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from nanodfm.data import write_meta  # noqa: E402
+
 SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
 TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--n_cond=16", "--block_size=32", "--batch_size=4",
               "--eval_iters=1", "--warmup_iters=2", "--device=cpu"]
@@ -35,6 +36,5 @@ def char_data(tmp_path_factory):
     n = int(0.9 * len(ids))
     ids[:n].tofile(folder / "train.bin")
     ids[n:].tofile(folder / "val.bin")
-    with open(folder / "meta.pkl", "wb") as f:
-        pickle.dump({"tokenizer": "char", "vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+    write_meta(folder, {"tokenizer": "char", "vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi})
     return str(folder)

@@ -64,11 +64,10 @@ def one_line_error(result, *fragments):
 
 
 def test_bad_input_is_one_clear_line(char_data, tmp_path):
-    one_line_error(run_script("train.py", "--dataset=no_such_data"), "train.bin" if False else "meta.pkl",
-                   "data/no_such_data/prepare.py")
+    one_line_error(run_script("train.py", "--dataset=no_such_data"), "meta.json", "data/no_such_data/prepare.py")
     empty = tmp_path / "only_meta"
     empty.mkdir()
-    (empty / "meta.pkl").write_bytes(open(os.path.join(char_data, "meta.pkl"), "rb").read())
+    (empty / "meta.json").write_bytes(open(os.path.join(char_data, "meta.json"), "rb").read())
     one_line_error(run_script("train.py", f"--data_dir={empty}"), "train.bin", "prepare.py")
     one_line_error(run_script("train.py", "--n_layers=2"), "unknown config key 'n_layers'", "n_layer")
     one_line_error(run_script("train.py", "--max_iters=many"), "max_iters")
