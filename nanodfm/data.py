@@ -18,7 +18,8 @@ import torch
 from nanodfm.config import UsageError
 
 SPLITS = ("train", "val")
-SAMPLE_TOKENS = 1 << 20  # ids checked against the vocabulary when a split is opened (a strided sample)
+CHUNK = 1 << 20  # write_meta reads the ids in chunks of this many
+SAMPLE = (64, 4096)  # split_path checks this many runs of so many ids, evenly spaced: cheap on a 10 GB file
 
 
 def _prepare_hint(data_dir):
@@ -37,7 +38,7 @@ def write_meta(folder, meta):
         ids = np.memmap(path, dtype=np.uint16, mode="r") if os.path.getsize(path) else np.zeros(0, np.uint16)
         if len(ids) == 0:
             raise UsageError(f"{path} is empty: the corpus holds no text for the {split} split")
-        largest = max(int(ids[i:i + SAMPLE_TOKENS].max()) for i in range(0, len(ids), SAMPLE_TOKENS))
+        largest = max(int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK))
         if largest >= meta["vocab_size"]:
             raise UsageError(f"{path} holds token id {largest}, outside the vocabulary of {meta['vocab_size']}")
         meta["tokens"][split], meta["max_token_id"][split] = len(ids), largest
@@ -73,7 +74,8 @@ def load_meta(data_dir):
 
 def split_path(data_dir, split, vocab_size=None):
     """data_dir/<split>.bin, checked: present, a whole number of uint16 ids, not empty and, when
-    vocab_size is given, every id of a strided sample inside the vocabulary."""
+    vocab_size is given, the ids of an evenly spaced sample inside the vocabulary (meta.json's
+    recorded largest id covers the rest, unless the file was replaced)."""
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.isfile(path):
         raise UsageError(f"{path} not found: {_prepare_hint(data_dir)}")
@@ -83,7 +85,8 @@ def split_path(data_dir, split, vocab_size=None):
         raise UsageError(f"{path} is {what}: {_prepare_hint(data_dir)}")
     if vocab_size is not None:
         ids = np.memmap(path, dtype=np.uint16, mode="r")
-        largest = int(ids[::max(1, len(ids) // SAMPLE_TOKENS)].max())
+        runs, run = SAMPLE
+        largest = max(int(ids[i:i + run].max()) for i in np.linspace(0, max(0, len(ids) - run), runs, dtype=np.int64))
         if largest >= vocab_size:
             raise UsageError(f"{path} holds token id {largest}, outside the vocabulary of {vocab_size}: "
                              f"{_prepare_hint(data_dir)}")
