@@ -51,13 +51,18 @@ def save(path, state):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        with_hint = " (the disk is full)" if e.errno == errno.ENOSPC else ""
+    except (OSError, RuntimeError) as e:
+        cause = e  # torch.save may report a failed write as a RuntimeError raised while handling the OSError
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
         try:
             os.remove(tmp)
         except OSError:
             pass
-        raise UsageError(f"cannot write checkpoint {path}: {e.strerror}{with_hint}; "
+        with_hint = " (the disk is full)" if cause.errno == errno.ENOSPC else ""
+        raise UsageError(f"cannot write checkpoint {path}: {cause.strerror}{with_hint}; "
                          f"the previous checkpoint there, if any, is intact") from None
 
 
