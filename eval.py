@@ -48,6 +48,7 @@ temperature = 1.0
 top_k = 0  # AR samples only; 0: off
 batch_size = 32  # samples per model call (quality, elbo)
 out_json = ""
+previous = ""  # a quality JSON of an earlier run: its rows with the same models and settings are reused
 out_png = ""
 # elbo
 num_batches = 50
@@ -122,9 +123,12 @@ def quality(cfg, dev):
         raise UsageError("quality needs --dfm=PATH and/or --student=PATH")
     judge, judge_block, judge_vocab = evaluate.load_judge(cfg["judge"], dev)
     flows = [("dfm", *load_model(cfg["dfm"], "dfm", dev))] if cfg["dfm"] else []
-    for path in filter(None, cfg["student"].split(",")):
-        model, ck = load_model(path, "student", dev)
-        flows.append((f"student {ck['config']['teacher']}", model, ck))
+    students = [(path, *load_model(path, "student", dev)) for path in filter(None, cfg["student"].split(","))]
+    # a student row is named by its teacher (rk4, rk2) or, where that is ambiguous, by its folder
+    labels = [ck["config"]["teacher"] for _, _, ck in students]
+    if len(set(labels)) < len(labels):
+        labels = [os.path.basename(os.path.dirname(os.path.abspath(path))) for path, _, _ in students]
+    flows += [(f"student {label}", model, ck) for label, (_, model, ck) in zip(labels, students)]
     ar_path = cfg["ar"] or ("" if cfg["judge"] in evaluate.GPT2_JUDGES else cfg["judge"])
     ar_model, ar_ck = load_model(ar_path, "ar", dev) if ar_path else (None, None)
     first_ck = flows[0][2]
@@ -151,8 +155,12 @@ def quality(cfg, dev):
                     return evaluate.flow_samples(model, N, L, S, method, ck["config"]["source"], ck["config"]["kappa_power"],
                                                  kind != "dfm", cfg["temperature"], bs, seed, dev)
                 jobs.append((f"{kind} {method}", method, S, make))
+    done = previous_rows(cfg, L)
     rows = []
     for name, method, S, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
+        if (name, S) in done:  # the same row, with the same samples, from --previous
+            rows.append(done[(name, S)])
+            continue
         ids = make().to(dev)
         rows.append({"name": name, "method": method, "steps": S, **evaluate.score(judge, ids, bs)})
     has_reference = cfg["dfm"] and "cumulative" in dfm_methods
@@ -186,6 +194,30 @@ def quality(cfg, dev):
             print(f"wrote {cfg['out_png']}")
         else:
             print("matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "dfm")  # what makes a row the same
+
+
+def previous_rows(cfg, length):
+    """{(name, steps): row} from the --previous quality JSON, whose rows this run reuses instead of
+    sampling them again (the DFM model at 1024 steps is most of an evaluation's time). Only rows
+    of the same models, judge, seed and sample count are reused; a student row only if it names
+    the same checkpoint."""
+    if not cfg["previous"]:
+        return {}
+    try:
+        with open(cfg["previous"]) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--previous={cfg['previous']}: not a readable quality JSON ({e})") from None
+    if old.get("mode") != "quality" or old.get("length") != length:
+        raise UsageError(f"--previous={cfg['previous']} is not a quality evaluation of {length}-token samples")
+    differ = [k for k in SAME_SAMPLES if old["settings"].get(k) != cfg[k]]
+    if differ:
+        raise UsageError(f"--previous={cfg['previous']} was made with other {', '.join(differ)}: its rows are not comparable")
+    same_students = old["settings"].get("student") == cfg["student"]
+    return {(r["name"], r["steps"]): r for r in old["rows"] if same_students or not r["name"].startswith("student")}
 
 
 def add_ratios(rows, reference_steps):

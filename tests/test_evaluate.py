@@ -128,6 +128,21 @@ def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     for r in rows:
         assert r["gen_ppl_ratio"] == pytest.approx(r["gen_ppl"] / reference["gen_ppl"])
     assert "| held-out text |" in result.stdout and "±" in result.stdout and "reference row" in result.stdout
+    # --previous reuses the rows of the same models and settings, and samples only the new ones
+    again = tmp_path / "again.json"
+    (tmp_path / "b").mkdir()
+    other = save_checkpoint(tmp_path / "b" / "ckpt.pt", tiny_model("student", dtype=torch.float32, **vocab), "student")
+    result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--student={paths['student']},{other}",
+                      f"--judge={paths['ar']}", "--steps_list=1,2", "--num_samples=3", f"--previous={out}",
+                      f"--out_json={again}")
+    assert result.returncode == 0, result.stderr
+    new_rows = json.loads(again.read_text())["rows"]
+    assert new_rows[:6] == rows[:6]  # held-out, AR, DFM: the very same rows
+    # two students with the same teacher: their rows are named by their folders
+    assert [r["name"] for r in new_rows[6:]] == [f"student {tmp_path.name} cumulative"] * 2 + ["student b cumulative"] * 2
+    result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--judge={paths['ar']}", "--steps_list=1,2",
+                      "--num_samples=4", f"--previous={out}")
+    assert result.returncode != 0 and "made with other num_samples" in result.stderr
     result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--judge={paths['ar']}", "--steps_list=1,2",
                       "--num_samples=3", "--reference_steps=4")
     assert result.returncode != 0 and "--reference_steps=4 is not in --steps_list" in result.stderr
