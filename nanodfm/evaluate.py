@@ -204,7 +204,8 @@ def markdown_table(header, rows):
 
 
 def plot_quality(rows, path):
-    """Generative perplexity and entropy against steps, one line per sampler; references dashed.
+    """Generative perplexity and entropy against steps, one line per sampler with 95% error bars;
+    references dashed.
 
     Returns False (and draws nothing) when matplotlib is not installed."""
     try:
@@ -220,8 +221,9 @@ def plot_quality(rows, path):
             if mine[0]["steps"] is None:  # a reference row: one value
                 ax.axhline(mine[0][key], linestyle="--", color="gray" if name == "held-out text" else "black",
                            label=name)
-            else:
-                ax.plot([r["steps"] for r in mine], [r[key] for r in mine], marker="o", label=name)
+            else:  # error bars: the 95% intervals
+                ax.errorbar([r["steps"] for r in mine], [r[key] for r in mine], marker="o", label=name, capsize=2,
+                            yerr=[r.get(f"{key}_ci95", 0.0) for r in mine])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps (NFE)")
         ax.set_ylabel(label)
