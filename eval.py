@@ -40,6 +40,7 @@ judge = ""  # an AR checkpoint path, or "gpt2-large" (needs transformers; GPT-2-
 dataset = ""  # data/<dataset>/val.bin for held-out text; "": the dataset the checkpoints were trained on
 # quality
 steps_list = "1,2,4,8,16,64,256,1024"
+student_steps_list = ""  # the students' step counts; "": steps_list
 dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
 reference_steps = 0  # the reference row: DFM, cumulative step, at this many steps; 0: the largest of steps_list
 num_samples = 256  # per row; a 95% interval is about +-3% of the perplexity at 256 (it is printed)
@@ -114,6 +115,7 @@ def write_json(path, result):
 
 def quality(cfg, dev):
     steps_list = int_list("steps_list", cfg["steps_list"])
+    student_steps = int_list("student_steps_list", cfg["student_steps_list"]) if cfg["student_steps_list"] else steps_list
     dfm_methods = [m for m in cfg["dfm_methods"].split(",") if m]
     if not dfm_methods or any(m not in METHODS for m in dfm_methods):
         raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(METHODS)}, got {cfg['dfm_methods']!r}")
@@ -150,7 +152,7 @@ def quality(cfg, dev):
     for kind, model, ck in flows:
         methods = dfm_methods if kind == "dfm" else ("cumulative",)
         for method in methods:
-            for S in steps_list:
+            for S in steps_list if kind == "dfm" else student_steps:
                 def make(model=model, ck=ck, method=method, S=S, kind=kind):
                     return evaluate.flow_samples(model, N, L, S, method, ck["config"]["source"], ck["config"]["kappa_power"],
                                                  kind != "dfm", cfg["temperature"], bs, seed, dev)

@@ -134,12 +134,13 @@ def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     other = save_checkpoint(tmp_path / "b" / "ckpt.pt", tiny_model("student", dtype=torch.float32, **vocab), "student")
     result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--student={paths['student']},{other}",
                       f"--judge={paths['ar']}", "--steps_list=1,2", "--num_samples=3", f"--previous={out}",
-                      f"--out_json={again}")
+                      "--student_steps_list=2,4", f"--out_json={again}")
     assert result.returncode == 0, result.stderr
     new_rows = json.loads(again.read_text())["rows"]
     assert new_rows[:6] == rows[:6]  # held-out, AR, DFM: the very same rows
     # two students with the same teacher: their rows are named by their folders
-    assert [r["name"] for r in new_rows[6:]] == [f"student {tmp_path.name} cumulative"] * 2 + ["student b cumulative"] * 2
+    assert [(r["name"], r["steps"]) for r in new_rows[6:]] == [
+        (f"student {folder} cumulative", S) for folder in (tmp_path.name, "b") for S in (2, 4)]
     result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--judge={paths['ar']}", "--steps_list=1,2",
                       "--num_samples=4", f"--previous={out}")
     assert result.returncode != 0 and "made with other num_samples" in result.stderr
