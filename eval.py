@@ -183,7 +183,8 @@ def quality(cfg, dev):
         [[r["name"], r["steps"] or "-", pm(r["gen_ppl"], r["gen_ppl_ci95"]), pm(r["entropy"], r["entropy_ci95"]),
           pm(r["gen_ppl_ratio"], r["gen_ppl_ratio_ci95"]) if "gen_ppl_ratio" in r else "-",
           pm(r["entropy_ratio"], r["entropy_ratio_ci95"]) if "entropy_ratio" in r else "-"] for r in rows]))
-    wide = [f"{r['name']} @ {r['steps']}" for r in rows if r["gen_ppl_ci95"] > 0.03 * r["gen_ppl"]]
+    wide = [r["name"] + (f" at {r['steps']} steps" if r["steps"] else "") for r in rows
+            if r["gen_ppl_ci95"] > 0.03 * r["gen_ppl"]]
     if wide:
         print(f"\nnote: the 95% interval is wider than 3% of the perplexity for {', '.join(wide)}: "
               f"raise --num_samples to settle a 5% question there")
