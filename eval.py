@@ -27,6 +27,7 @@ from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
 from nanodfm.config import UsageError, autocast_for, parse, pick_device
 from nanodfm.data import split_path
+from nanodfm.sampler import METHODS
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -38,13 +39,17 @@ ar = ""  # an AR model: the AR reference row and the speed baseline; "" in quali
 judge = ""  # an AR checkpoint path, or "gpt2-large" (needs transformers; GPT-2-tokenized models only)
 dataset = ""  # data/<dataset>/val.bin for held-out text; "": the dataset the checkpoints were trained on
 # quality
-steps_list = "1,2,4,8,16,32,64,128,256"
-num_samples = 32
+steps_list = "1,2,4,8,16,64,256,1024"
+student_steps_list = ""  # the students' step counts; "": steps_list
+dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
+reference_steps = 0  # the reference row: DFM, cumulative step, at this many steps; 0: the largest of steps_list
+num_samples = 256  # per row; a 95% interval is about +-3% of the perplexity at 256 (it is printed)
 length = 0  # tokens per sample; 0: the smallest block_size among the models
 temperature = 1.0
 top_k = 0  # AR samples only; 0: off
 batch_size = 32  # samples per model call (quality, elbo)
 out_json = ""
+previous = ""  # a quality JSON of an earlier run: its rows with the same models and settings are reused
 out_png = ""
 # elbo
 num_batches = 50
@@ -110,15 +115,22 @@ def write_json(path, result):
 
 def quality(cfg, dev):
     steps_list = int_list("steps_list", cfg["steps_list"])
+    student_steps = int_list("student_steps_list", cfg["student_steps_list"]) if cfg["student_steps_list"] else steps_list
+    dfm_methods = [m for m in cfg["dfm_methods"].split(",") if m]
+    if not dfm_methods or any(m not in METHODS for m in dfm_methods):
+        raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(METHODS)}, got {cfg['dfm_methods']!r}")
     if not cfg["judge"]:
         raise UsageError("quality needs a judge: --judge=PATH to an AR checkpoint (or --judge=gpt2-large)")
     if not (cfg["dfm"] or cfg["student"]):
         raise UsageError("quality needs --dfm=PATH and/or --student=PATH")
     judge, judge_block, judge_vocab = evaluate.load_judge(cfg["judge"], dev)
     flows = [("dfm", *load_model(cfg["dfm"], "dfm", dev))] if cfg["dfm"] else []
-    for path in filter(None, cfg["student"].split(",")):
-        model, ck = load_model(path, "student", dev)
-        flows.append((f"student {ck['config']['teacher']}", model, ck))
+    students = [(path, *load_model(path, "student", dev)) for path in filter(None, cfg["student"].split(","))]
+    # a student row is named by its teacher (rk4, rk2) or, where that is ambiguous, by its folder
+    labels = [ck["config"]["teacher"] for _, _, ck in students]
+    if len(set(labels)) < len(labels):
+        labels = [os.path.basename(os.path.dirname(os.path.abspath(path))) for path, _, _ in students]
+    flows += [(f"student {label}", model, ck) for label, (_, model, ck) in zip(labels, students)]
     ar_path = cfg["ar"] or ("" if cfg["judge"] in evaluate.GPT2_JUDGES else cfg["judge"])
     ar_model, ar_ck = load_model(ar_path, "ar", dev) if ar_path else (None, None)
     first_ck = flows[0][2]
@@ -138,33 +150,91 @@ def quality(cfg, dev):
         jobs.append(("AR samples", None, None, lambda: evaluate.ar_samples(
             ar_model, N, L, start, cfg["temperature"], cfg["top_k"] or None, bs, seed, dev)))
     for kind, model, ck in flows:
-        methods = ("euler", "cumulative") if kind == "dfm" else ("cumulative",)
+        methods = dfm_methods if kind == "dfm" else ("cumulative",)
         for method in methods:
-            for S in steps_list:
+            for S in steps_list if kind == "dfm" else student_steps:
                 def make(model=model, ck=ck, method=method, S=S, kind=kind):
                     return evaluate.flow_samples(model, N, L, S, method, ck["config"]["source"], ck["config"]["kappa_power"],
                                                  kind != "dfm", cfg["temperature"], bs, seed, dev)
                 jobs.append((f"{kind} {method}", method, S, make))
+    done = previous_rows(cfg, L)
     rows = []
     for name, method, S, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
+        if (name, S) in done:  # the same row, with the same samples, from --previous
+            rows.append(done[(name, S)])
+            continue
         ids = make().to(dev)
         rows.append({"name": name, "method": method, "steps": S, **evaluate.score(judge, ids, bs)})
+    has_reference = cfg["dfm"] and "cumulative" in dfm_methods
+    reference = add_ratios(rows, cfg["reference_steps"] or max(steps_list)) if has_reference else None
 
-    judge_loss = "" if cfg["judge"] in evaluate.GPT2_JUDGES else \
-        f" (its val loss {checkpoint.load(cfg['judge'])['best_val_loss']:.4f})"
-    print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}{judge_loss}, seed {seed}")
+    judge_val_loss = None if cfg["judge"] in evaluate.GPT2_JUDGES else checkpoint.load(cfg["judge"])["best_val_loss"]
+    judge_loss = "" if judge_val_loss is None else f" (its val loss {judge_val_loss:.4f})"
+    print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}{judge_loss}, seed {seed}; "
+          f"every value is a mean with its 95% confidence interval")
+    if reference is not None:
+        print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps")
     if ar_path == cfg["judge"]:
         print("(the AR samples are scored by the model that wrote them: read that row as a lower reference)")
     print()
+    pm = lambda v, ci: f"{v:.4g} ± {ci:.2g}"
     print(evaluate.markdown_table(
-        ["row", "steps (NFE)", "gen. perplexity", "entropy (bits)"],
-        [[r["name"], r["steps"] or "-", r["gen_ppl"], r["entropy"]] for r in rows]))
-    write_json(cfg["out_json"], {"mode": "quality", "length": L, "settings": cfg, "rows": rows})
+        ["row", "steps (NFE)", "gen. perplexity", "entropy (bits)", "perplexity / reference", "entropy / reference"],
+        [[r["name"], r["steps"] or "-", pm(r["gen_ppl"], r["gen_ppl_ci95"]), pm(r["entropy"], r["entropy_ci95"]),
+          pm(r["gen_ppl_ratio"], r["gen_ppl_ratio_ci95"]) if "gen_ppl_ratio" in r else "-",
+          pm(r["entropy_ratio"], r["entropy_ratio_ci95"]) if "entropy_ratio" in r else "-"] for r in rows]))
+    wide = [r["name"] + (f" at {r['steps']} steps" if r["steps"] else "") for r in rows
+            if r["gen_ppl_ci95"] > 0.03 * r["gen_ppl"]]
+    if wide:
+        print(f"\nnote: the 95% interval is wider than 3% of the perplexity for {', '.join(wide)}: "
+              f"raise --num_samples to settle a 5% question there")
+    write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"],
+                                 "judge_val_loss": judge_val_loss,
+                                 "reference": None if reference is None else {"name": reference["name"], "steps": reference["steps"]},
+                                 "settings": cfg, "rows": rows})
     if cfg["out_png"]:
         if evaluate.plot_quality(rows, cfg["out_png"]):
             print(f"wrote {cfg['out_png']}")
         else:
             print("matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "dfm")  # what makes a row the same
+
+
+def previous_rows(cfg, length):
+    """{(name, steps): row} from the --previous quality JSON, whose rows this run reuses instead of
+    sampling them again (the DFM model at 1024 steps is most of an evaluation's time). Only rows
+    of the same models, judge, seed and sample count are reused; a student row only if it names
+    the same checkpoint."""
+    if not cfg["previous"]:
+        return {}
+    try:
+        with open(cfg["previous"]) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--previous={cfg['previous']}: not a readable quality JSON ({e})") from None
+    if old.get("mode") != "quality" or old.get("length") != length:
+        raise UsageError(f"--previous={cfg['previous']} is not a quality evaluation of {length}-token samples")
+    differ = [k for k in SAME_SAMPLES if old["settings"].get(k) != cfg[k]]
+    if differ:
+        raise UsageError(f"--previous={cfg['previous']} was made with other {', '.join(differ)}: its rows are not comparable")
+    same_students = old["settings"].get("student") == cfg["student"]
+    return {(r["name"], r["steps"]): r for r in old["rows"] if same_students or not r["name"].startswith("student")}
+
+
+def add_ratios(rows, reference_steps):
+    """Add each row's perplexity and entropy as ratios to the reference row (DFM, cumulative step, at
+    reference_steps), with 95% intervals; returns the reference row."""
+    reference = next((r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps), None)
+    if reference is None:
+        raise UsageError(f"--reference_steps={reference_steps} is not in --steps_list: the reference row is DFM "
+                         f"with the cumulative step at one of the step counts sampled")
+    for r in rows:
+        for key in ("gen_ppl", "entropy"):
+            r[f"{key}_ratio"], r[f"{key}_ratio_ci95"] = (1.0, 0.0) if r is reference else evaluate.ratio_interval(
+                r[key], r[f"{key}_ci95"], reference[key], reference[f"{key}_ci95"])
+    return reference
 
 
 def elbo(cfg, dev):

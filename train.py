@@ -61,6 +61,8 @@ loss_weighting = "elbo"  # "elbo" (generalised KL, a bound) or "ce" (plain cross
 # few-step distillation (nanodfm/distill.py), kind = "student"
 max_step_exponent = 8  # step sizes h in {1, 1/2, ..., 2**-max_step_exponent}
 teacher = "rk4"  # "rk4" or "rk2" shortcut teacher
+teacher_average = "logits"  # RK average of the half steps' "logits" (the paper) or "probs" (the velocities)
+step_size_weighting = "inverse_h"  # P(h): "inverse_h" (proportional to 1/h, the paper) or "uniform" over exponents
 ema_decay = 0.9995
 # optimiser: AdamW, linear warmup then cosine decay to min_lr
 learning_rate = 1e-3
@@ -88,7 +90,8 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
 def check(cfg):
     """Reject settings that cannot work, with the fix in the message."""
     choices = {"kind": checkpoint.KINDS, "source": SOURCES, "loss_weighting": ("elbo", "ce"),
-               "teacher": ("rk4", "rk2"), "dtype": ("auto", "bfloat16", "float32")}
+               "teacher": ("rk4", "rk2"), "dtype": ("auto", "bfloat16", "float32"),
+               "teacher_average": distill.TEACHER_AVERAGES, "step_size_weighting": distill.STEP_SIZE_WEIGHTINGS}
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             raise UsageError(f"{key}={cfg[key]!r} is not one of {', '.join(allowed)}")
@@ -143,7 +146,8 @@ def batch_loss(model, teacher_model, x1, cfg, vocab_size, generator):
             seed = int(torch.randint(2**62, (), generator=generator))
             generator = torch.Generator(x1.device).manual_seed(seed)
         return distill.distill_loss(model, teacher_model, x1, vocab_size, cfg["source"], cfg["kappa_power"],
-                                    cfg["max_step_exponent"], cfg["teacher"], generator)
+                                    cfg["max_step_exponent"], cfg["teacher"], generator,
+                                    cfg["step_size_weighting"], cfg["teacher_average"])
     t = sample_times(x1.shape[0], generator=generator, device=x1.device)
     x_t = sample_path(x1, t, vocab_size, cfg["source"], cfg["kappa_power"], generator=generator)
     return dfm_loss(model(x_t, t), x1, x_t, t, vocab_size, cfg["source"], cfg["kappa_power"], cfg["loss_weighting"])

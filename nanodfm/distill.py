@@ -4,8 +4,10 @@ docs/method.md section 5 (Monsefi et al., arXiv 2509.20624). The student is the 
 one more input, the step size h (model.py, `step_conditioned`). It learns that one step of size h
 should land where the teacher lands with two half steps:
 
-- (t, h) on a power-of-two grid: h in {1, 1/2, ..., 2^-K} with weight proportional to 1/h, t a
-  multiple of 2^-K with t + h <= 1;
+- (t, h) on a power-of-two grid: h in {1, 1/2, ..., 2^-K}, t a multiple of 2^-K with t + h <= 1.
+  The paper weights h by 1/h, which spends 7/8 of the draws on h <= 1/8 (half of them on the
+  smallest h, the data anchor); `weighting="uniform"` draws every exponent equally, so the step
+  sizes that few-step sampling uses (1/4, 1/8) get as many draws as the tiny ones;
 - the teacher is an exponential moving average of the student (no gradient flows through it);
 - RK4 target from half steps h' = h/2, the states advanced by the cumulative step of sampler.py:
       l1 = T(x_t, t, h'),      x_a = step(x_t, l1, t, h')
@@ -13,7 +15,12 @@ should land where the teacher lands with two half steps:
       l3 = T(x_b, t + h', h'), x_c = step(x_b, l3, t + h', h')
       l4 = T(x_c, t + h, h'),  target = (l1 + 2 l2 + 2 l3 + l4) / 6
   (RK2 averages l1 and l2). The l are log-probabilities with carry-over: a position decoded
-  inside a half step is a point mass whose zeros are floored at LOG_ZERO, so the average stays finite;
+  inside a half step is a point mass whose zeros are floored at LOG_ZERO, so the average stays finite.
+  `average="logits"` is the paper's (a weighted geometric mean of the posteriors, renormalised);
+  `average="probs"` averages the probabilities instead, which is the average of the DFM velocities
+  (u = g(t) (p - delta_{x_t}) is linear in p) and, for the mask source, the mixture that two half
+  steps really land on. A geometric mean is sharper than any of its terms' mixture, which costs
+  the student entropy;
 - loss: at the smallest h the DFM loss against the data; otherwise KL(target || student) over the
   positions that can still change (masked ones for the mask source, all for the uniform one). The
   anchor uses the ELBO weighting whatever the parent was trained with: it is the loss whose
@@ -23,7 +30,7 @@ should land where the teacher lands with two half steps:
 import torch
 
 from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import dfm_loss, mask_id, posterior_log_probs, sample_path, uniform
+from nanodfm.path import LOG_ZERO, dfm_loss, mask_id, posterior_log_probs, sample_path, uniform
 from nanodfm.sampler import step
 
 def student_from_dfm(dfm_model):
@@ -42,11 +49,26 @@ def ema_update(ema_model, model, decay):
     torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
-def sample_step_sizes(batch_size, max_exponent, generator=None, device="cpu"):
-    """(t, h), each (B,): h = 2^-k with P(k) proportional to 2^k, t = j 2^-K with t + h <= 1."""
+STEP_SIZE_WEIGHTINGS = ("inverse_h", "uniform")
+TEACHER_AVERAGES = ("logits", "probs")
+
+
+def step_size_probabilities(max_exponent, weighting="inverse_h"):
+    """P(h = 2^-k) for k = 0..K: proportional to 1/h = 2^k (the paper), or uniform over k."""
+    k = torch.arange(max_exponent + 1, dtype=torch.float64)
+    if weighting == "inverse_h":
+        weights = 2.0 ** k
+    elif weighting == "uniform":
+        weights = torch.ones_like(k)
+    else:
+        raise ValueError(f"unknown step size weighting {weighting!r}: use one of {STEP_SIZE_WEIGHTINGS}")
+    return weights / weights.sum()
+
+
+def sample_step_sizes(batch_size, max_exponent, generator=None, device="cpu", weighting="inverse_h"):
+    """(t, h), each (B,): h = 2^-k with k drawn by `step_size_probabilities`, t = j 2^-K, t + h <= 1."""
     K = max_exponent
-    k = torch.arange(K + 1, dtype=torch.float64)
-    cdf = torch.cumsum(2.0 ** k, 0) / (2.0 ** k).sum()
+    cdf = torch.cumsum(step_size_probabilities(K, weighting), 0)
     u = uniform((batch_size,), generator, "cpu", torch.float64)
     k = torch.searchsorted(cdf, u, right=True).clamp(max=K)  # (B,) exponents
     num_starts = 2 ** K - 2 ** (K - k) + 1  # j in [0, 2^K - 2^(K-k)]: t + h <= 1
@@ -55,8 +77,15 @@ def sample_step_sizes(batch_size, max_exponent, generator=None, device="cpu"):
 
 
 @torch.no_grad()
-def shortcut_target(teacher, x_t, t, h, vocab_size, source, n=1.0, method="rk4", generator=None):
-    """Target log-probabilities (B, L, V) for one step of size h from x_t at t (B,), by RK2 or RK4."""
+def shortcut_target(teacher, x_t, t, h, vocab_size, source, n=1.0, method="rk4", generator=None, average="logits"):
+    """Target log-probabilities (B, L, V) for one step of size h from x_t at t (B,), by RK2 or RK4,
+    averaging the half steps' log-probabilities ("logits") or probabilities ("probs")."""
+    if average not in TEACHER_AVERAGES:
+        raise ValueError(f"unknown teacher average {average!r}: use one of {TEACHER_AVERAGES}")
+    def mean(terms, weights):
+        if average == "logits":
+            return sum(w * l for w, l in zip(weights, terms)) / sum(weights)
+        return (sum(w * l.exp() for w, l in zip(weights, terms)) / sum(weights)).log().clamp_min(LOG_ZERO)
     half = h / 2
     def posterior(x, time):
         return posterior_log_probs(teacher(x, time, half), x, vocab_size, source)
@@ -66,24 +95,26 @@ def shortcut_target(teacher, x_t, t, h, vocab_size, source, n=1.0, method="rk4",
     x_a = advance(x_t, l1, t)
     l2 = posterior(x_a, t + half)
     if method == "rk2":
-        return (l1 + l2) / 2
+        return mean((l1, l2), (1, 1))
     x_b = advance(x_a, l2, t + half)
     l3 = posterior(x_b, t + half)
     x_c = advance(x_b, l3, t + half)
     l4 = posterior(x_c, t + h)
-    return (l1 + 2 * l2 + 2 * l3 + l4) / 6
+    return mean((l1, l2, l3, l4), (1, 2, 2, 1))
 
 
-def distill_loss(student, teacher, x1, vocab_size, source, n=1.0, max_exponent=8, method="rk4", generator=None):
+def distill_loss(student, teacher, x1, vocab_size, source, n=1.0, max_exponent=8, method="rk4", generator=None,
+                 weighting="inverse_h", average="logits"):
     """Mean per-token loss of the student on data x1 (B, L); see the module docstring."""
-    t, h = sample_step_sizes(x1.shape[0], max_exponent, generator, x1.device)
+    t, h = sample_step_sizes(x1.shape[0], max_exponent, generator, x1.device, weighting)
     x_t = sample_path(x1, t, vocab_size, source, n, generator=generator)
     logits = student(x_t, t, h)
     smallest = h <= 2.0 ** -max_exponent  # (B,) samples trained on the data directly
     loss = dfm_loss(logits, x1, x_t, t, vocab_size, source, n, reduce=False)  # (B, L)
     if not smallest.all():
         rows = ~smallest
-        target = shortcut_target(teacher, x_t[rows], t[rows], h[rows], vocab_size, source, n, method, generator)
+        target = shortcut_target(teacher, x_t[rows], t[rows], h[rows], vocab_size, source, n, method, generator,
+                                 average)
         student_log_p = posterior_log_probs(logits[rows], x_t[rows], vocab_size, source)
         target = target.log_softmax(-1)  # the average of log-probabilities is not normalised
         kl = (target.exp() * (target - student_log_p)).sum(-1)  # (b, L)

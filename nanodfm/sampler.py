@@ -2,7 +2,9 @@
 
 docs/method.md section 4. One step from t to t + h, per position, given p = p(x1 | x_t):
 
-- Euler (DFM): jump with probability 1 - exp(-h * g(t) * (1 - p(x_t))).
+- Euler (DFM, Meta's flow_matching solver): draw x1_hat ~ p and jump to it, if it differs from x_t,
+  with probability 1 - exp(-h * g(t)); so a position jumps with probability
+  (1 - p(x_t)) * (1 - exp(-h * g(t))). (1 - exp(-h * g(t) * (1 - p(x_t)))) agrees only as h -> 0.
 - Cumulative scalar (FS-DFM): g(t) replaced by its average over the step, gbar(t, h), so the jump
   probability is 1 - survival(t, h) ** (1 - p(x_t)). With the mask source and a perfect denoiser
   it unmasks exactly (kappa(t+h) - kappa(t)) / (1 - kappa(t)) of the masked positions, for any h:
@@ -10,6 +12,9 @@ docs/method.md section 4. One step from t to t + h, per position, given p = p(x1
 - A position that jumps draws its new token from p restricted to tokens other than x_t.
 - The last step (t + h = 1) draws x1 from p directly. Under the mask source only masked positions
   ever change, so a decoded token is never revised.
+
+Under the mask source the jump test needs no model output, so `sample` draws it first and calls
+the model only on rows where a position moves (at most `steps` calls, on fewer rows).
 
 Probabilities are computed in float32 and categories drawn in float64: float32 Gumbel noise
 truncates the tail and lowers entropy, which flatters generative perplexity.
@@ -47,19 +52,20 @@ def jump_probability(p_xt, t, h, method, n=1.0):
     p_xt = p(x_t | x_t) (B, L); t and h are (B,) tensors (h may also be a float)."""
     t, h = t.double()[:, None], torch.as_tensor(h, dtype=torch.float64, device=t.device).reshape(-1, 1)
     stay = 1 - p_xt.double()
-    if method == "euler":
-        return 1 - torch.exp(-h * rate(t, n) * stay)
+    if method == "euler":  # x1_hat ~ p differs from x_t with probability `stay`, then jumps with 1 - e^(-h g)
+        return stay * (1 - torch.exp(-h * rate(t, n)))
     if method == "cumulative":
         return 1 - survival(t, h, n) ** stay
     raise ValueError(f"unknown sampling method {method!r}: use one of {METHODS}")
 
 
-def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, generator=None, fixed=None):
+def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, generator=None, fixed=None, u=None):
     """One step of size h from time t (B,): returns x at t + h (B, L). h: a float or (B,).
 
     logits (B, L, V) are the model's posterior logits (or log-probabilities) at (x, t). `fixed`
     (B, L) marks positions that must not change (a prompt). A row with t + h = 1 takes the final
-    step: its changeable positions draw x1 from p directly.
+    step: its changeable positions draw x1 from p directly. u (B, L): the uniforms of the jump test,
+    if the caller drew them already (`sample` does, to skip the model where nothing moves).
     """
     V = logits.shape[-1]
     probs = F.softmax(logits.float() / temperature, dim=-1)  # (B, L, V)
@@ -73,7 +79,8 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         p_xt = probs.gather(-1, x.unsqueeze(-1)).squeeze(-1)
     if fixed is not None:
         can_change &= ~fixed
-    u = uniform(x.shape, generator, x.device, torch.float64)
+    if u is None:
+        u = uniform(x.shape, generator, x.device, torch.float64)
     moves = can_change & (final | (u < jump_probability(p_xt, t, h, method, n)))
     rows = probs[moves]  # (N, V) posteriors of the positions that change
     if source == "uniform":  # a jump goes to a token other than the current one; the final draw is free
@@ -113,8 +120,23 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
     h = 1.0 / steps
     for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
         t = torch.full((num_samples,), s * h, device=device)
-        logits = model(x, t, h if step_size_input else None)
-        x_next = step(x, logits, t, h, source, method, n, temperature, generator, fixed)
+        if source == "mask":
+            # The jump test of a masked position does not depend on the model (p(x_t) = 0), so draw
+            # it first and call the model only on rows where some position moves: exact, and at
+            # 1024 steps of 128 tokens about 8 times fewer rows. Same draws as the full batch.
+            u = uniform(x.shape, generator, device, torch.float64)
+            can_change = (x == mask_id(V)) & (~fixed if fixed is not None else True)
+            final = s == steps - 1
+            moving = can_change & (final | (u < jump_probability(torch.zeros(x.shape, device=device), t, h, method, n)))
+            rows = moving.any(-1)  # (B,)
+            x_next = x.clone()
+            if rows.any():
+                logits = model(x[rows], t[rows], h if step_size_input else None)
+                x_next[rows] = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
+                                    fixed[rows] if fixed is not None else None, u[rows])
+        else:
+            logits = model(x, t, h if step_size_input else None)
+            x_next = step(x, logits, t, h, source, method, n, temperature, generator, fixed)
         last_change[x_next != x] = s
         x = x_next
         if on_step is not None:

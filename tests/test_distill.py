@@ -8,19 +8,24 @@ import torch
 from nanodfm.distill import distill_loss, ema_update, sample_step_sizes, shortcut_target, student_from_dfm
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import LOG_ZERO, mask_id, posterior_log_probs, sample_path
+from nanodfm.sampler import step
 from test_sampler import PerfectDenoiser, V, tiny_model
 
 
-def test_step_sizes_lie_on_the_grid_with_frequencies_proportional_to_one_over_h():
+@pytest.mark.parametrize("weighting", ["inverse_h", "uniform"])
+def test_step_sizes_lie_on_the_grid_with_the_chosen_frequencies(weighting):
     K, N = 5, 200_000
-    t, h = sample_step_sizes(N, K, torch.Generator().manual_seed(0))
+    t, h = sample_step_sizes(N, K, torch.Generator().manual_seed(0), weighting=weighting)
     grid = 2.0 ** -K
     assert torch.equal(t / grid, (t / grid).round()) and (t >= 0).all()
     assert (t + h <= 1).all()
     exponents = (-torch.log2(h)).round().long()
     assert torch.equal(h, 2.0 ** -exponents.float())
     counts = torch.bincount(exponents, minlength=K + 1).double()
-    expected = N * 2.0 ** torch.arange(K + 1) / (2 ** (K + 1) - 1)
+    if weighting == "inverse_h":  # P(h = 2^-k) proportional to 2^k
+        expected = N * 2.0 ** torch.arange(K + 1) / (2 ** (K + 1) - 1)
+    else:  # every exponent equally often
+        expected = torch.full((K + 1,), N / (K + 1), dtype=torch.float64)
     chi2 = ((counts - expected) ** 2 / expected).sum().item()
     assert chi2 < 25.7  # the 0.9999 quantile of chi-square with K = 5 degrees of freedom
     # given h, the start t is uniform over its allowed multiples of 2^-K: check the mean for h = 1/2
@@ -41,20 +46,43 @@ def test_untrained_student_equals_its_dfm_parent_for_any_h():
     assert not torch.allclose(student(x, t, 1.0), student(x, t, 1 / 64))
 
 
+@pytest.mark.parametrize("average", ["logits", "probs"])
 @pytest.mark.parametrize("source", ["mask", "uniform"])
 @pytest.mark.parametrize("method", ["rk2", "rk4"])
-def test_perfect_teacher_gives_exact_targets_and_zero_loss(source, method):
+def test_perfect_teacher_gives_exact_targets_and_zero_loss(source, method, average):
     g = torch.Generator().manual_seed(3)
     x1 = torch.randint(0, V, (1, 40), generator=g)
     perfect = PerfectDenoiser(x1)
     data = x1.expand(64, -1)
     t, h = sample_step_sizes(64, 4, g)
     x_t = sample_path(data, t, V, source, generator=g)
-    target = shortcut_target(perfect, x_t, t, h, V, source, method=method, generator=g)
+    target = shortcut_target(perfect, x_t, t, h, V, source, method=method, generator=g, average=average)
     assert torch.isfinite(target).all()
     assert torch.equal(target.log_softmax(-1).argmax(-1), data)
     torch.testing.assert_close(target.log_softmax(-1).exp(), posterior_log_probs(perfect(x_t, t), x_t, V, source).exp())
-    assert distill_loss(perfect, perfect, data, V, source, max_exponent=4, method=method, generator=g).item() == 0.0
+    assert distill_loss(perfect, perfect, data, V, source, max_exponent=4, method=method, generator=g,
+                        average=average).item() == 0.0
+
+
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+def test_rk2_target_averages_log_probabilities_or_probabilities(source):
+    """The target is the mean of the two half steps' log-posteriors ("logits", a geometric mean) or
+    of their probabilities ("probs", the mean velocity), the second half step taken from x_a."""
+    teacher = tiny_model(seed=10)
+    g = torch.Generator().manual_seed(11)
+    x_t = sample_path(torch.randint(0, V, (4, 32), generator=g), torch.full((4,), 0.3), V, source, generator=g)
+    t, h = torch.full((4,), 0.25), torch.full((4,), 0.5)
+    l1 = posterior_log_probs(teacher(x_t, t, h / 2), x_t, V, source)
+    x_a = step(x_t, l1, t, h / 2, source, "cumulative", generator=torch.Generator().manual_seed(12))
+    l2 = posterior_log_probs(teacher(x_a, t + h / 2, h / 2), x_a, V, source)
+    geometric, arithmetic = (l1 + l2) / 2, ((l1.exp() + l2.exp()) / 2).log().clamp_min(LOG_ZERO)
+    for average, expected in (("logits", geometric), ("probs", arithmetic)):
+        target = shortcut_target(teacher, x_t, t, h, V, source, method="rk2", average=average,
+                                 generator=torch.Generator().manual_seed(12))
+        torch.testing.assert_close(target, expected)
+    # the geometric mean is the sharper of the two where the half steps disagree (here: on average)
+    entropy = lambda log_p: -(log_p.log_softmax(-1).exp() * log_p.log_softmax(-1)).sum(-1).mean()
+    assert entropy(geometric) < entropy(arithmetic)
 
 
 def test_targets_stay_finite_where_half_steps_decode():

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanodfm.evaluate import ar_samples, flow_samples, generative_perplexity, unigram_entropy
+from nanodfm.evaluate import ar_samples, flow_samples, generative_perplexity, mean_interval, ratio_interval, unigram_entropy
 from nanodfm.model import ModelConfig, Transformer
 from test_autoregressive import save_checkpoint, tiny_model
 
@@ -31,6 +31,27 @@ def test_entropy_of_constant_and_all_distinct_sequences():
     half = torch.tensor([[0, 1] * 10])  # two tokens, equally often: one bit
     torch.testing.assert_close(unigram_entropy(half), torch.ones(1, dtype=torch.float64))
 
+
+
+def test_intervals_cover_the_true_mean_95_percent_of_the_time():
+    """On a known, skewed distribution (Exp(1): mean 1, sd 1) the interval has half-width
+    1.96 / sqrt(N) and covers the mean in 95% of repeated experiments; the ratio of two means too."""
+    g = torch.Generator().manual_seed(0)
+    N, trials = 400, 1000
+    covered, covered_ratio, widths = 0, 0, []
+    for _ in range(trials):
+        a = torch.empty(N, dtype=torch.float64).exponential_(1.0, generator=g)  # mean 1
+        b = 2 + torch.randn(N, dtype=torch.float64, generator=g)  # mean 2
+        mean, ci = mean_interval(a)
+        covered += abs(mean - 1.0) <= ci
+        widths.append(ci)
+        ratio, ratio_ci = ratio_interval(mean, ci, *mean_interval(b))
+        covered_ratio += abs(ratio - 0.5) <= ratio_ci
+    assert abs(sum(widths) / trials - 1.96 / math.sqrt(N)) < 0.1 * 1.96 / math.sqrt(N)
+    # binomial sd of the coverage over 1000 trials is 0.007: 0.93-0.97 is about 3 sd
+    assert 0.93 <= covered / trials <= 0.97
+    assert 0.93 <= covered_ratio / trials <= 0.97
+    assert mean_interval(torch.tensor([3.0])) == (3.0, float("inf"))
 
 def test_a_uniform_judge_has_perplexity_vocab_size():
     V = 13
@@ -101,7 +122,32 @@ def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     assert [(r["name"], r["steps"]) for r in rows[2:]] == [(n, s) for n in ("dfm euler", "dfm cumulative",
                                                                          "student rk4 cumulative") for s in (1, 2)]
     assert all(r["gen_ppl"] > 1 and 0 < r["entropy"] <= 4 for r in rows)  # 16 tokens: at most 4 bits
-    assert "| held-out text |" in result.stdout
+    assert all(0 < r["gen_ppl_ci95"] < r["gen_ppl"] and r["num_samples"] == 3 for r in rows)
+    reference = next(r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == 2)  # the most steps
+    assert reference["gen_ppl_ratio"] == 1.0 and reference["gen_ppl_ratio_ci95"] == 0.0
+    for r in rows:
+        assert r["gen_ppl_ratio"] == pytest.approx(r["gen_ppl"] / reference["gen_ppl"])
+    assert "| held-out text |" in result.stdout and "±" in result.stdout and "reference row" in result.stdout
+    # --previous reuses the rows of the same models and settings, and samples only the new ones
+    again = tmp_path / "again.json"
+    (tmp_path / "b").mkdir()
+    other = save_checkpoint(tmp_path / "b" / "ckpt.pt", tiny_model("student", dtype=torch.float32, **vocab), "student")
+    result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--student={paths['student']},{other}",
+                      f"--judge={paths['ar']}", "--steps_list=1,2", "--num_samples=3", f"--previous={out}",
+                      "--student_steps_list=2,4", f"--out_json={again}")
+    assert result.returncode == 0, result.stderr
+    new_rows = json.loads(again.read_text())["rows"]
+    assert new_rows[:6] == rows[:6]  # held-out, AR, DFM: the very same rows
+    # two students with the same teacher: their rows are named by their folders
+    assert [(r["name"], r["steps"]) for r in new_rows[6:]] == [
+        (f"student {folder} cumulative", S) for folder in (tmp_path.name, "b") for S in (2, 4)]
+    result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--judge={paths['ar']}", "--steps_list=1,2",
+                      "--num_samples=4", f"--previous={out}")
+    assert result.returncode != 0 and "made with other num_samples" in result.stderr
+    result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--judge={paths['ar']}", "--steps_list=1,2",
+                      "--num_samples=3", "--reference_steps=4")
+    assert result.returncode != 0 and "--reference_steps=4 is not in --steps_list" in result.stderr
+    assert "Traceback" not in result.stderr
     result = run_eval("--mode=elbo", f"--dfm={paths['dfm']}", "--num_batches=2", "--batch_size=4")
     assert result.returncode == 0, result.stderr
     assert "perplexity <=" in result.stdout
