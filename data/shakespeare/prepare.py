@@ -2,9 +2,9 @@
 
     python data/shakespeare/prepare.py [--input PATH] [--out_dir DIR]
 
-Same text and source handling as data/shakespeare_char (--input, cached input.txt, download, shared
-copy). The first 90% of the characters is train and the last 10% val; each split is encoded on its own
-(the literal text "<|endoftext|>" would stay plain text) and ends with one end-of-text token (50256).
+Same text and source handling as data/shakespeare_char (--input, cached input.txt, download). The
+first 90% of the characters is train and the last 10% val; each split is encoded on its own (the literal
+text "<|endoftext|>" would stay plain text) and ends with one end-of-text token (50256).
 Expected: train 301,967 tokens, val 36,060 tokens.
 """
 

@@ -3,7 +3,7 @@
     python data/shakespeare_char/prepare.py [--input PATH] [--out_dir DIR]
 
 The text is the canonical Tiny Shakespeare. Without --input it is read from input.txt next to this
-script, else downloaded there, else (offline) taken from <repo>/../shared/data/tinyshakespeare.txt.
+script, else downloaded there (offline, pass --input PATH to a local copy).
 The vocabulary is the sorted set of characters (65 of them); the first 90% of the text is train and the
 last 10% val, split on the id stream so the two files add up to the whole text.
 Expected: vocab 65, train 1,003,854 tokens, val 111,540 tokens.
@@ -20,11 +20,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-SHARED_COPY = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
 def tiny_shakespeare_text(input_path: str | None, cache_dir: Path) -> str:
-    """The Tiny Shakespeare text from --input, a cached download, a fresh download or the shared copy."""
+    """The Tiny Shakespeare text from --input, a cached download or a fresh download."""
     if input_path is not None:
         if not Path(input_path).is_file():
             sys.exit(f"error: --input {input_path} is not a file")
@@ -36,10 +35,7 @@ def tiny_shakespeare_text(input_path: str | None, cache_dir: Path) -> str:
                 text = response.read().decode("utf-8")
             cached.write_text(text, encoding="utf-8")
         except OSError as e:  # URLError and timeouts are OSErrors
-            if not SHARED_COPY.is_file():
-                sys.exit(f"error: could not download Tiny Shakespeare ({e}); pass --input PATH to a local copy")
-            print(f"download failed ({e}); using the local copy {SHARED_COPY}")
-            return SHARED_COPY.read_text(encoding="utf-8")
+            sys.exit(f"error: could not download Tiny Shakespeare ({e}); pass --input PATH to a local copy")
     return cached.read_text(encoding="utf-8")
 
 
