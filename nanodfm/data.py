@@ -43,3 +43,10 @@ def get_batch(path, batch_size, block_size, generator=None, device="cpu"):
     if torch.device(device).type == "cuda":  # pinned memory lets the copy overlap compute
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
+
+
+def dataset_folder(config):
+    """The folder a run reads (or a checkpoint was trained on): config's data_dir if set, else
+    data/<dataset> in the repository, as an absolute path."""
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.abspath(config.get("data_dir") or os.path.join(repo_root, "data", config["dataset"]))
