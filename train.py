@@ -28,21 +28,21 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
 from nanodfm.config import UsageError, autocast_for, parse, pick_device
-from nanodfm.data import dataset_folder, get_batch, load_meta, split_path
+from nanodfm.data import dataset_folder, get_batch, load_meta, same_vocabulary, split_path
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import SOURCES, dfm_loss, elbo_bound, sample_path, sample_times
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
-out_dir = "out"  # checkpoint (ckpt.pt) and log (log.jsonl); a run never overwrites another dataset's model
+out_dir = "out"  # ckpt.pt (the latest state), best.pt (the best val loss) and log.jsonl
 init_from = "scratch"  # "scratch", "resume" (from out_dir/ckpt.pt) or a DFM checkpoint to distil (kind = "student")
-eval_interval = 250  # iterations between evaluations (and checkpoints)
+overwrite = False  # a new run (not resume) may replace the checkpoints already in out_dir
+eval_interval = 250  # evaluate, write ckpt.pt (latest state) and, if val loss improved, best.pt
 eval_iters = 20  # batches per split in each evaluation
 log_interval = 10  # iterations between log lines
-always_save_checkpoint = False  # save at every eval, not only when val loss improves
 eval_only = False  # evaluate once and exit
 # data
-dataset = "shakespeare_char"  # data/<dataset>/ as written by a prepare script; a student reads its parent's
+dataset = "shakespeare_char"  # data/<dataset>/{train,val}.bin and meta.json; resume and students: the checkpoint's
 data_dir = ""  # read the dataset from this folder instead of data/<dataset>
 batch_size = 64  # sequences per process and micro-step
 block_size = 256  # tokens per sequence (the model's context)
@@ -81,6 +81,7 @@ peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look up known GPUs
 seed = 1337  # seeds the model, the batches and the noise
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "n_cond", "dropout")  # a resumed or distilled model keeps its own
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
 
 
@@ -98,18 +99,6 @@ def check(cfg):
         raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
 
 
-def refuse_other_dataset(ckpt_path, data_dir):
-    """A fresh run may replace its own earlier model, never one trained on other data: a preset's
-    out_dir reused with another --dataset would otherwise silently overwrite that model."""
-    if not os.path.isfile(ckpt_path):
-        return
-    trained_on = dataset_folder(checkpoint.load(ckpt_path)["config"])
-    if trained_on != data_dir:
-        out_dir = os.path.dirname(ckpt_path)
-        raise UsageError(f"{out_dir} holds a model trained on {trained_on}, not {data_dir}: pass another --out_dir "
-                         f"(e.g. --out_dir={out_dir}-{os.path.basename(data_dir)}) or delete {ckpt_path}")
-
-
 def learning_rate_at(it, cfg):
     """Linear warmup, then cosine decay to min_lr at lr_decay_iters (0: at max_iters), then min_lr."""
     if not cfg["decay_lr"]:
@@ -124,8 +113,12 @@ def learning_rate_at(it, cfg):
 
 
 def rng_state(generator):
+    """Every RNG state as tensors and plain values, so the checkpoint loads with weights_only=True."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     state = {"torch": torch.get_rng_state(), "data": generator.get_state(),
-             "numpy": np.random.get_state(), "python": random.getstate()}
+             "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+             "python": [version, list(internal), gauss_next]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -134,8 +127,10 @@ def rng_state(generator):
 def set_rng_state(state, generator):
     torch.set_rng_state(state["torch"])
     generator.set_state(state["data"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -154,6 +149,36 @@ def batch_loss(model, teacher_model, x1, cfg, vocab_size, generator):
     t = sample_times(x1.shape[0], generator=generator, device=x1.device)
     x_t = sample_path(x1, t, vocab_size, cfg["source"], cfg["kappa_power"], generator=generator)
     return dfm_loss(model(x_t, t), x1, x_t, t, vocab_size, cfg["source"], cfg["kappa_power"], cfg["loss_weighting"])
+
+
+def open_log(path, resume_step):
+    """log.jsonl for appending: a new run starts a new log; a resumed one keeps the rows up to its
+    checkpoint's step (a killed run may have logged steps past it, which the resumed run repeats)."""
+    rows = []
+    if resume_step is not None and os.path.isfile(path):
+        with open(path) as f:
+            rows = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+    log = open(path, "w")
+    log.writelines(rows)
+    return log
+
+
+def adopt_checkpoint(cfg, ckpt, path, meta, data_dir):
+    """Take the probability path and the model's shape from the checkpoint a run starts from (resume,
+    or a student's parent), after checking that it was trained on the same tokens and that no shape
+    key set for this run (to a value other than the default) contradicts it."""
+    if not same_vocabulary(ckpt["meta"], meta):
+        raise UsageError(f"{path} was trained on another vocabulary than {data_dir} (its tokens differ, "
+                         f"not only their number): use the dataset it was trained on")
+    differ = [f"{k}={cfg[k]!r} (checkpoint: {ckpt['model_config'][k]!r})" for k in SHAPE_KEYS
+              if cfg[k] != ckpt["model_config"][k] and cfg[k] != DEFAULTS[k]]
+    if differ:
+        raise UsageError(f"the model comes from {path}, but {', '.join(differ)}: drop these keys or set them "
+                         f"to the checkpoint's values")
+    for key in SHAPE_KEYS:  # so the config recorded in the new checkpoints is the model's
+        cfg[key] = ckpt["model_config"][key]
+    for key in ("source", "kappa_power"):  # the path is part of the model: keep the one it was trained on
+        cfg[key] = ckpt["config"][key]
 
 
 def main(argv):
@@ -178,7 +203,7 @@ def main(argv):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
+    ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
     ckpt = parent = None
     if cfg["init_from"] == "resume":
         ckpt = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
@@ -186,27 +211,27 @@ def main(argv):
         if cfg["kind"] != "student":
             raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
         parent = checkpoint.load(cfg["init_from"], kinds=("dfm",))
-    if ckpt or parent:  # a resumed run or a student keeps the path and, unless data_dir is given, the data
+    if (ckpt or parent) and not cfg["data_dir"]:  # resume and students read the data the model was trained on
         trained = (ckpt or parent)["config"]
-        for key in ("source", "kappa_power"):  # the path is part of the model
-            cfg[key] = trained[key]
-        if not cfg["data_dir"]:
-            cfg["dataset"], cfg["data_dir"] = trained["dataset"], trained.get("data_dir", "")
+        cfg["dataset"], cfg["data_dir"] = trained["dataset"], trained.get("data_dir", "")
     data_dir = dataset_folder(cfg)
-    if cfg["init_from"] != "resume":
-        refuse_other_dataset(ckpt_path, data_dir)
     meta = load_meta(data_dir)
-    train_bin, val_bin = split_path(data_dir, "train"), split_path(data_dir, "val")
     vocab_size = meta["vocab_size"]
+    train_bin, val_bin = split_path(data_dir, "train", vocab_size), split_path(data_dir, "val", vocab_size)
+    if master:  # one run per out_dir, and a new run never silently replaces a finished one
+        release_out_dir = checkpoint.lock_out_dir(cfg["out_dir"])
+        if cfg["init_from"] != "resume" and not cfg["overwrite"] and os.path.exists(ckpt_path):
+            raise UsageError(f"{cfg['out_dir']} already holds a checkpoint: continue it with --init_from=resume, "
+                             f"or start over there with --overwrite=True (or pick another --out_dir)")
 
     torch.manual_seed(cfg["seed"])  # every rank builds the same model (DDP would broadcast it anyway)
     iter_num, best_val_loss, teacher_model = 0, float("inf"), None
     if ckpt is not None:
+        adopt_checkpoint(cfg, ckpt, ckpt_path, meta, data_dir)
         model = checkpoint.build_model(ckpt)
         iter_num, best_val_loss = ckpt["step"], ckpt["best_val_loss"]
     elif parent is not None:
-        if parent["model_config"]["vocab_size"] != vocab_size:
-            raise UsageError(f"{cfg['init_from']} was trained on another vocabulary than {data_dir}")
+        adopt_checkpoint(cfg, parent, cfg["init_from"], meta, data_dir)
         model = distill.student_from_dfm(checkpoint.build_model(parent))
         parent = None
     else:
@@ -259,34 +284,41 @@ def main(argv):
     peak = cfg["peak_flops"] or next((v for k, v in PEAK_BF16_FLOPS.items() if device_type == "cuda"
                                       and k in torch.cuda.get_device_name(dev)), 0.0)
     if master:
-        os.makedirs(cfg["out_dir"], exist_ok=True)
         print(f"{cfg['kind']} model, {raw_model.num_params() / 1e6:.2f}M non-embedding parameters, "
               f"{tokens_per_iter:,} tokens per iteration, device {dev}, {dtype_name}")
-    log_file = open(os.path.join(cfg["out_dir"], "log.jsonl"), "a") if master else None
+    log_file = open_log(os.path.join(cfg["out_dir"], "log.jsonl"), iter_num if cfg["init_from"] == "resume" else None) \
+        if master else None
+    resumed_at = saved_step = iter_num if cfg["init_from"] == "resume" else None  # saved_step: the checkpoint on disk
     bar = tqdm(total=cfg["max_iters"], initial=iter_num, disable=not master, dynamic_ncols=True, desc="train")
     t_last, tokens_since = time.time(), 0
     while True:
         lr = learning_rate_at(iter_num, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if iter_num % cfg["eval_interval"] == 0 and master:
+        done = cfg["eval_only"] or iter_num >= cfg["max_iters"]
+        # a resumed run does not redo the evaluation its checkpoint was written at
+        if (iter_num % cfg["eval_interval"] == 0 or done) and (iter_num != resumed_at or cfg["eval_only"]) and master:
             losses = evaluate()
             line = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
             if "val_elbo" in losses:
                 line += f", val ELBO perplexity <= {math.exp(losses['val_elbo']):.3f}"
             bar.write(line)
             log_file.write(json.dumps({"step": iter_num, **losses}) + "\n")
-            if losses["val"] < best_val_loss or cfg["always_save_checkpoint"]:
-                best_val_loss = min(best_val_loss, losses["val"])
-                if iter_num > 0 or cfg["always_save_checkpoint"]:
-                    checkpoint.save(ckpt_path, {
-                        "kind": cfg["kind"], "model_config": asdict(raw_model.config),
-                        "model": checkpoint.model_state(raw_model), "optimizer": optimizer.state_dict(),
-                        "ema": teacher_model.state_dict() if teacher_model is not None else None,
-                        "config": cfg, "step": iter_num, "best_val_loss": best_val_loss,
-                        "rng": rng_state(generator), "world_size": world_size, "meta": meta})
+            log_file.flush()
+            improved = losses["val"] < best_val_loss
+            best_val_loss = min(best_val_loss, losses["val"])
+            # ckpt.pt is always the latest state, the one resume reads; best.pt the best val loss so far
+            checkpoint.save(ckpt_path, {
+                "kind": cfg["kind"], "model_config": asdict(raw_model.config),
+                "model": checkpoint.model_state(raw_model), "optimizer": optimizer.state_dict(),
+                "ema": teacher_model.state_dict() if teacher_model is not None else None,
+                "config": cfg, "step": iter_num, "val_loss": losses["val"], "best_val_loss": best_val_loss,
+                "rng": rng_state(generator), "world_size": world_size, "meta": meta})
+            saved_step = iter_num
+            if improved:
+                checkpoint.copy(ckpt_path, best_path)
             t_last, tokens_since = time.time(), 0  # throughput counts training only
-        if cfg["eval_only"] or iter_num >= cfg["max_iters"]:
+        if done:
             break
         for micro in range(cfg["gradient_accumulation_steps"]):
             x1 = get_batch(train_bin, cfg["batch_size"], cfg["block_size"], generator, dev)
@@ -295,8 +327,14 @@ def main(argv):
             with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
                 loss = batch_loss(model, teacher_model, x1, cfg, vocab_size, generator)
             (loss / cfg["gradient_accumulation_steps"]).backward()
-        if cfg["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        # the norm of all gradients (clipped to grad_clip if > 0); inf leaves them as they are
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] if cfg["grad_clip"] > 0 else math.inf)
+        if not torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()])).all():
+            # stop before the step: the weights, and the checkpoint on disk, stay finite
+            good = f"{ckpt_path} (step {saved_step}) is intact" if saved_step is not None else "no checkpoint was written"
+            raise UsageError(f"training diverged at step {iter_num + 1}: loss {loss.item():.4g}, gradient norm "
+                             f"{grad_norm.item():.4g}; {good}: lower --learning_rate (or raise --warmup_iters) "
+                             f"and resume")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if teacher_model is not None:
@@ -318,6 +356,7 @@ def main(argv):
     bar.close()
     if master:
         log_file.close()
+        release_out_dir()
     if ddp:
         dist.destroy_process_group()
     return raw_model, teacher_model

@@ -21,7 +21,7 @@ SAMPLES=${SAMPLES:-64}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 mkdir -p "$OUT"
 
-# 1. data: train.bin, val.bin, meta.pkl (downloads the text, or reads $INPUT)
+# 1. data: train.bin, val.bin, meta.json (downloads the text, or reads $INPUT)
 python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}
 
 # 2. per source: the DFM model, then its students with the RK4 and the RK2 shortcut teacher
@@ -30,7 +30,7 @@ models() {  # runs in the background, one thread (two processes spinning two thr
   export OMP_NUM_THREADS=1
   python train.py config/shakespeare_char_cpu.py --source="$source" --out_dir="$OUT/dfm-$source" $TRAIN_ARGS
   for teacher in rk4 rk2; do
-    python train.py config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm-$source/ckpt.pt" \
+    python train.py config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm-$source/best.pt" \
         --teacher=$teacher --out_dir="$OUT/student-$source-$teacher" $TRAIN_ARGS
   done
 }
@@ -44,13 +44,13 @@ OMP_NUM_THREADS=1 python train.py config/shakespeare_char_cpu_ar.py --out_dir="$
 wait $uniform_pid || { echo "uniform-source training failed: see $OUT/train-uniform.log"; exit 1; }
 
 # 4. ELBO perplexity of the mask-source DFM model on the validation text
-python eval.py --mode=elbo --device=cpu --dfm="$OUT/dfm-mask/ckpt.pt" --out_json="$OUT/elbo.json" | tee "$OUT/elbo.md"
+python eval.py --mode=elbo --device=cpu --dfm="$OUT/dfm-mask/best.pt" --out_json="$OUT/elbo.json" | tee "$OUT/elbo.md"
 
 # 5. quality: generative perplexity and entropy against steps, judged by the AR model (both sources at once)
 quality() {
-  OMP_NUM_THREADS=1 python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-$1/ckpt.pt" \
+  OMP_NUM_THREADS=1 python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-$1/best.pt" \
       --student="$OUT/student-$1-rk4/ckpt.pt,$OUT/student-$1-rk2/ckpt.pt" \
-      --judge="$OUT/ar/ckpt.pt" --steps_list="$STEPS" --num_samples="$SAMPLES" \
+      --judge="$OUT/ar/best.pt" --steps_list="$STEPS" --num_samples="$SAMPLES" \
       --out_json="$OUT/quality-$1.json" --out_png="$OUT/quality-$1.png" > "$OUT/quality-$1.md" 2> "$OUT/quality-$1.log"
 }
 quality mask & mask_pid=$!
@@ -59,5 +59,5 @@ wait $mask_pid && wait $uniform_pid || { echo "quality evaluation failed: see $O
 cat "$OUT/quality-mask.md" "$OUT/quality-uniform.md"
 
 # 6. speed of the three trained models (same size): AR with KV cache, DFM at 256 steps, student at 8
-python eval.py --mode=speed --device=cpu --ar="$OUT/ar/ckpt.pt" --dfm="$OUT/dfm-mask/ckpt.pt" \
+python eval.py --mode=speed --device=cpu --ar="$OUT/ar/best.pt" --dfm="$OUT/dfm-mask/best.pt" \
     --student="$OUT/student-mask-rk4/ckpt.pt" --speed_batch_sizes=1,32 --out_json="$OUT/speed.json" | tee "$OUT/speed.md"

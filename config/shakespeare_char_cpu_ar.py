@@ -12,7 +12,7 @@ dataset = "shakespeare_char"
 eval_interval = 250  # each evaluation costs about 2 x eval_iters forward passes
 eval_iters = 20
 log_interval = 50
-always_save_checkpoint = False  # keep the best validation loss: the judge should not be overfit
+# eval.py judges with out_dir/best.pt, the weights of the best validation loss: a judge should not be overfit
 
 # small enough for a CPU, deep enough to learn words; block 128 covers the quality samples, whose
 # length is the smallest block_size among the models scored

@@ -22,5 +22,4 @@ learning_rate = 5e-4
 min_lr = 5e-5
 max_iters = 800
 warmup_iters = 50
-always_save_checkpoint = True  # the loss is not comparable across steps (the teacher moves): keep the last
 device = "cpu"

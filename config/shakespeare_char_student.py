@@ -18,4 +18,3 @@ learning_rate = 3e-4
 min_lr = 3e-5
 max_iters = 10000
 warmup_iters = 200
-always_save_checkpoint = True  # the loss is not comparable across steps (the teacher moves): keep the last

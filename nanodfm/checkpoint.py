@@ -1,39 +1,100 @@
-"""Checkpoints: written atomically, read back with a check of what kind of model they hold.
+"""Checkpoints and the out_dir that holds them: written atomically, read without running code.
 
 A checkpoint is one torch.save'd dict: the model's kind ("dfm", "ar" or "student") and
 ModelConfig, its weights, and, for training to resume exactly, the optimiser, the EMA weights (for a
-student), the step, the training config and every RNG state. It is written to a temporary file in
-the same folder and renamed over the old one, so a crash mid-write never loses the last good one.
+student), the step, the training config and every RNG state. Everything in it is a tensor or a plain
+Python value, so it loads with torch.load(weights_only=True): a downloaded file that needs anything
+else unpickled is refused, and nothing in it runs.
+
+Writing: to `<path>.tmp` in the same folder, flushed to disk, then renamed over the old file, so a
+crash or a full disk mid-write never loses the last good checkpoint, and weights that are not
+finite are never written. A training run holds `out_dir/lock` (its pid) so that two runs cannot
+write one out_dir; a run that was killed leaves a lock whose pid is dead, which the next run takes.
 """
 
+import atexit
+import errno
+import glob
 import os
+import pickle
+
 import torch
 
 from nanodfm.config import UsageError
 from nanodfm.model import ModelConfig, Transformer
 
-FORMAT = "nanodfm-1"
+FORMAT = "nanodfm-2"  # 2: loads with weights_only=True (1 held numpy RNG state, which needs unpickling)
 KINDS = ("dfm", "ar", "student")
 
 
+def _remove_temporaries(path):
+    # leftovers of a write that was killed: only the run holding the out_dir's lock writes there
+    for stale in glob.glob(glob.escape(path) + ".tmp*"):
+        os.remove(stale)
+
+
 def save(path, state):
-    """torch.save(state) to path atomically: write beside it, then rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    """torch.save(state) to path atomically: write beside it, flush, then rename.
+
+    A UsageError naming the path and the cause if it cannot be written (full disk, read-only
+    folder) or if the weights hold NaN or infinity; the previous file at path is left as it was."""
+    for name in ("model", "ema"):
+        weights = state.get(name) or {}
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise UsageError(f"not writing {path}: the {name} weights hold NaN or infinity ({bad[0]})")
+    tmp = f"{path}.tmp"
+    try:
+        _remove_temporaries(path)
+        with open(tmp, "wb") as f:  # a Python file: a failed write is an OSError that says why
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with_hint = " (the disk is full)" if e.errno == errno.ENOSPC else ""
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise UsageError(f"cannot write checkpoint {path}: {e.strerror}{with_hint}; "
+                         f"the previous checkpoint there, if any, is intact") from None
+
+
+def copy(src, dst):
+    """dst becomes the file src is now (a hard link where the filesystem has them), atomically."""
+    tmp = f"{dst}.tmp"
+    try:
+        _remove_temporaries(dst)
+        try:
+            os.link(src, tmp)  # no copy: src is replaced, never rewritten in place, so the link stays as it is
+        except OSError:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(1 << 24):
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    except OSError as e:
+        raise UsageError(f"cannot write checkpoint {dst}: {e.strerror}") from None
 
 
 def load(path, kinds=KINDS, map_location="cpu"):
-    """Read a checkpoint; a clear UsageError if it is missing, foreign or of the wrong kind."""
+    """Read a checkpoint; a clear UsageError if it is missing, unsafe, foreign or of the wrong kind."""
     if not os.path.isfile(path):
         raise UsageError(f"checkpoint {path} not found: train one with train.py, or check the path")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # weights_only met something it would have to run to build
+        raise UsageError(f"{path} was not loaded: it holds Python objects beyond tensors and plain values, and "
+                         f"unpickling them can run code (a checkpoint of nanodfm before {FORMAT} does too: "
+                         f"retrain it with this version)") from None
     except Exception as e:  # a truncated or non-torch file
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or not str(ckpt.get("format", "")).startswith("nanodfm-"):
         raise UsageError(f"{path} is not a nanodfm checkpoint")
+    if ckpt["format"] != FORMAT:
+        raise UsageError(f"{path} is a {ckpt['format']} checkpoint; this version reads {FORMAT}: retrain it")
     if ckpt["kind"] not in kinds:
         raise UsageError(f"{path} holds a model of kind {ckpt['kind']!r}; this needs one of {', '.join(kinds)}")
     return ckpt
@@ -51,3 +112,53 @@ def build_model(ckpt, weights="model"):
     model = Transformer(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt[weights] if ckpt.get(weights) is not None else ckpt["model"])
     return model
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def lock_out_dir(out_dir):
+    """Create out_dir if needed and take its lock; returns a function that releases it (also called
+    at exit, so only a killed process leaves its lock behind, and the next run takes that one over).
+
+    A UsageError if another live process holds it, or if out_dir cannot be created or written."""
+    lock = os.path.join(out_dir, "lock")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"out_dir {out_dir} is a file, not a folder: pick another --out_dir")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        for _ in range(2):  # a second try after removing a dead run's lock
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                with open(lock) as f:
+                    text = f.read().strip()
+                if text == str(os.getpid()):  # this process took it already (main called twice)
+                    break
+                if text.isdigit() and _pid_alive(int(text)):
+                    raise UsageError(f"{out_dir} is in use by a running training (pid {text}): wait for it, pick "
+                                     f"another --out_dir, or delete {lock} if that process is not training") from None
+                os.remove(lock)  # its run is gone (killed, or the machine restarted)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            break
+    except OSError as e:
+        raise UsageError(f"cannot use out_dir {out_dir}: {e.strerror} ({e.filename or out_dir})") from None
+
+    def release():
+        try:
+            with open(lock) as f:
+                if f.read().strip() == str(os.getpid()):
+                    os.remove(lock)
+        except OSError:
+            pass
+    atexit.register(release)
+    return release

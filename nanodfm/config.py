@@ -42,7 +42,14 @@ def _coerce(key, value, default):
     return value
 
 
+# keys that existed once: naming what replaced them beats "unknown key"
+RETIRED = {"always_save_checkpoint": "train.py now writes ckpt.pt (the latest state) at every evaluation and "
+                                     "at the end, and best.pt (the best val loss) beside it: drop the key"}
+
+
 def _set(config, key, value, where):
+    if key in RETIRED and key not in config:
+        raise UsageError(f"{key} (in {where}) was removed: {RETIRED[key]}")
     if key not in config:
         close = difflib.get_close_matches(key, config, n=3)
         hint = f"did you mean {' or '.join(close)}?" if close else "the keys are the names at the top of the script"

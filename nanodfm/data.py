@@ -1,36 +1,103 @@
-"""Token data on disk: data/<name>/{train,val}.bin (flat uint16 ids) and meta.pkl.
+"""Token data on disk: data/<name>/{train,val}.bin (flat uint16 ids) and meta.json.
 
 Batches are random windows of block_size tokens, as in nanoGPT. A fresh np.memmap is opened for
 every batch: a long-lived memmap keeps every page it ever touched resident and grows without bound.
+
+meta.json says which tokenizer the ids belong to and records, per split, the number of tokens and
+the largest id, so a .bin that does not fit its vocabulary is caught when the data is opened, not
+as an index error some steps into training. It is JSON, not pickle: reading a downloaded dataset
+must never run code (nanoGPT's meta.pkl would).
 """
 
+import json
 import os
-import pickle
 
 import numpy as np
 import torch
 
 from nanodfm.config import UsageError
 
+SPLITS = ("train", "val")
+CHUNK = 1 << 20  # write_meta reads the ids in chunks of this many
+SAMPLE = (64, 4096)  # split_path checks this many runs of so many ids, evenly spaced: cheap on a 10 GB file
+
 
 def _prepare_hint(data_dir):
     return f"run `python {os.path.relpath(os.path.join(data_dir, 'prepare.py'))}` first"
 
 
+def write_meta(folder, meta):
+    """Write folder/meta.json for the train.bin and val.bin already in folder (prepare scripts call this).
+
+    meta: {"tokenizer": "char" | "gpt2", "vocab_size": V, ...}. Adds each split's token count and
+    largest id; an empty split or an id >= vocab_size is a UsageError and no meta.json is written."""
+    meta = dict(meta)
+    meta["tokens"], meta["max_token_id"] = {}, {}
+    for split in SPLITS:
+        path = os.path.join(folder, f"{split}.bin")
+        ids = np.memmap(path, dtype=np.uint16, mode="r") if os.path.getsize(path) else np.zeros(0, np.uint16)
+        if len(ids) == 0:
+            raise UsageError(f"{path} is empty: the corpus holds no text for the {split} split")
+        largest = max(int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK))
+        if largest >= meta["vocab_size"]:
+            raise UsageError(f"{path} holds token id {largest}, outside the vocabulary of {meta['vocab_size']}")
+        meta["tokens"][split], meta["max_token_id"][split] = len(ids), largest
+    tmp = os.path.join(folder, "meta.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(meta, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, os.path.join(folder, "meta.json"))
+
+
 def load_meta(data_dir):
-    """The dataset's meta.pkl: tokenizer kind and vocab_size (see data/*/prepare.py)."""
-    path = os.path.join(data_dir, "meta.pkl")
+    """The dataset's meta.json: tokenizer kind, vocab_size and, per split, token count and largest id."""
+    path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(data_dir, "meta.pkl")):
+            raise UsageError(f"{data_dir} has an old meta.pkl, which is not read (unpickling can run code): "
+                             f"{_prepare_hint(data_dir)} to write meta.json")
         raise UsageError(f"{path} not found: {_prepare_hint(data_dir)}")
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta["tokenizer"] == "char":  # JSON keys are strings: the ids come back as ints
+            meta["itos"] = {int(i): ch for i, ch in meta["itos"].items()}
+        vocab_size = int(meta["vocab_size"])
+        recorded = {split: int(meta["max_token_id"][split]) for split in SPLITS}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"{path} is not a dataset's meta.json: {_prepare_hint(data_dir)}") from None
+    for split, largest in recorded.items():
+        if largest >= vocab_size:
+            raise UsageError(f"{path}: {split}.bin holds id {largest}, outside vocab_size {vocab_size}: "
+                             f"{_prepare_hint(data_dir)}")
+    return meta
 
 
-def split_path(data_dir, split):
+def split_path(data_dir, split, vocab_size=None):
+    """data_dir/<split>.bin, checked: present, a whole number of uint16 ids, not empty and, when
+    vocab_size is given, the ids of an evenly spaced sample inside the vocabulary (meta.json's
+    recorded largest id covers the rest, unless the file was replaced)."""
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.isfile(path):
         raise UsageError(f"{path} not found: {_prepare_hint(data_dir)}")
+    size = os.path.getsize(path)
+    if size == 0 or size % 2:
+        what = "empty" if size == 0 else f"{size} bytes, not a whole number of uint16 token ids"
+        raise UsageError(f"{path} is {what}: {_prepare_hint(data_dir)}")
+    if vocab_size is not None:
+        ids = np.memmap(path, dtype=np.uint16, mode="r")
+        runs, run = SAMPLE
+        largest = max(int(ids[i:i + run].max()) for i in np.linspace(0, max(0, len(ids) - run), runs, dtype=np.int64))
+        if largest >= vocab_size:
+            raise UsageError(f"{path} holds token id {largest}, outside the vocabulary of {vocab_size}: "
+                             f"{_prepare_hint(data_dir)}")
     return path
+
+
+def same_vocabulary(a, b):
+    """Whether two metas (a dataset's, a checkpoint's) map ids to the same tokens, not only as many."""
+    def tokens(meta):
+        return meta.get("tokenizer"), meta.get("vocab_size"), sorted(meta.get("itos", {}).items())
+    return tokens(a) == tokens(b)
 
 
 def get_batch(path, batch_size, block_size, generator=None, device="cpu"):

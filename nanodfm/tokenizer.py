@@ -7,8 +7,9 @@ Choices:
   against the sha256 hashes tiktoken pins, so the ids cannot differ, and no machine hangs on the network.
   Local copies are looked up in $NANODFM_GPT2_DIR if set (then it must hold them), else in
   <repo>/data/gpt2/.
-- A dataset's meta.pkl says which tokenizer its .bin files use; `load_tokenizer(meta)` turns it back
-  into an object with `encode`, `decode`, `vocab_size`, `eot` and `name`. The formats are
+- A dataset's meta.json says which tokenizer its .bin files use; `load_tokenizer(meta)` turns it back
+  into an object with `encode`, `decode`, `vocab_size`, `eot` and `name`. The formats are (as
+  nanodfm.data.load_meta returns them, beside each split's token count and largest id)
       char: {'tokenizer': 'char', 'vocab_size': V, 'itos': {i: ch}, 'stoi': {ch: i}}
       gpt2: {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256}
 - The char vocabulary is whatever characters the training text holds, so text with other characters
@@ -113,10 +114,10 @@ class GPT2Tokenizer:
 
 
 def load_tokenizer(meta: dict):
-    """The tokenizer a dataset's meta.pkl describes."""
+    """The tokenizer a dataset's meta.json describes."""
     kind = meta.get("tokenizer")
     if kind == "char":
         return CharTokenizer(meta["stoi"], meta["itos"])
     if kind == "gpt2":
         return GPT2Tokenizer()
-    raise ValueError(f"unknown tokenizer {kind!r} in meta.pkl (expected 'char' or 'gpt2')")
+    raise ValueError(f"unknown tokenizer {kind!r} in meta.json (expected 'char' or 'gpt2')")

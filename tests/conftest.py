@@ -1,7 +1,6 @@
 """Shared fixtures: the repository on sys.path, a tiny dataset, and a subprocess runner."""
 
 import os
-import pickle
 import subprocess
 import sys
 
@@ -10,6 +9,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from nanodfm.data import write_meta  # noqa: E402
+
 SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
 # GPT-2's BPE files for offline tests, when a copy sits beside the checkout (the library itself looks
 # only in $NANODFM_GPT2_DIR and data/gpt2/); subprocesses inherit the variable
@@ -40,6 +41,5 @@ def char_data(tmp_path_factory):
     n = int(0.9 * len(ids))
     ids[:n].tofile(folder / "train.bin")
     ids[n:].tofile(folder / "val.bin")
-    with open(folder / "meta.pkl", "wb") as f:
-        pickle.dump({"tokenizer": "char", "vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+    write_meta(folder, {"tokenizer": "char", "vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi})
     return str(folder)

@@ -1,7 +1,6 @@
 """Prepare scripts: the .bin files decode back to exactly the input text, split as documented."""
 
 import json
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nanodfm import data
 from nanodfm.tokenizer import GPT2_EOT, load_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +34,14 @@ def load_split(out_dir, split):
 
 
 def load_meta(out_dir):
-    with open(Path(out_dir) / "meta.pkl", "rb") as f:
-        return pickle.load(f)
+    """meta.json as nanodfm reads it; its recorded token counts and largest ids, checked against the
+    .bin files, are removed."""
+    meta = data.load_meta(str(out_dir))
+    tokens, largest = meta.pop("tokens"), meta.pop("max_token_id")
+    for split in ("train", "val"):
+        ids = load_split(out_dir, split)
+        assert tokens[split] == len(ids) and largest[split] == ids.max()
+    return meta
 
 
 @needs_shakespeare
@@ -126,6 +132,33 @@ def test_openwebtext_split_does_not_depend_on_workers(tmp_path):
         assert result.returncode == 0, result.stderr
     for split in ("train", "val"):
         assert np.array_equal(load_split(tmp_path / "out1", split), load_split(tmp_path / "out2", split))
+
+
+def test_empty_corpus_is_a_one_line_error(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    for name in ("shakespeare_char", "shakespeare"):
+        result = run_prepare(name, "--input", empty, "--out_dir", tmp_path / name)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines() == [f"error: {empty} is empty: there is no text to prepare"]
+        assert not (tmp_path / name / "meta.json").exists()
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n")  # only empty documents
+    result = run_prepare("openwebtext", "--input", blank, "--out_dir", tmp_path / "owt", "--num_proc", "1")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # after tqdm's progress lines
+    assert last.startswith("error: ") and "train.bin is empty" in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "owt" / "meta.json").exists()
+
+
+def test_write_meta_refuses_ids_outside_the_vocabulary(tmp_path):
+    np.array([0, 1, 2], dtype=np.uint16).tofile(tmp_path / "train.bin")
+    np.array([1, 7], dtype=np.uint16).tofile(tmp_path / "val.bin")
+    with pytest.raises(data.UsageError, match="val.bin holds token id 7, outside the vocabulary of 3"):
+        data.write_meta(tmp_path, {"tokenizer": "gpt2", "vocab_size": 3})
+    assert not (tmp_path / "meta.json").exists()
+    data.write_meta(tmp_path, {"tokenizer": "gpt2", "vocab_size": 8})
+    assert data.load_meta(tmp_path)["max_token_id"] == {"train": 2, "val": 7}
 
 
 @pytest.mark.parametrize("name", ["shakespeare_char", "shakespeare", "openwebtext"])

@@ -1,4 +1,4 @@
-"""OpenWebText, or any local corpus, as GPT-2 tokens: train.bin, val.bin (uint16 ids) and meta.pkl.
+"""OpenWebText, or any local corpus, as GPT-2 tokens: train.bin, val.bin (uint16 ids) and meta.json.
 
     python data/openwebtext/prepare.py                      # OpenWebText via Hugging Face `datasets`
     python data/openwebtext/prepare.py --input corpus/      # a folder of .txt files, one document each
@@ -24,7 +24,6 @@ import functools
 import hashlib
 import json
 import os
-import pickle
 import sys
 import time
 from multiprocessing import Pool
@@ -36,6 +35,8 @@ from tqdm import tqdm
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # so `import nanodfm` works when run as a script
 
+from nanodfm.config import UsageError  # noqa: E402
+from nanodfm.data import write_meta  # noqa: E402
 from nanodfm.tokenizer import GPT2_EOT, gpt2_encoding  # noqa: E402
 
 
@@ -116,7 +117,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", default=None, help="local corpus: folder of .txt, .jsonl, or .txt file")
     parser.add_argument("--text_field", default="text", help="the text's key in each .jsonl object")
-    parser.add_argument("--out_dir", default=str(HERE), help="where train.bin, val.bin, meta.pkl go")
+    parser.add_argument("--out_dir", default=str(HERE), help="where train.bin, val.bin, meta.json go")
     parser.add_argument("--val_fraction", type=float, default=0.0005)
     parser.add_argument("--seed", type=int, default=2357, help="keys the hash that picks the split")
     parser.add_argument("--num_proc", type=int, default=max(1, (os.cpu_count() or 2) // 2))
@@ -158,15 +159,16 @@ def main():
         raise
     for split, path in tmp_paths.items():
         path.replace(out_dir / f"{split}.bin")
-    with open(out_dir / "meta.pkl", "wb") as f:
-        pickle.dump({"tokenizer": "gpt2", "vocab_size": GPT2_EOT + 1, "eot": GPT2_EOT}, f)
+    try:
+        write_meta(out_dir, {"tokenizer": "gpt2", "vocab_size": GPT2_EOT + 1, "eot": GPT2_EOT})
+    except UsageError as e:  # an empty split
+        only_val_empty = counts["train"]["documents"] and not counts["val"]["documents"]
+        sys.exit(f"error: {e}{'; raise --val_fraction' if only_val_empty else ''}")
 
     seconds = time.time() - start
     for split, c in counts.items():
         print(f"{split}: {c['documents']:,} documents, {c['tokens']:,} tokens")
     print(f"{bytes_read / 1e6:.1f} MB of text in {seconds:.1f} s ({bytes_read / 1e6 / seconds:.2f} MB/s) -> {out_dir}")
-    if counts["val"]["documents"] == 0:
-        print("warning: no document went to val; raise --val_fraction", file=sys.stderr)
 
 
 if __name__ == "__main__":

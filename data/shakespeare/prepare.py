@@ -1,4 +1,4 @@
-"""Tiny Shakespeare as GPT-2 BPE tokens: train.bin, val.bin (uint16 ids) and meta.pkl.
+"""Tiny Shakespeare as GPT-2 BPE tokens: train.bin, val.bin (uint16 ids) and meta.json.
 
     python data/shakespeare/prepare.py [--input PATH] [--out_dir DIR]
 
@@ -8,7 +8,6 @@ text "<|endoftext|>" would stay plain text) and ends with one end-of-text token 
 Expected: train 301,967 tokens, val 36,060 tokens.
 """
 
-import pickle
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a script
 
-from data.shakespeare_char.prepare import read_arguments  # noqa: E402
+from data.shakespeare_char.prepare import read_arguments, save_meta  # noqa: E402
 from nanodfm.tokenizer import gpt2_encoding  # noqa: E402
 
 
@@ -34,8 +33,7 @@ def main():
         np.array(ids, dtype=np.uint16).tofile(out_dir / f"{split}.bin")
         print(f"{split} {len(ids):,} tokens")
     meta = {"tokenizer": "gpt2", "vocab_size": enc.n_vocab, "eot": enc.eot_token}
-    with open(out_dir / "meta.pkl", "wb") as f:
-        pickle.dump(meta, f)
+    save_meta(out_dir, meta)
     print(f"{len(text):,} characters, vocab size {enc.n_vocab} -> {out_dir}")
 
 

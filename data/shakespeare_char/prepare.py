@@ -1,4 +1,4 @@
-"""Tiny Shakespeare as characters: train.bin, val.bin (uint16 ids) and meta.pkl.
+"""Tiny Shakespeare as characters: train.bin, val.bin (uint16 ids) and meta.json.
 
     python data/shakespeare_char/prepare.py [--input PATH] [--out_dir DIR]
 
@@ -10,7 +10,6 @@ Expected: vocab 65, train 1,003,854 tokens, val 111,540 tokens.
 """
 
 import argparse
-import pickle
 import sys
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a script
+
+from nanodfm.config import UsageError  # noqa: E402
+from nanodfm.data import write_meta  # noqa: E402
+
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
 
@@ -43,15 +47,26 @@ def write_split(ids, path: Path) -> None:
     np.array(ids, dtype=np.uint16).tofile(path)
 
 
+def save_meta(out_dir, meta):
+    """meta.json beside the .bin files; an empty split or an id outside the vocabulary is a one-line error."""
+    try:
+        write_meta(out_dir, meta)
+    except UsageError as e:
+        sys.exit(f"error: {e}")
+
+
 def read_arguments(description, default_out_dir):
     """--input and --out_dir, shared by the Shakespeare prepare scripts; returns (text, out_dir)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--input", default=None, help="local copy of the text (skips the download)")
-    parser.add_argument("--out_dir", default=str(default_out_dir), help="where train.bin, val.bin, meta.pkl go")
+    parser.add_argument("--out_dir", default=str(default_out_dir), help="where train.bin, val.bin, meta.json go")
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return tiny_shakespeare_text(args.input, default_out_dir), out_dir
+    text = tiny_shakespeare_text(args.input, default_out_dir)
+    if not text:
+        sys.exit(f"error: {args.input or default_out_dir / 'input.txt'} is empty: there is no text to prepare")
+    return text, out_dir
 
 
 def main():
@@ -64,8 +79,7 @@ def main():
     write_split(ids[:n_train], out_dir / "train.bin")
     write_split(ids[n_train:], out_dir / "val.bin")
     meta = {"tokenizer": "char", "vocab_size": len(chars), "itos": itos, "stoi": stoi}
-    with open(out_dir / "meta.pkl", "wb") as f:
-        pickle.dump(meta, f)
+    save_meta(out_dir, meta)
     print(f"{len(text):,} characters, vocab size {len(chars)}")
     print(f"train {n_train:,} tokens, val {len(ids) - n_train:,} tokens -> {out_dir}")
 
