@@ -23,7 +23,13 @@ SAMPLE = (64, 4096)  # split_path checks this many runs of so many ids, evenly s
 
 
 def _prepare_hint(data_dir):
-    return f"run `python {os.path.relpath(os.path.join(data_dir, 'prepare.py'))}` first"
+    """How to make the dataset: its own prepare script if it has one, else data/text/prepare.py."""
+    script = os.path.join(data_dir, "prepare.py")
+    if os.path.isfile(script):
+        return f"run `python {os.path.relpath(script)}` first"
+    text_script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "text", "prepare.py")
+    return (f"prepare it first: `python {os.path.relpath(text_script)} --input=YOUR_TEXT "
+            f"--name={os.path.basename(os.path.abspath(data_dir))}`")
 
 
 def write_meta(folder, meta):

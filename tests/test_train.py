@@ -66,7 +66,8 @@ def one_line_error(result, *fragments):
 
 
 def test_bad_input_is_one_clear_line(char_data, tmp_path):
-    one_line_error(run_script("train.py", "--dataset=no_such_data"), "meta.json", "data/no_such_data/prepare.py")
+    one_line_error(run_script("train.py", "--dataset=no_such_data"), "meta.json", "data/text/prepare.py",
+                   "--name=no_such_data")
     empty = tmp_path / "only_meta"
     empty.mkdir()
     (empty / "meta.json").write_bytes(open(os.path.join(char_data, "meta.json"), "rb").read())
