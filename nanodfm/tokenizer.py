@@ -24,6 +24,8 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
+from nanodfm.config import UsageError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GPT2_EOT = 50256
 # The hashes tiktoken pins for the gpt2 files; a copy that matches them gives tiktoken's exact ranks.
@@ -119,5 +121,8 @@ def load_tokenizer(meta: dict):
     if kind == "char":
         return CharTokenizer(meta["stoi"], meta["itos"])
     if kind == "gpt2":
-        return GPT2Tokenizer()
+        try:
+            return GPT2Tokenizer()
+        except RuntimeError as e:  # no GPT-2 BPE files to be had: the user's to fix, said in one line
+            raise UsageError(str(e)) from None
     raise ValueError(f"unknown tokenizer {kind!r} in meta.json (expected 'char' or 'gpt2')")

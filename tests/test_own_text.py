@@ -4,6 +4,7 @@ and evaluation, each found from the checkpoint before it."""
 
 import importlib
 import json
+import os
 import random
 import re
 import subprocess
@@ -171,6 +172,12 @@ def test_gpt2_corpus_to_trained_sampled_and_evaluated_model(corpus, tmp_path):
     ok(run_script("train.py", f"--data_dir={data}", f"--out_dir={dfm}", *TINY_MODEL, *SHORT))
     samples = ok(run_script("sample.py", f"--ckpt={dfm}/ckpt.pt", "--steps=4", "--num_samples=1", "--device=cpu"))
     assert "sample 1/1" in samples.stdout and "Distil it" in samples.stderr
+    (tmp_path / "no_gpt2_files").mkdir()  # without GPT-2's BPE files: one line that says what to do
+    env = {**os.environ, "NANODFM_GPT2_DIR": str(tmp_path / "no_gpt2_files"), "OMP_NUM_THREADS": "1"}
+    missing = subprocess.run([sys.executable, "sample.py", f"--ckpt={dfm}/ckpt.pt", "--device=cpu"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert missing.returncode != 0 and missing.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in missing.stderr and "NANODFM_GPT2_DIR" in missing.stderr
     elbo = ok(run_script("eval.py", "--mode=elbo", f"--dfm={dfm}/ckpt.pt", "--num_batches=2", "--batch_size=2",
                          "--device=cpu")).stdout
     assert "perplexity <=" in elbo
