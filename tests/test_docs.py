@@ -10,8 +10,8 @@ import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_FOLDERS = ("nanodfm", "docs", "config", "data", "tests", "assets", ".ci")
-FILE_TYPES = (".py", ".md", ".sh", ".png", ".html")
+TOP_FOLDERS = ("nanodfm", "docs", "config", "data", "tests", "assets", "results", ".ci")
+FILE_TYPES = (".py", ".md", ".sh", ".png", ".html", ".json")
 # a path that starts with one of the repository's folders; placeholders (<name>, *) end the match
 PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./-]*\w)" % "|".join(map(re.escape, TOP_FOLDERS)))
 SECTION = re.compile(r"docs/method\.md,? sections? ([\d, and]+)")

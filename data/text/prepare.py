@@ -183,7 +183,9 @@ def main(argv=None):
     print(f"{what}, {sum(map(len, texts)):,} characters, vocab size {meta['vocab_size']:,}: "
           f"train {meta['tokens']['train']:,} tokens, val {meta['tokens']['val']:,} tokens -> {out_dir}")
     dataset = f"--dataset={name}" if out_dir.resolve() == (REPO_ROOT / "data" / name).resolve() else f"--data_dir={out_dir}"
-    print(f"next: python train.py config/shakespeare_char_cpu.py {dataset} --out_dir=out-{name}  (see README, 'Your own text')")
+    smaller = " --batch_size=8" if args.tokenizer == "gpt2" else ""  # GPT-2's 50,257-way output is most of the work
+    print(f"next (README, 'Your own text'): python train.py config/shakespeare_char_cpu.py {dataset} "
+          f"--out_dir=out-{name.replace('_', '-')}{smaller}")
 
 
 if __name__ == "__main__":
