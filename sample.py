@@ -34,7 +34,7 @@ from nanodfm.tokenizer import load_tokenizer
 ckpt = "out/ckpt.pt"  # the checkpoint to sample: a DFM model, a student or an AR model
 steps = 64  # model calls per sample (NFE)
 sampler = "cumulative"  # "cumulative" (FS-DFM) or "euler" (DFM)
-num_samples = 2
+num_samples = 2  # samples drawn at once
 length = 0  # tokens per sample; 0: the model's block_size
 start = ""  # prompt text, or FILE:path to read it from a file; ____ (4+ underscores) is a hole
 hole_len = 16  # tokens per hole: the model fills each hole with exactly this many

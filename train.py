@@ -53,7 +53,7 @@ n_layer = 6  # transformer blocks
 n_head = 6  # attention heads
 n_embd = 384  # width
 n_cond = 128  # width of the time (and step-size) conditioning vector
-dropout = 0.0
+dropout = 0.0  # dropout probability inside the blocks
 # probability path and loss (nanodfm/path.py)
 source = "mask"  # "mask" or "uniform"
 kappa_power = 1.0  # kappa(t) = t ** kappa_power
@@ -65,13 +65,13 @@ ema_decay = 0.9995  # the teacher is this exponential moving average of the stud
 # optimiser: AdamW, linear warmup then cosine decay to min_lr
 learning_rate = 1e-3  # peak learning rate, reached after warmup_iters
 min_lr = 1e-4  # learning rate at the end of the decay
-warmup_iters = 100
+warmup_iters = 100  # linear warmup from 0 over this many steps
 max_iters = 5000  # optimiser steps in all
 lr_decay_iters = 0  # the cosine decay ends here; 0: at max_iters
 decay_lr = True  # False: a constant learning_rate
 weight_decay = 0.1  # AdamW decay of matrices and embeddings (not of biases and gains)
-beta1 = 0.9
-beta2 = 0.99
+beta1 = 0.9  # AdamW first-moment decay
+beta2 = 0.99  # AdamW second-moment decay
 grad_clip = 1.0  # clip the gradient norm to this; 0: off
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
