@@ -223,6 +223,9 @@ def main(argv):
         raise UsageError(f"--dtype must be auto, bfloat16 or float32, got {cfg['dtype']!r}")
     if cfg["temperature"] <= 0:
         raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
+    for key in ("num_samples", "batch_size", "num_batches", "elbo_times", "repeats"):
+        if cfg[key] <= 0:
+            raise UsageError(f"--{key} must be a positive integer, got {cfg[key]}")
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
     if cfg["mode"] == "speed":

@@ -143,6 +143,8 @@ def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
 
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
+    if cfg["num_samples"] <= 0:
+        raise UsageError(f"--num_samples must be a positive integer, got {cfg['num_samples']}")
     if cfg["steps"] <= 0:
         raise UsageError(f"--steps must be a positive integer, got {cfg['steps']}")
     if cfg["sampler"] not in METHODS:

@@ -244,6 +244,8 @@ def main(argv):
         raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}")
     model.to(dev)
     torch.manual_seed(cfg["seed"] + rank)  # dropout differs across ranks, as their data does
+    np.random.seed(cfg["seed"] + rank)  # unused here, but seeded and saved: a fork that draws from them resumes exactly
+    random.seed(cfg["seed"] + rank)
     generator = torch.Generator().manual_seed(cfg["seed"] + rank)  # batches, times, noise
     optimizer = model.optimizer(cfg["learning_rate"], cfg["weight_decay"], (cfg["beta1"], cfg["beta2"]), device_type)
     if ckpt is not None:
@@ -308,15 +310,19 @@ def main(argv):
             improved = losses["val"] < best_val_loss
             best_val_loss = min(best_val_loss, losses["val"])
             # ckpt.pt is always the latest state, the one resume reads; best.pt the best val loss so far
-            checkpoint.save(ckpt_path, {
-                "kind": cfg["kind"], "model_config": asdict(raw_model.config),
-                "model": checkpoint.model_state(raw_model), "optimizer": optimizer.state_dict(),
-                "ema": teacher_model.state_dict() if teacher_model is not None else None,
-                "config": cfg, "step": iter_num, "val_loss": losses["val"], "best_val_loss": best_val_loss,
-                "rng": rng_state(generator), "world_size": world_size, "meta": meta})
-            saved_step = iter_num
-            if improved:
-                checkpoint.copy(ckpt_path, best_path)
+            try:
+                checkpoint.save(ckpt_path, {
+                    "kind": cfg["kind"], "model_config": asdict(raw_model.config),
+                    "model": checkpoint.model_state(raw_model), "optimizer": optimizer.state_dict(),
+                    "ema": teacher_model.state_dict() if teacher_model is not None else None,
+                    "config": cfg, "step": iter_num, "val_loss": losses["val"], "best_val_loss": best_val_loss,
+                    "rng": rng_state(generator), "world_size": world_size, "meta": meta})
+                saved_step = iter_num
+                if improved:
+                    checkpoint.copy(ckpt_path, best_path)
+            except UsageError:
+                bar.close()  # the bar ends its line, so the error is a line of its own
+                raise
             t_last, tokens_since = time.time(), 0  # throughput counts training only
         if done:
             break
@@ -332,6 +338,7 @@ def main(argv):
         if not torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()])).all():
             # stop before the step: the weights, and the checkpoint on disk, stay finite
             good = f"{ckpt_path} (step {saved_step}) is intact" if saved_step is not None else "no checkpoint was written"
+            bar.close()
             raise UsageError(f"training diverged at step {iter_num + 1}: loss {loss.item():.4g}, gradient norm "
                              f"{grad_norm.item():.4g}; {good}: lower --learning_rate (or raise --warmup_iters) "
                              f"and resume")

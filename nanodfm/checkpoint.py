@@ -13,7 +13,6 @@ write one out_dir; a run that was killed leaves a lock whose pid is dead, which 
 """
 
 import atexit
-import errno
 import glob
 import os
 import pickle
@@ -27,9 +26,9 @@ FORMAT = "nanodfm-2"  # 2: loads with weights_only=True (1 held numpy RNG state,
 KINDS = ("dfm", "ar", "student")
 
 
-def _remove_temporaries(path):
+def _remove_temporaries(pattern):
     # leftovers of a write that was killed: only the run holding the out_dir's lock writes there
-    for stale in glob.glob(glob.escape(path) + ".tmp*"):
+    for stale in glob.glob(pattern):
         os.remove(stale)
 
 
@@ -45,19 +44,23 @@ def save(path, state):
             raise UsageError(f"not writing {path}: the {name} weights hold NaN or infinity ({bad[0]})")
     tmp = f"{path}.tmp"
     try:
-        _remove_temporaries(path)
+        _remove_temporaries(glob.escape(path) + ".tmp*")
         with open(tmp, "wb") as f:  # a Python file: a failed write is an OSError that says why
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        with_hint = " (the disk is full)" if e.errno == errno.ENOSPC else ""
+    except (OSError, RuntimeError) as e:
+        cause = e  # torch.save may report a failed write as a RuntimeError raised while handling the OSError
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
         try:
             os.remove(tmp)
         except OSError:
             pass
-        raise UsageError(f"cannot write checkpoint {path}: {e.strerror}{with_hint}; "
+        raise UsageError(f"cannot write checkpoint {path}: {cause.strerror}; "
                          f"the previous checkpoint there, if any, is intact") from None
 
 
@@ -65,7 +68,7 @@ def copy(src, dst):
     """dst becomes the file src is now (a hard link where the filesystem has them), atomically."""
     tmp = f"{dst}.tmp"
     try:
-        _remove_temporaries(dst)
+        _remove_temporaries(glob.escape(dst) + ".tmp*")
         try:
             os.link(src, tmp)  # no copy: src is replaced, never rewritten in place, so the link stays as it is
         except OSError:
@@ -147,6 +150,8 @@ def lock_out_dir(out_dir):
                                      f"another --out_dir, or delete {lock} if that process is not training") from None
                 os.remove(lock)  # its run is gone (killed, or the machine restarted)
                 continue
+            # the lock is ours: first free what a killed write left (on a full disk the pid would not fit)
+            _remove_temporaries(os.path.join(glob.escape(out_dir), "*.pt.tmp*"))
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             break

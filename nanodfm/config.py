@@ -58,12 +58,22 @@ def _set(config, key, value, where):
 
 
 def pick_device(name):
-    """"auto": CUDA if present, then Apple's MPS, then the CPU; any other name as given."""
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
+    """"auto": CUDA if present, then Apple's MPS, then the CPU; any other name as given, if this
+    machine has it (else a UsageError, not a traceback from the first tensor moved there)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device={name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise UsageError(f"--device={name}: no {device.type} device here; use --device=auto or --device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return name
 
 
 def autocast_for(device_type, dtype):

@@ -1,0 +1,319 @@
+"""Faults and bad input, injected into the scripts on a tiny model: nothing is lost, nothing runs.
+
+SIGKILL during training and during a checkpoint write resume bit for bit; a diverging run stops
+and leaves its last checkpoint finite; planted payloads in a checkpoint or a dataset never run; an
+out_dir is never silently reused; bad data and arguments end in one line, before any training step.
+"""
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, TINY_MODEL, run_script
+from nanodfm import checkpoint
+from nanodfm.data import write_meta
+
+FAST = [*TINY_MODEL, "--log_interval=1", "--eval_interval=3", "--dropout=0.1"]
+
+
+def train(data_dir, out_dir, *extra, ok=True):
+    result = run_script("train.py", f"--data_dir={data_dir}", f"--out_dir={out_dir}", *FAST, *extra)
+    if ok:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def one_line_error(result, *fragments):
+    """Exit status non-zero, no traceback, and the last line of stderr (after any progress bar) an error."""
+    assert result.returncode != 0, result.stdout[-1000:]
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "\n" not in last, result.stderr
+    for fragment in fragments:
+        assert fragment in last, last
+    return last
+
+
+def losses(out_dir):
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def logged_step(out_dir):
+    """The last training step in a running run's log, 0 if none yet."""
+    try:
+        return max(losses(out_dir), default=0)
+    except (OSError, ValueError):  # no log yet, or a line being written
+        return 0
+
+
+def assert_same_state(a, b, where="checkpoint"):
+    """Equal tensors, numbers and containers, recursively."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}/{i}")
+    else:
+        assert a == b, where
+
+
+def assert_resumed_exactly(whole, resumed):
+    a, b = (checkpoint.load(os.path.join(d, "ckpt.pt")) for d in (whole, resumed))
+    for key in ("step", "model", "optimizer", "ema", "rng"):
+        assert_same_state(a[key], b[key], key)
+    assert losses(whole) == losses(resumed)
+
+
+def wait_for(condition, proc, timeout=120):
+    start = time.time()
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() - start < timeout
+        time.sleep(0.02)
+
+
+def popen_train(data_dir, out_dir, *extra, wrapper=None):
+    args = [f"--data_dir={data_dir}", f"--out_dir={out_dir}", *FAST, *extra]
+    cmd = [sys.executable, "-c", wrapper, *args] if wrapper else [sys.executable, "train.py", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# torch.save writes half of the third checkpoint (the one at step 6), then the process is killed
+KILL_IN_WRITE = """
+import io, os, runpy, signal, sys, torch
+save, calls = torch.save, []
+def half_then_kill(obj, f, *args, **kwargs):
+    calls.append(1)
+    if len(calls) < 3:
+        return save(obj, f, *args, **kwargs)
+    buf = io.BytesIO()
+    save(obj, buf)
+    f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = half_then_kill
+sys.argv[0] = "train.py"
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def parent(char_data, tmp_path_factory):
+    """A DFM checkpoint for the students."""
+    out = tmp_path_factory.mktemp("parent")
+    train(char_data, out, "--max_iters=3")
+    return os.path.join(out, "ckpt.pt")
+
+
+@pytest.mark.parametrize("kind,when", [("dfm", "training"), ("ar", "write"), ("student", "training"),
+                                       ("student", "write")])
+def test_sigkill_then_resume_is_bit_identical(char_data, parent, tmp_path, kind, when):
+    model = [f"--kind={kind}"] + (["--max_step_exponent=3", "--ema_decay=0.9"] if kind == "student" else [])
+    start = [f"--init_from={parent}"] if kind == "student" else []
+    killed = str(tmp_path / "killed")
+    if when == "training":  # killed at some step after its first checkpoints
+        proc = popen_train(char_data, killed, *model, *start, "--max_iters=100000")
+        wait_for(lambda: logged_step(killed) >= 5, proc)
+        proc.kill()
+    else:
+        proc = popen_train(char_data, killed, *model, *start, "--max_iters=100000", wrapper=KILL_IN_WRITE)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    if when == "write":
+        assert os.path.exists(f"{killed}/ckpt.pt.tmp")  # a half-written file beside the intact checkpoint
+    step = checkpoint.load(f"{killed}/ckpt.pt")["step"]
+    assert step >= 3 and step % 3 == 0
+    assert os.path.exists(f"{killed}/lock")  # left by the killed run; its pid is dead, so it is taken over
+    resume_model = model + ["--init_from=resume"]
+    train(char_data, killed, *resume_model, f"--max_iters={step + 3}")
+    assert not os.path.exists(f"{killed}/ckpt.pt.tmp") and not os.path.exists(f"{killed}/lock")
+    whole = str(tmp_path / "whole")
+    train(char_data, whole, *model, *start, f"--max_iters={step + 3}")
+    assert_resumed_exactly(whole, killed)
+
+
+def test_divergence_stops_and_keeps_the_last_checkpoint(char_data, tmp_path):
+    out = str(tmp_path / "out")
+    train(char_data, out, "--max_iters=3")
+    before = open(f"{out}/ckpt.pt", "rb").read()
+    result = train(char_data, out, "--init_from=resume", "--max_iters=40", "--learning_rate=1e4", ok=False)
+    one_line_error(result, "diverged at step", f"{out}/ckpt.pt (step 3) is intact")
+    assert open(f"{out}/ckpt.pt", "rb").read() == before
+    ckpt = checkpoint.load(f"{out}/ckpt.pt")
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    with pytest.raises(Exception, match="NaN or infinity"):  # the last guard: save itself refuses
+        checkpoint.save(f"{out}/nan.pt", {"model": {"w": torch.tensor([1.0, float("nan")])}})
+    assert not os.path.exists(f"{out}/nan.pt")
+
+
+class Payload:
+    """Unpickling this creates a folder: the stand-in for any code a planted file could run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_planted_payloads_never_run(char_data, parent, tmp_path):
+    marker = str(tmp_path / "payload_ran")
+    evil = str(tmp_path / "evil" / "ckpt.pt")
+    os.makedirs(os.path.dirname(evil))
+    torch.save({"format": checkpoint.FORMAT, "kind": "dfm", "x": Payload(marker)}, evil)
+    torch.load(evil, weights_only=False)  # the payload is live: a plain load runs it
+    assert os.path.isdir(marker)
+    os.rmdir(marker)
+    for result in (run_script("sample.py", f"--ckpt={evil}"),
+                   run_script("eval.py", "--mode=elbo", f"--dfm={evil}"),
+                   train(char_data, tmp_path / "student", "--kind=student", f"--init_from={evil}", ok=False),
+                   train(char_data, tmp_path / "evil", "--init_from=resume", ok=False)):
+        one_line_error(result, "evil/ckpt.pt was not loaded", "can run code")
+    assert not os.path.exists(marker)
+
+    data = tmp_path / "evil_data"  # a dataset whose metadata is an old-style pickle
+    shutil.copytree(char_data, data)
+    os.remove(data / "meta.json")
+    with open(data / "meta.pkl", "wb") as f:
+        pickle.dump(Payload(marker), f)
+    one_line_error(train(data, tmp_path / "out", ok=False), "meta.pkl", "not read", "can run code")
+    assert not os.path.exists(marker)
+
+
+def test_an_old_checkpoint_is_refused_with_the_fix(tmp_path):
+    old = str(tmp_path / "old.pt")  # format 1 kept numpy's RNG state, which weights_only cannot load
+    torch.save({"format": "nanodfm-1", "kind": "dfm", "rng": {"numpy": np.random.get_state()}}, old)
+    one_line_error(run_script("sample.py", f"--ckpt={old}"), "retrain")
+
+
+def test_one_run_per_out_dir(char_data, tmp_path):
+    out = str(tmp_path / "out")
+    train(char_data, out, "--max_iters=3")
+    before = open(f"{out}/ckpt.pt", "rb").read()
+    one_line_error(train(char_data, out, "--max_iters=3", ok=False), "already holds a checkpoint",
+                   "--init_from=resume", "--overwrite=True")
+    assert open(f"{out}/ckpt.pt", "rb").read() == before
+    train(char_data, out, "--max_iters=2", "--overwrite=True")
+    assert checkpoint.load(f"{out}/ckpt.pt")["step"] == 2
+    assert sorted(losses(out)) == [1, 2]  # a new run starts a new log
+
+    busy = str(tmp_path / "busy")
+    proc = popen_train(char_data, busy, "--max_iters=100000")
+    try:
+        wait_for(lambda: os.path.exists(f"{busy}/log.jsonl"), proc)
+        one_line_error(train(char_data, busy, "--init_from=resume", ok=False), "in use by a running training",
+                       f"pid {proc.pid}")
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_out_dir_faults_keep_the_previous_checkpoint(char_data, tmp_path):
+    afile = tmp_path / "a_file"
+    afile.write_text("not a folder")
+    one_line_error(train(char_data, afile, "--max_iters=1", ok=False), str(afile), "is a file")
+
+    out = str(tmp_path / "out")
+    train(char_data, out, "--max_iters=3")
+    before = open(f"{out}/ckpt.pt", "rb").read()
+    # a full disk, as the process sees it: files may not grow past 64 KiB (the checkpoint is larger)
+    import resource
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))  # noqa: E731
+    result = subprocess.run([sys.executable, "train.py", f"--data_dir={char_data}", f"--out_dir={out}", *FAST,
+                             "--init_from=resume", "--max_iters=6"], cwd=ROOT, env=env, preexec_fn=limit,
+                            capture_output=True, text=True, timeout=300)
+    one_line_error(result, f"cannot write checkpoint {out}/ckpt.pt", "File too large", "intact")
+    assert open(f"{out}/ckpt.pt", "rb").read() == before
+    assert sorted(os.listdir(out)) == ["best.pt", "ckpt.pt", "log.jsonl"]  # no temporary left, no lock
+
+    if os.geteuid() != 0:  # root writes into read-only folders anyway
+        os.chmod(out, 0o500)
+        try:
+            one_line_error(train(char_data, out, "--init_from=resume", "--max_iters=6", ok=False), out,
+                           "Permission denied")
+        finally:
+            os.chmod(out, 0o700)
+        assert open(f"{out}/ckpt.pt", "rb").read() == before
+
+
+def variant(char_data, tmp_path, name, edit_meta=None, train_ids=None):
+    """A copy of the char dataset with its meta or its train.bin changed."""
+    folder = tmp_path / name
+    shutil.copytree(char_data, folder)
+    if edit_meta:
+        meta = json.loads((folder / "meta.json").read_text())
+        edit_meta(meta)
+        (folder / "meta.json").write_text(json.dumps(meta))
+    if train_ids is not None:
+        np.asarray(train_ids, dtype=np.uint16).tofile(folder / "train.bin")
+    return folder
+
+
+def test_bad_data_is_one_line_before_training(char_data, tmp_path):
+    vocab = json.loads(open(os.path.join(char_data, "meta.json")).read())["vocab_size"]
+    ids = np.fromfile(os.path.join(char_data, "train.bin"), dtype=np.uint16)
+    empty = variant(char_data, tmp_path, "empty", train_ids=[])
+    odd = variant(char_data, tmp_path, "odd")
+    with open(odd / "train.bin", "ab") as f:
+        f.write(b"\0")
+    small_vocab = variant(char_data, tmp_path, "small_vocab", edit_meta=lambda m: m.update(vocab_size=vocab - 10))
+    big_ids = ids.copy()
+    big_ids[::1000] = vocab + 5  # ids the recorded maximum does not know about
+    swapped_bin = variant(char_data, tmp_path, "swapped_bin", train_ids=big_ids)
+    for folder, fragment in ((empty, "train.bin is empty"), (odd, "not a whole number"),
+                             (small_vocab, f"outside vocab_size {vocab - 10}"),
+                             (swapped_bin, f"token id {vocab + 5}, outside the vocabulary")):
+        result = train(folder, tmp_path / f"out_{folder.name}", ok=False)
+        one_line_error(result, fragment)
+        assert not os.path.exists(tmp_path / f"out_{folder.name}" / "log.jsonl")  # no step was taken
+
+
+def test_resume_checks_vocabulary_and_shape(char_data, parent, tmp_path):
+    def swap_two(meta):  # as many tokens, two of them exchanged
+        meta["itos"]["0"], meta["itos"]["1"] = meta["itos"]["1"], meta["itos"]["0"]
+        meta["stoi"] = {ch: int(i) for i, ch in meta["itos"].items()}
+    other = variant(char_data, tmp_path, "other_chars", edit_meta=swap_two)
+    out = str(tmp_path / "out")
+    shutil.copytree(os.path.dirname(parent), out)
+    one_line_error(train(other, out, "--init_from=resume", ok=False), "another vocabulary", "tokens differ")
+    one_line_error(train(other, tmp_path / "student", "--kind=student", f"--init_from={parent}", ok=False),
+                   "another vocabulary")
+    one_line_error(train(char_data, out, "--init_from=resume", "--n_layer=3", "--n_embd=48", ok=False),
+                   "n_layer=3 (checkpoint: 2)", "n_embd=48 (checkpoint: 32)")
+    # keys left at their defaults take the checkpoint's values, and the new checkpoint records those
+    result = run_script("train.py", f"--data_dir={char_data}", f"--out_dir={out}", "--device=cpu", "--batch_size=4",
+                        "--block_size=32", "--eval_iters=1", "--init_from=resume", "--max_iters=4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = checkpoint.load(f"{out}/ckpt.pt")["config"]
+    assert (config["n_layer"], config["n_embd"], config["dropout"]) == (2, 32, 0.1)
+
+
+def test_bad_arguments_are_one_line(char_data, parent, tmp_path):
+    cases = [(("train.py", "--device=cuda", f"--data_dir={char_data}"), "no cuda device"),
+             (("sample.py", f"--ckpt={parent}", "--device=mps"), "no mps device"),
+             (("sample.py", f"--ckpt={parent}", "--num_samples=-1"), "num_samples"),
+             (("sample.py", f"--ckpt={parent}", "--num_samples=0"), "num_samples"),
+             (("eval.py", "--mode=elbo", f"--dfm={parent}", "--num_batches=0"), "num_batches"),
+             (("train.py", "--always_save_checkpoint=True"), "best.pt")]
+    if torch.cuda.is_available():
+        cases = cases[2:]
+    for args, fragment in cases:
+        one_line_error(run_script(*args), fragment)
