@@ -17,7 +17,6 @@ the size given by the keys below when no checkpoint is named.
 
 import json
 import math
-import os
 import sys
 
 import torch
@@ -26,7 +25,7 @@ from tqdm import tqdm
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
 from nanodfm.config import UsageError, autocast_for, parse, pick_device
-from nanodfm.data import split_path
+from nanodfm.data import dataset_folder, split_path
 from nanodfm.sampler import METHODS
 from nanodfm.tokenizer import load_tokenizer
 
@@ -37,44 +36,44 @@ dfm = ""  # a DFM model (kind=dfm)
 student = ""  # a few-step student (kind=student), or several separated by commas (e.g. RK4 and RK2)
 ar = ""  # an AR model: the AR reference row and the speed baseline; "" in quality: the judge if a checkpoint
 judge = ""  # an AR checkpoint path, or "gpt2-large" (needs transformers; GPT-2-tokenized models only)
-dataset = ""  # data/<dataset>/val.bin for held-out text; "": the dataset the checkpoints were trained on
+dataset = ""  # data/<dataset>/val.bin for held-out text; "": the data the checkpoints were trained on
+data_dir = ""  # read val.bin from this folder instead (overrides dataset)
 # quality
-steps_list = "1,2,4,8,16,64,256,1024"
+steps_list = "1,2,4,8,16,64,256,1024"  # model calls per sample, one row each
 student_steps_list = ""  # the students' step counts; "": steps_list
 dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
 reference_steps = 0  # the reference row: DFM, cumulative step, at this many steps; 0: the largest of steps_list
-num_samples = 256  # per row; a 95% interval is about +-3% of the perplexity at 256 (it is printed)
+num_samples = 256  # samples per row; a 95% interval is about +-3% of the perplexity at 256 (it is printed)
 length = 0  # tokens per sample; 0: the smallest block_size among the models
-temperature = 1.0
+temperature = 1.0  # divides the logits of every generator
 top_k = 0  # AR samples only; 0: off
 batch_size = 32  # samples per model call (quality, elbo)
-out_json = ""
+out_json = ""  # write every number to this file
 previous = ""  # a quality JSON of an earlier run: its rows with the same models and settings are reused
-out_png = ""
+out_png = ""  # plot perplexity and entropy against steps to this file (needs matplotlib)
 # elbo
-num_batches = 50
+num_batches = 50  # held-out batches of batch_size sequences
 elbo_times = 8  # stratified times t per sequence
 # speed (untrained models of this size when no checkpoint is named)
-speed_batch_sizes = "1,64"
+speed_batch_sizes = "1,64"  # sequences generated at once, one row each
 speed_length = 0  # 0: block_size
-dfm_steps = 256
-student_steps = 8
-warmup = 1
-repeats = 3
+dfm_steps = 256  # model calls of the DFM model
+student_steps = 8  # model calls of the student
+warmup = 1  # untimed calls before the timed ones
+repeats = 3  # timed calls; the mean is reported
 n_layer = 6
 n_head = 6
 n_embd = 384
 block_size = 256
 vocab_size = 65
 # system
-device = "auto"
-dtype = "auto"  # speed: "auto" (bfloat16 autocast on CUDA if supported, else float32), "bfloat16", "float32";
+device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 # quality and elbo always score in float32: bfloat16 logits would add noise to every probability
+dtype = "auto"  # speed: "auto" (bfloat16 autocast on CUDA if supported, else float32), "bfloat16", "float32"
 compile = False  # torch.compile the models (speed mode)
-seed = 1337
+seed = 1337  # seeds every sample, batch and model
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
-REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def int_list(key, text):
@@ -94,11 +93,8 @@ def load_model(path, kind, dev):
 
 
 def val_path(cfg, ck):
-    """--dataset if given, else the folder the checkpoint was trained on."""
-    if cfg["dataset"]:
-        return split_path(os.path.join(REPO_ROOT, "data", cfg["dataset"]), "val")
-    trained_on = ck["config"].get("data_dir") or os.path.join(REPO_ROOT, "data", ck["config"]["dataset"])
-    return split_path(trained_on, "val")
+    """--data_dir or --dataset if given, else the folder the checkpoint was trained on."""
+    return split_path(dataset_folder(cfg if cfg["data_dir"] or cfg["dataset"] else ck["config"]), "val")
 
 
 def check_length(key, L, block_size):
@@ -199,7 +195,7 @@ def quality(cfg, dev):
             print("matplotlib is not installed: no plot (pip install matplotlib)")
 
 
-SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "dfm")  # what makes a row the same
+SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "dfm", "dataset", "data_dir")  # what makes a row the same
 
 
 def previous_rows(cfg, length):
@@ -290,7 +286,7 @@ def speed(cfg, dev):
 
 
 def main(argv):
-    cfg = parse(DEFAULTS, argv, __doc__)
+    cfg = parse(DEFAULTS, argv, __doc__, __file__)
     if cfg["mode"] not in ("quality", "elbo", "speed"):
         raise UsageError(f"--mode must be quality, elbo or speed, got {cfg['mode']!r}")
     if cfg["dtype"] not in ("auto", "bfloat16", "float32"):

@@ -18,6 +18,7 @@ it was decoded, --show=frames prints the sequence as it fills in, --html=FILE wr
 
 import os
 import re
+import shlex
 import sys
 
 import torch
@@ -30,17 +31,17 @@ from nanodfm.sampler import METHODS, sample
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
-ckpt = "out/ckpt.pt"
+ckpt = "out/ckpt.pt"  # the checkpoint to sample: a DFM model, a student or an AR model
 steps = 64  # model calls per sample (NFE)
 sampler = "cumulative"  # "cumulative" (FS-DFM) or "euler" (DFM)
-num_samples = 2
+num_samples = 2  # samples drawn at once
 length = 0  # tokens per sample; 0: the model's block_size
 start = ""  # prompt text, or FILE:path to read it from a file; ____ (4+ underscores) is a hole
 hole_len = 16  # tokens per hole: the model fills each hole with exactly this many
-temperature = 1.0
+temperature = 1.0  # divides the logits: below 1 sharper, above 1 more varied
 top_k = 0  # AR checkpoints: draw from the k most likely tokens only; 0: off
-seed = 1337
-device = "auto"
+seed = 1337  # the same seed draws the same samples
+device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 show = "text"  # "text" (plain), "steps" (coloured by decode step) or "frames" (each step as it fills in)
 html = ""  # write the samples, coloured by decode step, as a standalone HTML page to this file
 color = "auto"  # "auto" (colour when stdout is a terminal), "always" or "never"
@@ -49,6 +50,17 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 FEW_STEPS = 64  # below this, a model that was not distilled is sampled far from its accuracy
 HOLE = re.compile(r"_{4,}")  # a hole in --start: four or more underscores
 MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
+
+
+def distil_command(ckpt_path, ck):
+    """A train.py command that distils this DFM checkpoint as printed, from any folder: the student
+    keeps the model's context and batch size (and, from the checkpoint, its path and data) and is
+    written beside its parent, never over it."""
+    parent_dir = os.path.dirname(os.path.normpath(ckpt_path))
+    args = [os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")),
+            "--kind=student", f"--init_from={ckpt_path}", f"--out_dir={parent_dir or 'out'}-student",
+            f"--block_size={ck['model_config']['block_size']}", f"--batch_size={ck['config']['batch_size']}"]
+    return "python " + " ".join(map(shlex.quote, args))
 
 
 def read_prompt(text):
@@ -130,7 +142,7 @@ def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
 
 
 def main(argv):
-    cfg = parse(DEFAULTS, argv, __doc__)
+    cfg = parse(DEFAULTS, argv, __doc__, __file__)
     if cfg["num_samples"] <= 0:
         raise UsageError(f"--num_samples must be a positive integer, got {cfg['num_samples']}")
     if cfg["steps"] <= 0:
@@ -161,7 +173,7 @@ def main(argv):
         raise UsageError(f"--length must be in [1, {model.config.block_size}] (the model's block_size), got {seq_len}")
     if ck["kind"] == "dfm" and cfg["steps"] < FEW_STEPS:
         print(f"warning: this DFM model was not distilled for few steps; with {cfg['steps']} steps expect poor "
-              f"samples (distil it: python train.py --kind=student --init_from={cfg['ckpt']})", file=sys.stderr)
+              f"samples. Distil it: {distil_command(cfg['ckpt'], ck)}", file=sys.stderr)
     prompt, fixed = prompt_tensors(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
         return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)

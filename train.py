@@ -28,32 +28,32 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
 from nanodfm.config import UsageError, autocast_for, parse, pick_device
-from nanodfm.data import get_batch, load_meta, same_vocabulary, split_path
+from nanodfm.data import dataset_folder, get_batch, load_meta, same_vocabulary, split_path
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import SOURCES, dfm_loss, elbo_bound, sample_path, sample_times
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
-out_dir = "out"
-init_from = "scratch"  # "scratch", "resume" (from out_dir/ckpt.pt) or a checkpoint path to start from
+out_dir = "out"  # ckpt.pt (the latest state), best.pt (the best val loss) and log.jsonl
+init_from = "scratch"  # "scratch", "resume" (from out_dir/ckpt.pt) or a DFM checkpoint to distil (kind = "student")
 overwrite = False  # a new run (not resume) may replace the checkpoints already in out_dir
 eval_interval = 250  # evaluate, write ckpt.pt (latest state) and, if val loss improved, best.pt
-eval_iters = 20
-log_interval = 10
-eval_only = False
+eval_iters = 20  # batches per split in each evaluation
+log_interval = 10  # iterations between log lines
+eval_only = False  # evaluate once and exit
 # data
-dataset = "shakespeare_char"  # data/<dataset>/{train,val}.bin and meta.json
+dataset = "shakespeare_char"  # data/<dataset>/{train,val}.bin and meta.json; resume and students: the checkpoint's
 data_dir = ""  # read the dataset from this folder instead of data/<dataset>
-batch_size = 64  # per process and micro-step
-block_size = 256
-gradient_accumulation_steps = 1  # per process
+batch_size = 64  # sequences per process and micro-step
+block_size = 256  # tokens per sequence (the model's context)
+gradient_accumulation_steps = 1  # micro-steps per optimiser step, per process
 # model
 kind = "dfm"  # "dfm", "ar" or "student"
-n_layer = 6
-n_head = 6
-n_embd = 384
-n_cond = 128
-dropout = 0.0
+n_layer = 6  # transformer blocks
+n_head = 6  # attention heads
+n_embd = 384  # width
+n_cond = 128  # width of the time (and step-size) conditioning vector
+dropout = 0.0  # dropout probability inside the blocks
 # probability path and loss (nanodfm/path.py)
 source = "mask"  # "mask" or "uniform"
 kappa_power = 1.0  # kappa(t) = t ** kappa_power
@@ -63,24 +63,24 @@ max_step_exponent = 8  # step sizes h in {1, 1/2, ..., 2**-max_step_exponent}
 teacher = "rk4"  # "rk4" or "rk2" shortcut teacher
 teacher_average = "logits"  # RK average of the half steps' "logits" (the paper) or "probs" (the velocities)
 step_size_weighting = "inverse_h"  # P(h): "inverse_h" (proportional to 1/h, the paper) or "uniform" over exponents
-ema_decay = 0.9995
+ema_decay = 0.9995  # the teacher is this exponential moving average of the student
 # optimiser: AdamW, linear warmup then cosine decay to min_lr
-learning_rate = 1e-3
-min_lr = 1e-4
-warmup_iters = 100
-max_iters = 5000
-lr_decay_iters = 5000
-decay_lr = True
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.99
-grad_clip = 1.0
+learning_rate = 1e-3  # peak learning rate, reached after warmup_iters
+min_lr = 1e-4  # learning rate at the end of the decay
+warmup_iters = 100  # linear warmup from 0 over this many steps
+max_iters = 5000  # optimiser steps in all
+lr_decay_iters = 0  # the cosine decay ends here; 0: at max_iters
+decay_lr = True  # False: a constant learning_rate
+weight_decay = 0.1  # AdamW decay of matrices and embeddings (not of biases and gains)
+beta1 = 0.9  # AdamW first-moment decay
+beta2 = 0.99  # AdamW second-moment decay
+grad_clip = 1.0  # clip the gradient norm to this; 0: off
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 dtype = "auto"  # "auto" (bfloat16 on CUDA if supported, else float32), "bfloat16", "float32"
 compile = False  # torch.compile the model (worth it on CUDA)
 peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look up known GPUs by name
-seed = 1337
+seed = 1337  # seeds the model, the batches and the noise
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "n_cond", "dropout")  # a resumed or distilled model keeps its own
@@ -103,13 +103,15 @@ def check(cfg):
 
 
 def learning_rate_at(it, cfg):
+    """Linear warmup, then cosine decay to min_lr at lr_decay_iters (0: at max_iters), then min_lr."""
     if not cfg["decay_lr"]:
         return cfg["learning_rate"]
     if it < cfg["warmup_iters"]:
         return cfg["learning_rate"] * (it + 1) / (cfg["warmup_iters"] + 1)
-    if it > cfg["lr_decay_iters"]:
+    decay_iters = cfg["lr_decay_iters"] or cfg["max_iters"]
+    if it > decay_iters:
         return cfg["min_lr"]
-    ratio = (it - cfg["warmup_iters"]) / max(1, cfg["lr_decay_iters"] - cfg["warmup_iters"])
+    ratio = (it - cfg["warmup_iters"]) / max(1, decay_iters - cfg["warmup_iters"])
     return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["learning_rate"] - cfg["min_lr"])
 
 
@@ -185,7 +187,7 @@ def adopt_checkpoint(cfg, ckpt, path, meta, data_dir):
 
 def main(argv):
     """Train as configured by argv; returns the trained model and, for a student, its EMA."""
-    cfg = parse(DEFAULTS, argv, __doc__)
+    cfg = parse(DEFAULTS, argv, __doc__, __file__)
     check(cfg)
     # one code path for a single process and for torchrun: DDP only when RANK is set
     ddp = int(os.environ.get("RANK", -1)) != -1
@@ -205,11 +207,21 @@ def main(argv):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    data_dir = cfg["data_dir"] or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", cfg["dataset"])
+    ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
+    ckpt = parent = None
+    if cfg["init_from"] == "resume":
+        ckpt = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
+    elif cfg["init_from"] != "scratch":
+        if cfg["kind"] != "student":
+            raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
+        parent = checkpoint.load(cfg["init_from"], kinds=("dfm",))
+    if (ckpt or parent) and not cfg["data_dir"]:  # resume and students read the data the model was trained on
+        trained = (ckpt or parent)["config"]
+        cfg["dataset"], cfg["data_dir"] = trained["dataset"], trained.get("data_dir", "")
+    data_dir = dataset_folder(cfg)
     meta = load_meta(data_dir)
     vocab_size = meta["vocab_size"]
     train_bin, val_bin = split_path(data_dir, "train", vocab_size), split_path(data_dir, "val", vocab_size)
-    ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
     if master:  # one run per out_dir, and a new run never silently replaces a finished one
         release_out_dir = checkpoint.lock_out_dir(cfg["out_dir"])
         if cfg["init_from"] != "resume" and not cfg["overwrite"] and os.path.exists(ckpt_path):
@@ -217,24 +229,21 @@ def main(argv):
                              f"or start over there with --overwrite=True (or pick another --out_dir)")
 
     torch.manual_seed(cfg["seed"])  # every rank builds the same model (DDP would broadcast it anyway)
-    iter_num, best_val_loss, ckpt, teacher_model = 0, float("inf"), None, None
-    if cfg["init_from"] == "resume":
-        ckpt = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
+    iter_num, best_val_loss, teacher_model = 0, float("inf"), None
+    if ckpt is not None:
         adopt_checkpoint(cfg, ckpt, ckpt_path, meta, data_dir)
         model = checkpoint.build_model(ckpt)
         iter_num, best_val_loss = ckpt["step"], ckpt["best_val_loss"]
-    elif cfg["init_from"] != "scratch":
-        if cfg["kind"] != "student":
-            raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
-        parent = checkpoint.load(cfg["init_from"], kinds=("dfm",))
+    elif parent is not None:
         adopt_checkpoint(cfg, parent, cfg["init_from"], meta, data_dir)
         model = distill.student_from_dfm(checkpoint.build_model(parent))
+        parent = None
     else:
         model = Transformer(ModelConfig(vocab_size=vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                                         n_head=cfg["n_head"], n_embd=cfg["n_embd"], n_cond=cfg["n_cond"],
                                         dropout=cfg["dropout"], causal=cfg["kind"] == "ar"))
     if model.config.vocab_size != vocab_size:
-        raise UsageError(f"checkpoint vocabulary ({model.config.vocab_size}) differs from data/{cfg['dataset']} ({vocab_size})")
+        raise UsageError(f"checkpoint vocabulary ({model.config.vocab_size}) differs from {data_dir}'s ({vocab_size})")
     if cfg["block_size"] > model.config.block_size:
         raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}")
     model.to(dev)

@@ -22,7 +22,6 @@ source = "mask"
 learning_rate = 3e-4
 min_lr = 3e-5
 max_iters = 200000
-lr_decay_iters = 200000
 warmup_iters = 2000
 weight_decay = 0.03
 beta1 = 0.9

@@ -21,7 +21,7 @@ SAMPLES=${SAMPLES:-64}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 mkdir -p "$OUT"
 
-# 1. data: train.bin, val.bin, meta.json (downloads the text, or reads $INPUT, or the shared offline copy)
+# 1. data: train.bin, val.bin, meta.json (downloads the text, or reads $INPUT)
 python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}
 
 # 2. per source: the DFM model, then its students with the RK4 and the RK2 shortcut teacher

@@ -18,5 +18,4 @@ source = "mask"
 learning_rate = 6e-4
 min_lr = 6e-5
 max_iters = 3000
-lr_decay_iters = 3000
 warmup_iters = 100

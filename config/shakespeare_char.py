@@ -19,5 +19,4 @@ source = "mask"
 learning_rate = 1e-3
 min_lr = 1e-4
 max_iters = 10000
-lr_decay_iters = 10000
 warmup_iters = 200

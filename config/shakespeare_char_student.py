@@ -1,8 +1,8 @@
 # Few-step student distilled from the GPU DFM model (config/shakespeare_char.py).
 # python train.py config/shakespeare_char_student.py --init_from=out-shakespeare-char/ckpt.pt
+# The student inherits the DFM model's size, source, kappa and data; only the distillation is set here.
 kind = "student"
 out_dir = "out-shakespeare-char-student"
-dataset = "shakespeare_char"
 eval_interval = 500
 eval_iters = 50
 log_interval = 50
@@ -17,5 +17,4 @@ ema_decay = 0.999
 learning_rate = 3e-4
 min_lr = 3e-5
 max_iters = 10000
-lr_decay_iters = 10000
 warmup_iters = 200

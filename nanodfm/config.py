@@ -10,7 +10,9 @@ import ast
 import contextlib
 import difflib
 import os
+import re
 import runpy
+import tokenize
 
 import torch
 
@@ -85,14 +87,48 @@ def autocast_for(device_type, dtype):
     return contextlib.nullcontext(), "float32"
 
 
-def parse(defaults, argv, doc=""):
+def key_notes(script):
+    """{key: (comment lines above it, its trailing comment)} from a script's block of defaults.
+
+    The block documents itself: `key = value  # what it means`, and comment lines of their own as
+    headings for the keys below them. --help prints both, so help and code cannot drift apart."""
+    with open(script, encoding="utf-8") as f:
+        source = f.read()
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()  # line number -> comment text
+                for tok in tokenize.generate_tokens(iter(source.splitlines(keepends=True)).__next__)
+                if tok.type == tokenize.COMMENT}
+    notes, headings = {}, []
+    for number, line in enumerate(source.splitlines(), 1):
+        assignment = re.match(r"(\w+)\s*=", line)
+        if line.startswith("#"):
+            headings.append(comments[number])
+        elif assignment:  # a later assignment (the block) wins over a docstring line that looks like one
+            notes[assignment.group(1)] = (headings, comments.get(number, ""))
+            headings = []
+        elif line.strip():
+            headings = []
+    return notes
+
+
+def usage(defaults, doc, script=None):
+    """The --help text: the script's docstring, then every key with its default and meaning."""
+    notes = key_notes(script) if script else {}
+    lines = [doc.strip(), "", "keys (--key=value), their defaults and meaning:"]
+    for key, value in defaults.items():
+        headings, note = notes.get(key, ([], ""))
+        lines += [f"  # {h}" for h in headings if h and not h.startswith("---")]
+        lines.append(f"  {key} = {value!r}" + (f"  # {note}" if note else ""))
+    return "\n".join(lines)
+
+
+def parse(defaults, argv, doc="", script=None):
     """Return a new dict: defaults updated by config files and --key=value arguments, in order.
 
-    --help (or -h) prints doc and every key with its default, then exits."""
+    --help (or -h) prints doc and every key with its default and the comments of the script's block
+    of defaults (script: the script's file, its __file__), then exits."""
     config = dict(defaults)
     if "--help" in argv or "-h" in argv:
-        print(doc.strip() + "\n\nkeys (--key=value) and their defaults:")
-        print("\n".join(f"  {key} = {value!r}" for key, value in defaults.items()))
+        print(usage(defaults, doc, script))
         raise SystemExit(0)
     for arg in argv:
         if arg.startswith("--"):

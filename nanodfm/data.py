@@ -23,7 +23,13 @@ SAMPLE = (64, 4096)  # split_path checks this many runs of so many ids, evenly s
 
 
 def _prepare_hint(data_dir):
-    return f"run `python {os.path.relpath(os.path.join(data_dir, 'prepare.py'))}` first"
+    """How to make the dataset: its own prepare script if it has one, else data/text/prepare.py."""
+    script = os.path.join(data_dir, "prepare.py")
+    if os.path.isfile(script):
+        return f"run `python {os.path.relpath(script)}` first"
+    text_script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "text", "prepare.py")
+    return (f"prepare it first: `python {os.path.relpath(text_script)} --input=YOUR_TEXT "
+            f"--name={os.path.basename(os.path.abspath(data_dir))}`")
 
 
 def write_meta(folder, meta):
@@ -110,3 +116,10 @@ def get_batch(path, batch_size, block_size, generator=None, device="cpu"):
     if torch.device(device).type == "cuda":  # pinned memory lets the copy overlap compute
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
+
+
+def dataset_folder(config):
+    """The folder a run reads (or a checkpoint was trained on): config's data_dir if set, else
+    data/<dataset> in the repository, as an absolute path."""
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.abspath(config.get("data_dir") or os.path.join(repo_root, "data", config["dataset"]))

@@ -6,7 +6,7 @@ Choices:
   When local copies exist we build the same `tiktoken.Encoding` from them first: the files are checked
   against the sha256 hashes tiktoken pins, so the ids cannot differ, and no machine hangs on the network.
   Local copies are looked up in $NANODFM_GPT2_DIR if set (then it must hold them), else in
-  <repo>/data/gpt2/ and <repo>/../shared/data/gpt2/.
+  <repo>/data/gpt2/.
 - A dataset's meta.json says which tokenizer its .bin files use; `load_tokenizer(meta)` turns it back
   into an object with `encode`, `decode`, `vocab_size`, `eot` and `name`. The formats are (as
   nanodfm.data.load_meta returns them, beside each split's token count and largest id)
@@ -24,13 +24,15 @@ import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
+from nanodfm.config import UsageError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GPT2_EOT = 50256
 # The hashes tiktoken pins for the gpt2 files; a copy that matches them gives tiktoken's exact ranks.
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
-GPT2_HELP = ("connect to the network once (tiktoken caches the files), or set NANODFM_GPT2_DIR "
-             "to a folder holding GPT-2's encoder.json and vocab.bpe")
+GPT2_HELP = ("connect to the network once (tiktoken caches the files), or put GPT-2's encoder.json and "
+             "vocab.bpe in data/gpt2/ or in a folder named by NANODFM_GPT2_DIR")
 
 
 def _has_gpt2_files(folder: Path) -> bool:
@@ -65,9 +67,8 @@ def gpt2_encoding() -> tiktoken.Encoding:
     """The GPT-2 BPE encoding, identical to tiktoken.get_encoding("gpt2"), from local files if any."""
     if os.environ.get("NANODFM_GPT2_DIR"):
         return gpt2_encoding_from_files(os.environ["NANODFM_GPT2_DIR"])
-    for folder in (REPO_ROOT / "data" / "gpt2", REPO_ROOT.parent / "shared" / "data" / "gpt2"):
-        if _has_gpt2_files(folder):
-            return gpt2_encoding_from_files(folder)
+    if _has_gpt2_files(REPO_ROOT / "data" / "gpt2"):
+        return gpt2_encoding_from_files(REPO_ROOT / "data" / "gpt2")
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:  # requests, OSError, hash mismatch: all mean "no usable files"
@@ -120,5 +121,8 @@ def load_tokenizer(meta: dict):
     if kind == "char":
         return CharTokenizer(meta["stoi"], meta["itos"])
     if kind == "gpt2":
-        return GPT2Tokenizer()
+        try:
+            return GPT2Tokenizer()
+        except RuntimeError as e:  # no GPT-2 BPE files to be had: the user's to fix, said in one line
+            raise UsageError(str(e)) from None
     raise ValueError(f"unknown tokenizer {kind!r} in meta.json (expected 'char' or 'gpt2')")

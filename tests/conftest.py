@@ -12,6 +12,11 @@ sys.path.insert(0, ROOT)
 from nanodfm.data import write_meta  # noqa: E402
 
 SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
+# GPT-2's BPE files for offline tests, when a copy sits beside the checkout (the library itself looks
+# only in $NANODFM_GPT2_DIR and data/gpt2/); subprocesses inherit the variable
+GPT2_DIR = os.path.join(ROOT, "..", "shared", "data", "gpt2")
+if os.path.isdir(GPT2_DIR):
+    os.environ.setdefault("NANODFM_GPT2_DIR", os.path.abspath(GPT2_DIR))
 TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--n_cond=16", "--block_size=32", "--batch_size=4",
               "--eval_iters=1", "--warmup_iters=2", "--device=cpu"]
 

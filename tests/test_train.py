@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 
 import pytest
 import torch
@@ -27,9 +28,10 @@ def train(data_dir, out_dir, *extra):
 @pytest.mark.parametrize("kind", ["dfm", "ar"])
 def test_resume_continues_exactly(char_data, tmp_path, kind):
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
-    train(char_data, whole, f"--kind={kind}", "--max_iters=6", "--dropout=0.1")
-    train(char_data, split, f"--kind={kind}", "--max_iters=3", "--dropout=0.1")
-    train(char_data, split, f"--kind={kind}", "--max_iters=6", "--dropout=0.1", "--init_from=resume")
+    same = [f"--kind={kind}", "--dropout=0.1", "--lr_decay_iters=6"]  # the interrupted run planned 6 steps too
+    train(char_data, whole, *same, "--max_iters=6")
+    train(char_data, split, *same, "--max_iters=3")
+    train(char_data, split, *same, "--max_iters=6", "--init_from=resume")
     a, b = losses(whole), losses(split)
     assert sorted(a) == sorted(b) == list(range(1, 7))
     assert a == b  # bit for bit: model, optimiser, data order and dropout RNG all restored
@@ -43,10 +45,10 @@ def test_student_resume_restores_the_ema(char_data, tmp_path):
     train(char_data, dfm, "--max_iters=3")
     parent = os.path.join(dfm, "ckpt.pt")
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
-    student = ["--kind=student", f"--init_from={parent}", "--max_step_exponent=3", "--ema_decay=0.9"]
-    train(char_data, whole, *student, "--max_iters=6")
-    train(char_data, split, *student, "--max_iters=3")
-    train(char_data, split, "--kind=student", "--init_from=resume", "--max_step_exponent=3", "--ema_decay=0.9", "--max_iters=6")
+    same = ["--kind=student", "--max_step_exponent=3", "--ema_decay=0.9", "--lr_decay_iters=6"]
+    train(char_data, whole, *same, f"--init_from={parent}", "--max_iters=6")
+    train(char_data, split, *same, f"--init_from={parent}", "--max_iters=3")
+    train(char_data, split, *same, "--init_from=resume", "--max_iters=6")
     assert losses(whole) == losses(split)
     a, b = (checkpoint.load(os.path.join(d, "ckpt.pt")) for d in (whole, split))
     for key in a["ema"]:
@@ -64,7 +66,8 @@ def one_line_error(result, *fragments):
 
 
 def test_bad_input_is_one_clear_line(char_data, tmp_path):
-    one_line_error(run_script("train.py", "--dataset=no_such_data"), "meta.json", "data/no_such_data/prepare.py")
+    one_line_error(run_script("train.py", "--dataset=no_such_data"), "meta.json", "data/text/prepare.py",
+                   "--name=no_such_data")
     empty = tmp_path / "only_meta"
     empty.mkdir()
     (empty / "meta.json").write_bytes(open(os.path.join(char_data, "meta.json"), "rb").read())
@@ -76,9 +79,29 @@ def test_bad_input_is_one_clear_line(char_data, tmp_path):
     one_line_error(run_script("train.py", "--kind=student"), "init_from")
 
 
-def test_help_lists_every_key_with_its_default():
-    result = run_script("train.py", "--help")
-    assert result.returncode == 0 and "max_iters = 5000" in result.stdout and "kind = 'dfm'" in result.stdout
+@pytest.mark.parametrize("script", ["train.py", "sample.py", "eval.py"])
+def test_help_gives_every_key_its_default_and_meaning(script):
+    import importlib
+    module = importlib.import_module(script[:-3])
+    result = run_script(script, "--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for key, value in module.DEFAULTS.items():
+        line = next(line for line in lines if line.startswith(f"  {key} = "))
+        assert line.startswith(f"  {key} = {value!r}"), line
+    if script == "train.py":  # the block's comments, as written above each key and beside it
+        assert "  kind = 'dfm'  # \"dfm\", \"ar\" or \"student\"" in lines
+        assert "  # optimiser: AdamW, linear warmup then cosine decay to min_lr" in lines
+
+
+def test_lr_decay_follows_max_iters_unless_given():
+    import train
+    cfg = dict(train.DEFAULTS, max_iters=300, warmup_iters=10)
+    assert train.learning_rate_at(300, cfg) == pytest.approx(cfg["min_lr"])  # a shortened run still decays fully
+    assert train.learning_rate_at(155, cfg) == pytest.approx((cfg["learning_rate"] + cfg["min_lr"]) / 2)
+    cfg["lr_decay_iters"] = 600
+    assert train.learning_rate_at(300, cfg) > (cfg["learning_rate"] + cfg["min_lr"]) / 2
+    assert train.learning_rate_at(700, cfg) == cfg["min_lr"]
 
 
 def test_checkpoint_kinds_and_sampling_errors(char_data, tmp_path):
@@ -101,3 +124,18 @@ def test_checkpoint_kinds_and_sampling_errors(char_data, tmp_path):
     good = run_script("sample.py", f"--ckpt={dfm_ckpt}", "--steps=4", "--num_samples=1", "--start=ROMEO:")
     assert good.returncode == 0, good.stderr
     assert "ROMEO:" in good.stdout and "not distilled" in good.stderr
+
+
+def test_few_step_warning_prints_a_distillation_command_that_works(char_data, tmp_path):
+    dfm = str(tmp_path / "dfm")
+    train(char_data, dfm, "--max_iters=1")  # block_size 32, where train.py's default is 256
+    result = run_script("sample.py", f"--ckpt={dfm}/ckpt.pt", "--steps=2", "--num_samples=1", "--device=cpu")
+    assert result.returncode == 0, result.stderr
+    args = shlex.split(result.stderr.split("Distil it: ", 1)[1].splitlines()[0])
+    assert args[:2] == ["python", "train.py"]
+    # run as printed; only a shorter run is appended, ending on an evaluation so that it saves
+    done = run_script(*args[1:], "--max_iters=2", "--eval_interval=2", "--eval_iters=1", "--device=cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    student = checkpoint.load(os.path.join(f"{dfm}-student", "ckpt.pt"))
+    assert student["kind"] == "student" and student["step"] == 2
+    assert student["config"]["data_dir"] == char_data  # the data its parent was trained on

@@ -5,6 +5,10 @@
     python data/openwebtext/prepare.py --input docs.jsonl   # one JSON object a line, text in --text_field
     python data/openwebtext/prepare.py --input docs.txt     # any other file: one document a line
 
+This script is for web-scale corpora of many documents (streamed, in parallel, a small hashed val
+split). For a book, notes or source code, data/text/prepare.py --tokenizer=gpt2 reads a file, or its
+paragraphs, as a document and holds out the last tenth of the text.
+
 Folders are walked recursively in sorted order and each .txt file is one document, read as UTF-8
 exactly (line endings kept). Empty documents are skipped. Each document is encoded as ordinary text
 (a literal "<|endoftext|>" inside it stays text) and followed by the end-of-text id 50256, so cutting a

@@ -3,10 +3,11 @@
     python data/shakespeare_char/prepare.py [--input PATH] [--out_dir DIR]
 
 The text is the canonical Tiny Shakespeare. Without --input it is read from input.txt next to this
-script, else downloaded there, else (offline) taken from <repo>/../shared/data/tinyshakespeare.txt.
-The vocabulary is the sorted set of characters (65 of them); the first 90% of the text is train and the
-last 10% val, split on the id stream so the two files add up to the whole text.
-Expected: vocab 65, train 1,003,854 tokens, val 111,540 tokens.
+script, else downloaded there (offline, pass --input PATH to a local copy). The encoding and split are
+data/text/prepare.py's for one file: the vocabulary is the sorted set of characters (65 of them); the
+first 90% of the text is train and the last 10% val, split on the id stream so the two files add up
+to the whole text. Expected: vocab 65, train 1,003,854 tokens, val 111,540 tokens.
+For your own text, use data/text/prepare.py.
 """
 
 import argparse
@@ -14,21 +15,19 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a script
 
+from data.text.prepare import write_char  # noqa: E402
 from nanodfm.config import UsageError  # noqa: E402
 from nanodfm.data import write_meta  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-SHARED_COPY = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
 def tiny_shakespeare_text(input_path: str | None, cache_dir: Path) -> str:
-    """The Tiny Shakespeare text from --input, a cached download, a fresh download or the shared copy."""
+    """The Tiny Shakespeare text from --input, a cached download or a fresh download."""
     if input_path is not None:
         if not Path(input_path).is_file():
             sys.exit(f"error: --input {input_path} is not a file")
@@ -40,15 +39,8 @@ def tiny_shakespeare_text(input_path: str | None, cache_dir: Path) -> str:
                 text = response.read().decode("utf-8")
             cached.write_text(text, encoding="utf-8")
         except OSError as e:  # URLError and timeouts are OSErrors
-            if not SHARED_COPY.is_file():
-                sys.exit(f"error: could not download Tiny Shakespeare ({e}); pass --input PATH to a local copy")
-            print(f"download failed ({e}); using the local copy {SHARED_COPY}")
-            return SHARED_COPY.read_text(encoding="utf-8")
+            sys.exit(f"error: could not download Tiny Shakespeare ({e}); pass --input PATH to a local copy")
     return cached.read_text(encoding="utf-8")
-
-
-def write_split(ids, path: Path) -> None:
-    np.array(ids, dtype=np.uint16).tofile(path)
 
 
 def save_meta(out_dir, meta):
@@ -75,17 +67,10 @@ def read_arguments(description, default_out_dir):
 
 def main():
     text, out_dir = read_arguments(__doc__.splitlines()[0], HERE)
-    chars = sorted(set(text))
-    stoi = {ch: i for i, ch in enumerate(chars)}
-    itos = {i: ch for i, ch in enumerate(chars)}
-    ids = [stoi[ch] for ch in text]
-    n_train = int(0.9 * len(ids))
-    write_split(ids[:n_train], out_dir / "train.bin")
-    write_split(ids[n_train:], out_dir / "val.bin")
-    meta = {"tokenizer": "char", "vocab_size": len(chars), "itos": itos, "stoi": stoi}
-    save_meta(out_dir, meta)
-    print(f"{len(text):,} characters, vocab size {len(chars)}")
-    print(f"train {n_train:,} tokens, val {len(ids) - n_train:,} tokens -> {out_dir}")
+    save_meta(out_dir, write_char(text, out_dir, val_fraction=0.1))
+    ids = {split: (out_dir / f"{split}.bin").stat().st_size // 2 for split in ("train", "val")}
+    print(f"{len(text):,} characters, vocab size {len(set(text))}")
+    print(f"train {ids['train']:,} tokens, val {ids['val']:,} tokens -> {out_dir}")
 
 
 if __name__ == "__main__":

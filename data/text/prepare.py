@@ -1,0 +1,195 @@
+"""Any text as a dataset: a file, or a folder of files, to data/<name>/{train,val}.bin and meta.json.
+
+    python data/text/prepare.py --input=notes.txt                                  # characters -> data/notes
+    python data/text/prepare.py --input=src/ --glob='*.py' --name=mycode           # every .py file under src/
+    python data/text/prepare.py --input=book.txt --tokenizer=gpt2 --documents=paragraphs
+
+--tokenizer=char (the default): one id per distinct character of the text (the vocabulary is the
+sorted set of its characters). --tokenizer=gpt2: GPT-2's BPE (50,257 ids), every document followed by
+the end-of-text id 50256, so a model learns where documents end.
+
+Documents (gpt2 only; char data has no end-of-text): --documents=files (the default) makes each file
+one document, so a single text file is one long document; paragraphs cuts files at every run of blank
+lines (the blank lines are dropped); lines makes every non-empty line a document.
+
+Input: a folder is read recursively, file by file in sorted order of their paths, taking the files
+whose name matches --glob (default *, every file; hidden files and folders are skipped). Files are read as UTF-8 exactly, line endings
+kept; in a folder, files that are not UTF-8 text are skipped and counted. Character data is the files
+joined as they are.
+
+Split: the text is cut once, in reading order, so that the last --val_fraction of its characters
+(default 10%) is val and the rest train; for gpt2 the document that straddles the cut is cut there, so
+each split ends with an end-of-text token. Val is held-out text from the end, not a random sample:
+with a folder in sorted order it is the last files.
+
+Output: data/<name> (--name, default the input's name without its extension), or --out_dir. A folder
+that holds another dataset (a prepare script of its own, or data prepared from another input) is
+never overwritten unless --overwrite is given. The last lines printed are the commands that train,
+distil, sample and evaluate a model of the new dataset.
+"""
+
+import argparse
+import fnmatch
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a script
+
+from nanodfm.config import UsageError  # noqa: E402
+from nanodfm.data import load_meta, write_meta  # noqa: E402
+from nanodfm.tokenizer import gpt2_encoding  # noqa: E402
+
+DOCUMENTS = ("files", "paragraphs", "lines")
+BLANK_LINES = re.compile(r"\r?\n(?:[ \t]*\r?\n)+")  # a paragraph break: one or more blank lines
+
+
+def read_text(path: Path) -> str:
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": line endings as they are
+        return f.read()
+
+
+def read_files(path: Path, glob: str):
+    """The text of each file, in order, and the number of files skipped as not UTF-8 text."""
+    if path.is_file():
+        try:
+            return [read_text(path)], 0
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    files = sorted(p.relative_to(path).parts for p in path.rglob("*") if p.is_file() and fnmatch.fnmatch(p.name, glob)
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    texts, skipped = [], 0
+    for parts in files:
+        try:
+            texts.append(read_text(path.joinpath(*parts)))
+        except UnicodeDecodeError:
+            skipped += 1
+    return texts, skipped
+
+
+def documents_of(texts, mode):
+    """The documents of --documents=mode, empty ones dropped."""
+    if mode == "files":
+        docs = texts
+    elif mode == "paragraphs":
+        docs = [p.strip("\r\n") for text in texts for p in BLANK_LINES.split(text)]
+    else:
+        docs = [line for text in texts for line in text.splitlines()]
+    return [d for d in docs if d.strip()]
+
+
+def write_char(text: str, out_dir: Path, val_fraction: float):
+    """Character ids of text to out_dir: the first (1 - val_fraction) of them train, the rest val.
+    Returns the meta for write_meta."""
+    chars = sorted(set(text))
+    if len(chars) > 2**16:
+        raise UsageError(f"the text has {len(chars):,} distinct characters, more than uint16 ids can hold")
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point per character
+    ids = np.searchsorted(np.array([ord(c) for c in chars], dtype=np.uint32), codes)  # its rank in chars
+    n_train = int((1 - val_fraction) * len(ids))
+    (out_dir / "train.bin").write_bytes(ids[:n_train].astype(np.uint16).tobytes())
+    (out_dir / "val.bin").write_bytes(ids[n_train:].astype(np.uint16).tobytes())
+    return {"tokenizer": "char", "vocab_size": len(chars), "itos": dict(enumerate(chars)),
+            "stoi": {c: i for i, c in enumerate(chars)}}
+
+
+def write_gpt2(documents, out_dir: Path, val_fraction: float):
+    """GPT-2 ids of the documents to out_dir, each followed by end-of-text; the document at the cut
+    (1 - val_fraction of the characters) is cut there. Returns the meta for write_meta."""
+    enc = gpt2_encoding()
+    cut = int((1 - val_fraction) * sum(map(len, documents)))
+    splits, seen = {"train": [], "val": []}, 0
+    for doc in documents:
+        head = doc[:max(0, cut - seen)]
+        tail = doc[len(head):]
+        splits["train"] += [head] if head else []
+        splits["val"] += [tail] if tail else []
+        seen += len(doc)
+    for split, docs in splits.items():
+        with open(out_dir / f"{split}.bin", "wb") as f:
+            for start in range(0, len(docs), 1024):  # in batches: a Python list of every id would not fit
+                for ids in enc.encode_ordinary_batch(docs[start:start + 1024]):
+                    f.write(np.array(ids + [enc.eot_token], dtype=np.uint16).tobytes())
+    return {"tokenizer": "gpt2", "vocab_size": enc.n_vocab, "eot": enc.eot_token}
+
+
+def check_out_dir(out_dir: Path, source: str, overwrite: bool):
+    """Refuse to write over another dataset: one with its own prepare script, or one prepared from
+    another input. The same input again (a re-run) may replace its own files."""
+    if overwrite or not out_dir.exists():
+        return
+    if (out_dir / "prepare.py").exists():
+        raise UsageError(f"{out_dir} belongs to the dataset its prepare.py writes: choose another --name")
+    if (out_dir / "meta.json").exists():
+        try:
+            prepared_from = load_meta(str(out_dir)).get("prepared_from")
+        except UsageError:
+            prepared_from = None
+        if prepared_from != source:
+            raise UsageError(f"{out_dir} holds a dataset prepared from {prepared_from or 'another input'}: "
+                             f"choose another --name, or pass --overwrite to replace it")
+
+
+def main(argv=None):
+    head, examples, rest = __doc__.split("\n\n", 2)
+    parser = argparse.ArgumentParser(description=f"{head}\n\n{examples}", epilog=rest,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="a text file, or a folder of them")
+    parser.add_argument("--name", default=None, help="the dataset's name: data/<name>, train.py --dataset=<name> "
+                                                     "(default: the input's name without its extension)")
+    parser.add_argument("--tokenizer", choices=("char", "gpt2"), default="char", help="default: char")
+    parser.add_argument("--documents", choices=DOCUMENTS, default="files",
+                        help="gpt2: what one document (ended by end-of-text) is: each file (default), each "
+                             "paragraph between blank lines, or each line")
+    parser.add_argument("--glob", default="*", help="in a folder, read the files whose name matches (default: all)")
+    parser.add_argument("--val_fraction", type=float, default=0.1, help="the share of the text held out (default 0.1)")
+    parser.add_argument("--out_dir", default=None, help="write here instead of data/<name>")
+    parser.add_argument("--overwrite", action="store_true", help="replace another dataset in the output folder")
+    args = parser.parse_args(argv)
+
+    source = Path(args.input).resolve()
+    if not source.exists():
+        raise UsageError(f"--input {args.input} does not exist")
+    if not 0 < args.val_fraction < 1:
+        raise UsageError(f"--val_fraction must be between 0 and 1, got {args.val_fraction}")
+    name = args.name or source.name.split(".")[0]
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise UsageError(f"--name {name!r}: use letters, digits, '_', '-' and '.' only")
+    out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "data" / name
+    check_out_dir(out_dir, str(source), args.overwrite)
+
+    texts, skipped = read_files(source, args.glob)
+    if skipped:
+        print(f"skipped {skipped} files that are not UTF-8 text")
+    if not any(texts):
+        raise UsageError(f"{args.input} holds no text" + (f" in files matching {args.glob!r}" if source.is_dir() else ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.tokenizer == "char":
+        meta = write_char("".join(texts), out_dir, args.val_fraction)
+        what = f"{len(texts):,} files" if source.is_dir() else "1 file"
+    else:
+        try:
+            documents = documents_of(texts, args.documents)
+            meta = write_gpt2(documents, out_dir, args.val_fraction)
+        except RuntimeError as e:  # GPT-2's BPE files cannot be had
+            raise UsageError(str(e)) from None
+        what = f"{len(documents):,} documents ({args.documents})"
+    write_meta(out_dir, {**meta, "prepared_from": str(source)})
+    meta = load_meta(str(out_dir))
+    print(f"{what}, {sum(map(len, texts)):,} characters, vocab size {meta['vocab_size']:,}: "
+          f"train {meta['tokens']['train']:,} tokens, val {meta['tokens']['val']:,} tokens -> {out_dir}")
+    dataset = f"--dataset={name}" if out_dir.resolve() == (REPO_ROOT / "data" / name).resolve() else f"--data_dir={out_dir}"
+    smaller = " --batch_size=8" if args.tokenizer == "gpt2" else ""  # GPT-2's 50,257-way output is most of the work
+    print(f"next (README, 'Your own text'): python train.py config/shakespeare_char_cpu.py {dataset} "
+          f"--out_dir=out-{name.replace('_', '-')}{smaller}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as e:
+        sys.exit(f"error: {e}")
