@@ -17,6 +17,7 @@ the size given by the keys below when no checkpoint is named.
 
 import json
 import math
+import os
 import sys
 
 import torch
