@@ -50,7 +50,7 @@ temperature = 1.0  # divides the logits of every generator
 top_k = 0  # AR samples only; 0: off
 batch_size = 32  # samples per model call (quality, elbo)
 out_json = ""  # write every number to this file
-previous = ""  # a quality JSON of an earlier run: its rows with the same models and settings are reused
+previous = ""  # quality JSON files of earlier runs (comma-separated): rows of the same models and settings are reused
 out_png = ""  # plot perplexity and entropy against steps to this file (needs matplotlib)
 # elbo
 num_batches = 50  # held-out batches of batch_size sequences
@@ -141,27 +141,30 @@ def quality(cfg, dev):
         raise UsageError(f"--length must be in [2, {max_len}] (the smallest block_size of the models), got {L}")
     N, bs, seed = cfg["num_samples"], cfg["batch_size"], cfg["seed"]
 
-    jobs = [("held-out text", None, None, lambda: evaluate.real_samples(val_path(cfg, first_ck), N, L, seed))]
+    held_out = val_path(cfg, first_ck)
+    # (row name, method, steps, what made its samples, how to draw them)
+    jobs = [("held-out text", None, None, os.path.abspath(held_out), lambda: evaluate.real_samples(held_out, N, L, seed))]
     if ar_model is not None:
         start = start_token(load_tokenizer(ar_ck["meta"]))
-        jobs.append(("AR samples", None, None, lambda: evaluate.ar_samples(
+        jobs.append(("AR samples", None, None, os.path.abspath(ar_path), lambda: evaluate.ar_samples(
             ar_model, N, L, start, cfg["temperature"], cfg["top_k"] or None, bs, seed, dev)))
-    for kind, model, ck in flows:
+    paths = [cfg["dfm"]] * bool(cfg["dfm"]) + [path for path, _, _ in students]
+    for (kind, model, ck), path in zip(flows, paths):
         methods = dfm_methods if kind == "dfm" else ("cumulative",)
         for method in methods:
             for S in steps_list if kind == "dfm" else student_steps:
                 def make(model=model, ck=ck, method=method, S=S, kind=kind):
                     return evaluate.flow_samples(model, N, L, S, method, ck["config"]["source"], ck["config"]["kappa_power"],
                                                  kind != "dfm", cfg["temperature"], bs, seed, dev)
-                jobs.append((f"{kind} {method}", method, S, make))
+                jobs.append((f"{kind} {method}", method, S, os.path.abspath(path), make))
     done = previous_rows(cfg, L)
     rows = []
-    for name, method, S, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
-        if (name, S) in done:  # the same row, with the same samples, from --previous
-            rows.append(done[(name, S)])
+    for name, method, S, made_by, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
+        if (made_by, method, S) in done:  # the same samples, scored the same way, in a --previous file
+            rows.append({**done[(made_by, method, S)], "name": name})
             continue
         ids = make().to(dev)
-        rows.append({"name": name, "method": method, "steps": S, **evaluate.score(judge, ids, bs)})
+        rows.append({"name": name, "method": method, "steps": S, "made_by": made_by, **evaluate.score(judge, ids, bs)})
     has_reference = cfg["dfm"] and "cumulative" in dfm_methods
     reference = add_ratios(rows, cfg["reference_steps"] or max(steps_list)) if has_reference else None
 
@@ -196,28 +199,29 @@ def quality(cfg, dev):
             print("matplotlib is not installed: no plot (pip install matplotlib)")
 
 
-SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "dfm", "dataset", "data_dir")  # what makes a row the same
+SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "batch_size", "device")  # same draws, same judge
 
 
 def previous_rows(cfg, length):
-    """{(name, steps): row} from the --previous quality JSON, whose rows this run reuses instead of
-    sampling them again (the DFM model at 1024 steps is most of an evaluation's time). Only rows
-    of the same models, judge, seed and sample count are reused; a student row only if it names
-    the same checkpoint."""
-    if not cfg["previous"]:
-        return {}
-    try:
-        with open(cfg["previous"]) as f:
-            old = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--previous={cfg['previous']}: not a readable quality JSON ({e})") from None
-    if old.get("mode") != "quality" or old.get("length") != length:
-        raise UsageError(f"--previous={cfg['previous']} is not a quality evaluation of {length}-token samples")
-    differ = [k for k in SAME_SAMPLES if old["settings"].get(k) != cfg[k]]
-    if differ:
-        raise UsageError(f"--previous={cfg['previous']} was made with other {', '.join(differ)}: its rows are not comparable")
-    same_students = old["settings"].get("student") == cfg["student"]
-    return {(r["name"], r["steps"]): r for r in old["rows"] if same_students or not r["name"].startswith("student")}
+    """{(checkpoint or data file, method, steps): row} from the --previous quality JSON files, whose
+    rows this run reuses instead of sampling them again (the DFM model at 1024 steps is most of an
+    evaluation's time; each new student then costs only its own rows). A row is reused only from a
+    file made with the same judge, seed, sample count, batch size and length, and only for the same
+    checkpoint (or held-out file) and sampler."""
+    done = {}
+    for path in filter(None, cfg["previous"].split(",")):
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--previous={path}: not a readable quality JSON ({e})") from None
+        if old.get("mode") != "quality" or old.get("length") != length:
+            raise UsageError(f"--previous={path} is not a quality evaluation of {length}-token samples")
+        differ = [k for k in SAME_SAMPLES if old["settings"].get(k) != cfg[k]]
+        if differ:
+            raise UsageError(f"--previous={path} was made with other {', '.join(differ)}: its rows are not comparable")
+        done.update({(r["made_by"], r["method"], r["steps"]): r for r in old["rows"] if "made_by" in r})
+    return done
 
 
 def add_ratios(rows, reference_steps):

@@ -141,6 +141,8 @@ def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     # two students with the same teacher: their rows are named by their folders
     assert [(r["name"], r["steps"]) for r in new_rows[6:]] == [
         (f"student {folder} cumulative", S) for folder in (tmp_path.name, "b") for S in (2, 4)]
+    old_student = next(r for r in rows if r["name"].startswith("student") and r["steps"] == 2)
+    assert {**new_rows[6], "name": old_student["name"]} == old_student  # reused under its new name
     result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--judge={paths['ar']}", "--steps_list=1,2",
                       "--num_samples=4", f"--previous={out}")
     assert result.returncode != 0 and "made with other num_samples" in result.stderr
