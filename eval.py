@@ -127,7 +127,8 @@ def quality(cfg, dev):
     labels = [ck["config"]["teacher"] for _, _, ck in students]
     if len(set(labels)) < len(labels):
         labels = [os.path.basename(os.path.dirname(os.path.abspath(path))) for path, _, _ in students]
-    flows += [(f"student {label}", model, ck) for label, (_, model, ck) in zip(labels, students)]
+    flows += [(label if label.startswith("student") else f"student {label}", model, ck)
+              for label, (_, model, ck) in zip(labels, students)]
     ar_path = cfg["ar"] or ("" if cfg["judge"] in evaluate.GPT2_JUDGES else cfg["judge"])
     ar_model, ar_ck = load_model(ar_path, "ar", dev) if ar_path else (None, None)
     first_ck = flows[0][2]
@@ -143,10 +144,10 @@ def quality(cfg, dev):
 
     held_out = val_path(cfg, first_ck)
     # (row name, method, steps, what made its samples, how to draw them)
-    jobs = [("held-out text", None, None, os.path.abspath(held_out), lambda: evaluate.real_samples(held_out, N, L, seed))]
+    jobs = [("held-out text", None, None, file_key(held_out), lambda: evaluate.real_samples(held_out, N, L, seed))]
     if ar_model is not None:
         start = start_token(load_tokenizer(ar_ck["meta"]))
-        jobs.append(("AR samples", None, None, os.path.abspath(ar_path), lambda: evaluate.ar_samples(
+        jobs.append(("AR samples", None, None, file_key(ar_path), lambda: evaluate.ar_samples(
             ar_model, N, L, start, cfg["temperature"], cfg["top_k"] or None, bs, seed, dev)))
     paths = [cfg["dfm"]] * bool(cfg["dfm"]) + [path for path, _, _ in students]
     for (kind, model, ck), path in zip(flows, paths):
@@ -156,7 +157,7 @@ def quality(cfg, dev):
                 def make(model=model, ck=ck, method=method, S=S, kind=kind):
                     return evaluate.flow_samples(model, N, L, S, method, ck["config"]["source"], ck["config"]["kappa_power"],
                                                  kind != "dfm", cfg["temperature"], bs, seed, dev)
-                jobs.append((f"{kind} {method}", method, S, os.path.abspath(path), make))
+                jobs.append((f"{kind} {method}", method, S, file_key(path), make))
     done = previous_rows(cfg, L)
     rows = []
     for name, method, S, made_by, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
@@ -197,6 +198,13 @@ def quality(cfg, dev):
             print(f"wrote {cfg['out_png']}")
         else:
             print("matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+def file_key(path):
+    """How a row names the file its samples came from: relative to the working folder when inside it
+    (so results written from the repository name no machine's folders), else absolute."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else os.path.abspath(path)
 
 
 SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "batch_size", "device")  # same draws, same judge

@@ -1,63 +1,95 @@
 #!/usr/bin/env bash
-# From nothing to the README's Shakespeare-char results on a CPU: data; for the mask and the uniform
-# source a DFM model and two few-step students (RK4 and RK2 teachers); an AR judge; then ELBO
-# perplexity, sample quality against steps, and generation speed.
+# From nothing to the README's Shakespeare-char results on a CPU: data; a DFM model per source; the
+# few-step students of the recipe (config/shakespeare_char_cpu_student.py) and of its ablations; an AR
+# judge; then the ELBO, the quality tables (256 samples a cell, 95% intervals), the ablation table and
+# the speed table. Every number lands in $OUT as JSON; `python results/tables.py $OUT` prints the tables.
 #
 #   bash config/reproduce_shakespeare_char.sh
 #   INPUT=path/to/tinyshakespeare.txt bash config/reproduce_shakespeare_char.sh   # no download
-#   OUT=out-repro STEPS=1,2,4,8,16,32,64,128,256 SAMPLES=64 bash config/reproduce_shakespeare_char.sh
-#   TRAIN_ARGS="--max_iters=20 --eval_interval=10" STEPS=1,8 SAMPLES=4 bash config/reproduce_shakespeare_char.sh
-#       (a smoke run of every stage in a few minutes; TRAIN_ARGS is appended to each train.py call)
+#   TRAIN_ARGS="--max_iters=20 --eval_interval=10" STEPS=1,8 STUDENT_STEPS=1,8 SAMPLES=4 \
+#       OUT=out-smoke bash config/reproduce_shakespeare_char.sh                    # every stage in minutes
 #
-# Every stage writes under $OUT: logs, checkpoints, the tables (*.md) and every number (*.json), and
-# the plots (*.png, when matplotlib is installed). The two sources train side by side, one thread
-# each: about 50 minutes on 2 cores.
+# Two lanes run side by side, one thread each (two processes spinning two threads each on two cores
+# crawl). A rerun into the same $OUT continues: a stage whose output is there is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-out-repro-shakespeare-char}
-STEPS=${STEPS:-1,2,4,8,16,32,64,128,256}
-SAMPLES=${SAMPLES:-64}
+STEPS=${STEPS:-1,2,4,8,16,64,256,1024}      # DFM rows, Euler and cumulative; the largest is the reference
+STUDENT_STEPS=${STUDENT_STEPS:-1,2,4,8,16,64,256}
+ABLATION_STEPS=${ABLATION_STEPS:-4,8}
+SAMPLES=${SAMPLES:-256}
 TRAIN_ARGS=${TRAIN_ARGS:-}
+export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 
 # 1. data: train.bin, val.bin, meta.json (downloads the text, or reads $INPUT)
 python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}
 
-# 2. per source: the DFM model, then its students with the RK4 and the RK2 shortcut teacher
-models() {  # runs in the background, one thread (two processes spinning two threads each on two cores crawl)
-  local source=$1
-  export OMP_NUM_THREADS=1
-  python train.py config/shakespeare_char_cpu.py --source="$source" --out_dir="$OUT/dfm-$source" $TRAIN_ARGS
-  for teacher in rk4 rk2; do
-    python train.py config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm-$source/best.pt" \
-        --teacher=$teacher --out_dir="$OUT/student-$source-$teacher" $TRAIN_ARGS
-  done
+# 2. training; each run's wall clock goes to $OUT/times.jsonl (the distillation budget is read from it)
+train() {  # train NAME ARGS...
+  local name=$1; shift
+  [ -f "$OUT/$name/done" ] && return 0
+  local start=$SECONDS
+  python train.py "$@" --out_dir="$OUT/$name" --overwrite=True $TRAIN_ARGS > "$OUT/$name.log" 2>&1 \
+    || { echo "training $name failed: see $OUT/$name.log"; return 1; }
+  echo "{\"run\": \"$name\", \"seconds\": $((SECONDS - start))}" >> "$OUT/times.jsonl"
+  touch "$OUT/$name/done"
 }
-models mask > "$OUT/train-mask.log" 2>&1 &
-mask_pid=$!
-models uniform > "$OUT/train-uniform.log" 2>&1 &
-uniform_pid=$!
-wait $mask_pid || { echo "mask-source training failed: see $OUT/train-mask.log"; exit 1; }
-# 3. the AR baseline, which is also the judge, while the uniform source finishes
-OMP_NUM_THREADS=1 python train.py config/shakespeare_char_cpu_ar.py --out_dir="$OUT/ar" $TRAIN_ARGS > "$OUT/train-ar.log" 2>&1
-wait $uniform_pid || { echo "uniform-source training failed: see $OUT/train-uniform.log"; exit 1; }
+waitfor() { until [ -f "$OUT/$1/done" ]; do sleep 10; done; }
+student() {  # student NAME SOURCE ARGS...: the recipe preset, distilled from that source's DFM model
+  local name=$1 source=$2; shift 2
+  waitfor "dfm-$source"
+  train "$name" config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm-$source/best.pt" "$@"
+}
+short="--max_iters=800"  # the ablations change one thing each from the recipe, at half its length
+lane_a() {
+  train dfm-uniform config/shakespeare_char_cpu.py --source=uniform
+  student student-uniform uniform                                          # the recipe
+  student student-uniform-800 uniform $short                               # distillation length
+  student student-uniform-rk2 uniform $short --teacher=rk2                 # RK2 teacher
+  student student-uniform-inverse-h uniform $short --step_size_weighting=inverse_h     # the paper's P(h)
+}
+lane_b() {
+  train dfm-mask config/shakespeare_char_cpu.py --source=mask
+  train ar config/shakespeare_char_cpu_ar.py
+  student student-mask mask $short                                         # the other source
+  student student-uniform-400 uniform --max_iters=400                      # distillation length
+  student student-uniform-probs uniform $short --teacher_average=probs     # average probabilities
+  student student-uniform-inverse-h-probs uniform $short --step_size_weighting=inverse_h --teacher_average=probs
+}
+lane_a > "$OUT/lane-a.log" 2>&1 & a=$!
+lane_b > "$OUT/lane-b.log" 2>&1 & b=$!
+trap 'kill $a $b 2>/dev/null' EXIT
+wait $a || { echo "lane a failed: see $OUT/lane-a.log"; exit 1; }
+wait $b || { echo "lane b failed: see $OUT/lane-b.log"; exit 1; }
+trap - EXIT
 
-# 4. ELBO perplexity of the mask-source DFM model on the validation text
-python eval.py --mode=elbo --device=cpu --dfm="$OUT/dfm-mask/best.pt" --out_json="$OUT/elbo.json" | tee "$OUT/elbo.md"
+# 3. ELBO perplexity of the mask-source DFM model on the validation text
+python eval.py --mode=elbo --device=cpu --dfm="$OUT/dfm-mask/best.pt" --out_json="$OUT/elbo.json" > "$OUT/elbo.md"
 
-# 5. quality: generative perplexity and entropy against steps, judged by the AR model (both sources at once)
-quality() {
-  OMP_NUM_THREADS=1 python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-$1/best.pt" \
-      --student="$OUT/student-$1-rk4/ckpt.pt,$OUT/student-$1-rk2/ckpt.pt" \
-      --judge="$OUT/ar/best.pt" --steps_list="$STEPS" --num_samples="$SAMPLES" \
+# 4. quality against steps, judged by the AR model: DFM (Euler, cumulative) and the student per source,
+#    held-out text and AR samples beside them; the DFM model at the most steps is the reference row
+quality() {  # quality SOURCE STUDENT
+  python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-$1/best.pt" --student="$OUT/$2/ckpt.pt" \
+      --judge="$OUT/ar/best.pt" --steps_list="$STEPS" --student_steps_list="$STUDENT_STEPS" --num_samples="$SAMPLES" \
       --out_json="$OUT/quality-$1.json" --out_png="$OUT/quality-$1.png" > "$OUT/quality-$1.md" 2> "$OUT/quality-$1.log"
 }
-quality mask & mask_pid=$!
-quality uniform & uniform_pid=$!
-wait $mask_pid && wait $uniform_pid || { echo "quality evaluation failed: see $OUT/quality-*.log"; exit 1; }
-cat "$OUT/quality-mask.md" "$OUT/quality-uniform.md"
+quality uniform student-uniform & a=$!
+quality mask student-mask & b=$!
+wait $a && wait $b || { echo "quality evaluation failed: see $OUT/quality-*.log"; exit 1; }
 
-# 6. speed of the three trained models (same size): AR with KV cache, DFM at 256 steps, student at 8
-python eval.py --mode=speed --device=cpu --ar="$OUT/ar/best.pt" --dfm="$OUT/dfm-mask/best.pt" \
-    --student="$OUT/student-mask-rk4/ckpt.pt" --speed_batch_sizes=1,32 --out_json="$OUT/speed.json" | tee "$OUT/speed.md"
+# 5. the ablation: every student at a few steps against the same reference (its DFM rows are reused)
+ablation=""
+for s in student-uniform student-uniform-800 student-uniform-400 student-uniform-rk2 student-uniform-inverse-h \
+         student-uniform-probs student-uniform-inverse-h-probs; do ablation="$ablation,$OUT/$s/ckpt.pt"; done
+python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-uniform/best.pt" --student="${ablation#,}" \
+    --judge="$OUT/ar/best.pt" --steps_list="$STEPS" --student_steps_list="$ABLATION_STEPS" --dfm_methods=cumulative \
+    --num_samples="$SAMPLES" --previous="$OUT/quality-uniform.json" --out_json="$OUT/ablation-uniform.json" \
+    > "$OUT/ablation-uniform.md" 2> "$OUT/ablation-uniform.log"
+
+# 6. speed of the trained models (same size): AR with KV cache, DFM at 256 steps, student at 8
+python eval.py --mode=speed --device=cpu --ar="$OUT/ar/best.pt" --dfm="$OUT/dfm-uniform/best.pt" \
+    --student="$OUT/student-uniform/ckpt.pt" --speed_batch_sizes=1,32 --out_json="$OUT/speed.json" > "$OUT/speed.md"
+
+python results/tables.py "$OUT"

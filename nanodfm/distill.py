@@ -5,9 +5,9 @@ one more input, the step size h (model.py, `step_conditioned`). It learns that o
 should land where the teacher lands with two half steps:
 
 - (t, h) on a power-of-two grid: h in {1, 1/2, ..., 2^-K}, t a multiple of 2^-K with t + h <= 1.
-  The paper weights h by 1/h, which spends 7/8 of the draws on h <= 1/8 (half of them on the
-  smallest h, the data anchor); `weighting="uniform"` draws every exponent equally, so the step
-  sizes that few-step sampling uses (1/4, 1/8) get as many draws as the tiny ones;
+  The paper weights h by 1/h, which at K = 6 spends 94% of the draws on h <= 1/8 (half of all
+  draws on the smallest h, the data anchor); `weighting="uniform"` draws every exponent equally, so
+  the step sizes that few-step sampling uses (1/4, 1/8) get as many draws as the tiny ones;
 - the teacher is an exponential moving average of the student (no gradient flows through it);
 - RK4 target from half steps h' = h/2, the states advanced by the cumulative step of sampler.py:
       l1 = T(x_t, t, h'),      x_a = step(x_t, l1, t, h')

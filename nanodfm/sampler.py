@@ -5,10 +5,10 @@ docs/method.md section 4. One step from t to t + h, per position, given p = p(x1
 - Euler (DFM, Meta's flow_matching solver): draw x1_hat ~ p and jump to it, if it differs from x_t,
   with probability 1 - exp(-h * g(t)); so a position jumps with probability
   (1 - p(x_t)) * (1 - exp(-h * g(t))). (1 - exp(-h * g(t) * (1 - p(x_t)))) agrees only as h -> 0.
-- Cumulative scalar (FS-DFM): g(t) replaced by its average over the step, gbar(t, h), so the jump
-  probability is 1 - survival(t, h) ** (1 - p(x_t)). With the mask source and a perfect denoiser
-  it unmasks exactly (kappa(t+h) - kappa(t)) / (1 - kappa(t)) of the masked positions, for any h:
-  the MDLM ancestral rule.
+- Cumulative scalar (FS-DFM, as the release's solver): the jump intensity g(t) * (1 - p(x_t)) with g
+  replaced by its average over the step, gbar(t, h), so the jump probability is
+  1 - survival(t, h) ** (1 - p(x_t)). With the mask source and a perfect denoiser it unmasks exactly
+  (kappa(t+h) - kappa(t)) / (1 - kappa(t)) of the masked positions, for any h: the MDLM ancestral rule.
 - A position that jumps draws its new token from p restricted to tokens other than x_t.
 - The last step (t + h = 1) draws x1 from p directly. Under the mask source only masked positions
   ever change, so a decoded token is never revised.
@@ -51,11 +51,11 @@ def jump_probability(p_xt, t, h, method, n=1.0):
 
     p_xt = p(x_t | x_t) (B, L); t and h are (B,) tensors (h may also be a float)."""
     t, h = t.double()[:, None], torch.as_tensor(h, dtype=torch.float64, device=t.device).reshape(-1, 1)
-    stay = 1 - p_xt.double()
-    if method == "euler":  # x1_hat ~ p differs from x_t with probability `stay`, then jumps with 1 - e^(-h g)
-        return stay * (1 - torch.exp(-h * rate(t, n)))
+    leave = 1 - p_xt.double()  # the chance that x1_hat ~ p differs from x_t
+    if method == "euler":  # x1_hat differs from x_t, then jumps with 1 - e^(-h g)
+        return leave * (1 - torch.exp(-h * rate(t, n)))
     if method == "cumulative":
-        return 1 - survival(t, h, n) ** stay
+        return 1 - survival(t, h, n) ** leave
     raise ValueError(f"unknown sampling method {method!r}: use one of {METHODS}")
 
 
