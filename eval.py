@@ -306,6 +306,8 @@ def main(argv):
         raise UsageError(f"--dtype must be auto, bfloat16 or float32, got {cfg['dtype']!r}")
     if cfg["temperature"] <= 0:
         raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
+    if cfg["top_k"] < 0:
+        raise UsageError(f"--top_k must be 0 (off) or positive, got {cfg['top_k']}")
     for key in ("num_samples", "batch_size", "num_batches", "elbo_times", "repeats"):
         if cfg[key] <= 0:
             raise UsageError(f"--{key} must be a positive integer, got {cfg[key]}")

@@ -161,6 +161,8 @@ def main(argv):
     dev = pick_device(cfg["device"])
     ck = checkpoint.load(cfg["ckpt"], kinds=("dfm", "student", "ar"))
     student = ck["kind"] == "student"
+    if student and cfg["sampler"] != "cumulative":
+        raise UsageError("a few-step student was distilled for the cumulative step: drop --sampler (or use cumulative)")
     model = checkpoint.build_model(ck, weights="ema" if student else "model").to(dev).eval()
     tokenizer = load_tokenizer(ck["meta"])
     prompt_ids = encode_prompt(read_prompt(cfg["start"]), tokenizer, cfg["hole_len"])

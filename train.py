@@ -95,7 +95,8 @@ def check(cfg):
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             raise UsageError(f"{key}={cfg[key]!r} is not one of {', '.join(allowed)}")
-    for key in ("batch_size", "block_size", "max_iters", "eval_interval", "eval_iters", "gradient_accumulation_steps"):
+    for key in ("batch_size", "block_size", "max_iters", "eval_interval", "eval_iters", "log_interval",
+                "gradient_accumulation_steps"):
         if cfg[key] <= 0 and not (key == "max_iters" and cfg[key] == 0):
             raise UsageError(f"{key} must be positive, got {cfg[key]}")
     if cfg["kind"] == "student" and cfg["init_from"] == "scratch":
