@@ -42,21 +42,21 @@ student() {  # student NAME SOURCE ARGS...: the recipe preset, distilled from th
   waitfor "dfm-$source"
   train "$name" config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm-$source/best.pt" "$@"
 }
-short="--max_iters=800"  # the ablations change one thing each from the recipe, at half its length
+# the ablations change one thing each from the recipe
 lane_a() {
   train dfm-uniform config/shakespeare_char_cpu.py --source=uniform
   student student-uniform uniform                                          # the recipe
-  student student-uniform-800 uniform $short                               # distillation length
-  student student-uniform-rk2 uniform $short --teacher=rk2                 # RK2 teacher
-  student student-uniform-inverse-h uniform $short --step_size_weighting=inverse_h     # the paper's P(h)
+  student student-uniform-1600 uniform --max_iters=1600                    # distillation length
+  student student-uniform-rk2 uniform --teacher=rk2                        # RK2 teacher
+  student student-uniform-inverse-h uniform --step_size_weighting=inverse_h          # the paper's P(h)
 }
 lane_b() {
   train dfm-mask config/shakespeare_char_cpu.py --source=mask
   train ar config/shakespeare_char_cpu_ar.py
-  student student-mask mask $short                                         # the other source
+  student student-mask mask                                                # the other source
   student student-uniform-400 uniform --max_iters=400                      # distillation length
-  student student-uniform-probs uniform $short --teacher_average=probs     # average probabilities
-  student student-uniform-inverse-h-probs uniform $short --step_size_weighting=inverse_h --teacher_average=probs
+  student student-uniform-probs uniform --teacher_average=probs            # average probabilities
+  student student-uniform-inverse-h-probs uniform --step_size_weighting=inverse_h --teacher_average=probs
 }
 lane_a > "$OUT/lane-a.log" 2>&1 & a=$!
 lane_b > "$OUT/lane-b.log" 2>&1 & b=$!
@@ -81,7 +81,7 @@ wait $a && wait $b || { echo "quality evaluation failed: see $OUT/quality-*.log"
 
 # 5. the ablation: every student at a few steps against the same reference (its DFM rows are reused)
 ablation=""
-for s in student-uniform student-uniform-800 student-uniform-400 student-uniform-rk2 student-uniform-inverse-h \
+for s in student-uniform student-uniform-400 student-uniform-1600 student-uniform-rk2 student-uniform-inverse-h \
          student-uniform-probs student-uniform-inverse-h-probs; do ablation="$ablation,$OUT/$s/ckpt.pt"; done
 python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-uniform/best.pt" --student="${ablation#,}" \
     --judge="$OUT/ar/best.pt" --steps_list="$STEPS" --student_steps_list="$ABLATION_STEPS" --dfm_methods=cumulative \
