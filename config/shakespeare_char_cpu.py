@@ -1,5 +1,6 @@
-# DFM on Shakespeare characters, sized for a laptop CPU: about 8 minutes on 2 CPU cores (measured on
-# a 2-core machine, nothing else running; give each process OMP_NUM_THREADS=1 when two share the cores).
+# DFM on Shakespeare characters, sized for a laptop CPU: about 8 minutes on 2 CPU cores (7 min 36 s
+# measured on a 2-core machine with nothing else running, with the mask source; the uniform source
+# trains the same model on the same batches; give each process OMP_NUM_THREADS=1 when two share the cores).
 # python train.py config/shakespeare_char_cpu.py            (MASK instead: --source=mask --out_dir=out-shakespeare-char-cpu-mask)
 out_dir = "out-shakespeare-char-cpu"
 dataset = "shakespeare_char"
