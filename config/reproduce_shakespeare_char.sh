@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-out-repro-shakespeare-char}
 STEPS=${STEPS:-1,2,4,8,16,64,256,1024}      # DFM rows, Euler and cumulative; the largest is the reference
-STUDENT_STEPS=${STUDENT_STEPS:-1,2,4,8,16,64,256}
+STUDENT_STEPS=${STUDENT_STEPS:-1,2,4,8,16,64,256,1024}
 ABLATION_STEPS=${ABLATION_STEPS:-4,8}
 SAMPLES=${SAMPLES:-256}
 TRAIN_ARGS=${TRAIN_ARGS:-}
