@@ -59,6 +59,14 @@ def jump_probability(p_xt, t, h, method, n=1.0):
     raise ValueError(f"unknown sampling method {method!r}: use one of {METHODS}")
 
 
+def moving(can_change, p_xt, t, h, method, n, u):
+    """(moves (B, L), final (B, 1)): the changeable positions whose jump test u passes over
+    [t, t + h], or all of them in a row taking the final step (t + h = 1)."""
+    # float32 t: (S-1)/S + 1/S may fall just short of 1
+    final = (t + torch.as_tensor(h, device=t.device) >= 1 - 1e-6).reshape(-1, 1)  # (B, 1)
+    return can_change & (final | (u < jump_probability(p_xt, t, h, method, n))), final
+
+
 def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, generator=None, fixed=None, u=None):
     """One step of size h from time t (B,): returns x at t + h (B, L). h: a float or (B,).
 
@@ -69,8 +77,6 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
     """
     V = logits.shape[-1]
     probs = F.softmax(logits.float() / temperature, dim=-1)  # (B, L, V)
-    # float32 t: (S-1)/S + 1/S may fall just short of 1
-    final = (t + torch.as_tensor(h, device=t.device) >= 1 - 1e-6).reshape(-1, 1)  # (B, 1)
     if source == "mask":
         can_change = x == mask_id(V)  # decoded tokens are final
         p_xt = torch.zeros(x.shape, device=x.device)
@@ -81,7 +87,7 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         can_change &= ~fixed
     if u is None:
         u = uniform(x.shape, generator, x.device, torch.float64)
-    moves = can_change & (final | (u < jump_probability(p_xt, t, h, method, n)))
+    moves, final = moving(can_change, p_xt, t, h, method, n, u)
     rows = probs[moves]  # (N, V) posteriors of the positions that change
     if source == "uniform":  # a jump goes to a token other than the current one; the final draw is free
         jumps = ~final.expand_as(x)[moves]
@@ -126,9 +132,7 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
             # 1024 steps of 128 tokens about 8 times fewer rows. Same draws as the full batch.
             u = uniform(x.shape, generator, device, torch.float64)
             can_change = (x == mask_id(V)) & (~fixed if fixed is not None else True)
-            final = s == steps - 1
-            moving = can_change & (final | (u < jump_probability(torch.zeros(x.shape, device=device), t, h, method, n)))
-            rows = moving.any(-1)  # (B,)
+            rows = moving(can_change, torch.zeros(x.shape, device=device), t, h, method, n, u)[0].any(-1)  # (B,)
             x_next = x.clone()
             if rows.any():
                 logits = model(x[rows], t[rows], h if step_size_input else None)
