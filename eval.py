@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
+from nanodfm import speed as timing
 from nanodfm.autoregressive import start_token
 from nanodfm.config import UsageError, autocast_for, parse, pick_device
 from nanodfm.data import dataset_folder, split_path
@@ -275,7 +276,7 @@ def speed(cfg, dev):
             print(f"warning: the models differ in size (n_layer, n_embd) {sorted(sizes)}: times are not comparable")
     else:
         size = {k: cfg[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")}
-        models, source, n = {k: evaluate.random_model(k, **size).to(dev).eval() for k in ("ar", "dfm", "student")}, "mask", 1.0
+        models, source, n = {k: timing.random_model(k, **size).to(dev).eval() for k in ("ar", "dfm", "student")}, "mask", 1.0
     L = cfg["speed_length"] or min(m.config.block_size for m in models.values())
     check_length("speed_length", L, min(m.config.block_size for m in models.values()))
     if cfg["compile"]:
@@ -286,7 +287,7 @@ def speed(cfg, dev):
     print(f"device {dev}, {dtype}, compile={cfg['compile']}, {some.config.n_layer} layers x {some.config.n_embd} wide "
           f"(non-embedding parameters: {params}), {L} tokens per sequence")
     with autocast:
-        result = evaluate.speed_benchmark(models, batch_sizes, L, cfg["dfm_steps"], cfg["student_steps"], source, n,
+        result = timing.speed_benchmark(models, batch_sizes, L, cfg["dfm_steps"], cfg["student_steps"], source, n,
                                           cfg["warmup"], cfg["repeats"], dev)
     print(evaluate.markdown_table(["model", "batch", "model calls", "s / batch", "tokens / s"],
                                   [[r["name"], r["batch_size"], r["nfe"], r["seconds"], r["tokens_per_s"]]

@@ -1,4 +1,4 @@
-"""Measuring: generative perplexity, unigram entropy, ELBO perplexity and generation speed.
+"""Measuring quality: generative perplexity, unigram entropy and ELBO perplexity.
 
 docs/method.md section 6 (and section 3 for the ELBO). Choices:
 
@@ -15,12 +15,10 @@ docs/method.md section 6 (and section 3 for the ELBO). Choices:
   the interval of the ratio (`ratio_interval`): with 64 samples a cell the interval is about
   +-8%, too wide to settle a 5% question, hence the 256 samples by default in eval.py.
 - ELBO perplexity: exp of the mean of `path.elbo_bound` over held-out batches.
-- Speed: warm-up calls first (allocations, kernel selection, compilation), then the mean of timed
-  calls; CUDA runs asynchronously, so it is synchronised before every clock read.
+- Speed is timed in speed.py.
 """
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +27,6 @@ from nanodfm import checkpoint
 from nanodfm.autoregressive import generate
 from nanodfm.config import UsageError
 from nanodfm.data import get_batch
-from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import elbo_bound
 from nanodfm.sampler import sample
 
@@ -136,64 +133,6 @@ def elbo_perplexity(model, path, num_batches, batch_size, length, n=1.0, num_tim
         x1 = get_batch(path, batch_size, length, generator, device)
         total += elbo_bound(model, x1, model.config.vocab_size, n, num_times, generator)
     return total / num_batches
-
-
-def random_model(kind, vocab_size, block_size, n_layer, n_head, n_embd):
-    """An untrained model of a given size and kind ("dfm", "student", "ar"), for timing."""
-    return Transformer(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                                   n_embd=n_embd, causal=kind == "ar", step_conditioned=kind == "student"))
-
-
-def synchronize(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn, device, warmup=1, repeats=3):
-    """Mean wall-clock seconds of fn() over `repeats` calls, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
-def speed_benchmark(models, batch_sizes, length, dfm_steps=256, student_steps=8, source="mask", n=1.0,
-                    warmup=1, repeats=3, device="cpu"):
-    """Seconds per batch and tokens/s to generate B sequences of `length` tokens.
-
-    models: {"ar": causal model, "dfm": DFM model, "student": student}, any of them. The AR model
-    starts from one token and writes length - 1, with and without its KV cache. Returns
-    {"rows": [...], "ratios": {...}}; a ratio is how many times faster the first is than the second.
-    """
-    runs = []  # (name, model calls per batch, function of the batch size)
-    if "ar" in models:
-        for cache in (True, False):
-            def ar(B, cache=cache):
-                prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
-                generate(models["ar"], prompt, length - 1, use_cache=cache)
-            runs.append(("ar_cache" if cache else "ar_nocache", length - 1, ar))
-    for name, steps in (("dfm", dfm_steps), ("student", student_steps)):
-        if name in models:
-            def flow(B, name=name, steps=steps):
-                sample(models[name], B, length, steps, source, "cumulative", n, step_size_input=name == "student",
-                       device=device)
-            runs.append((f"{name}@{steps}", steps, flow))
-    rows = []
-    for name, nfe, fn in runs:
-        for B in batch_sizes:
-            seconds = time_call(lambda: fn(B), device, warmup, repeats)
-            rows.append({"name": name, "batch_size": B, "length": length, "nfe": nfe, "seconds": seconds,
-                         "tokens_per_s": B * length / seconds})
-    ratios = {}
-    by = {(r["name"], r["batch_size"]): r["seconds"] for r in rows}
-    for (name, B), seconds in by.items():
-        if name != "ar_cache" and ("ar_cache", B) in by:
-            ratios[f"{name} vs ar_cache, B={B}"] = by[("ar_cache", B)] / seconds
-    return {"rows": rows, "ratios": ratios}
 
 
 def markdown_table(header, rows):
