@@ -11,15 +11,15 @@ Choices:
   required. sample.py starts from the end-of-text token (GPT-2) or a newline (char vocabularies).
 - The whole sequence (prompt + new tokens) must fit in block_size: rotary positions past it were
   never trained, and the cache is allocated for block_size positions.
-- Logits are scaled by 1 / temperature in float32, top-k keeps the k largest, and the draw reuses
-  the sampler's float64 Gumbel-max (`sample_categorical`), the same noise as the DFM samplers.
+- Logits are scaled by 1 / temperature in float32, top-k keeps the k largest, and the draw is the
+  DFM samplers' exact one (`categorical.sample_logits`).
+- The tokens go into a buffer allocated once for the whole sequence; each call feeds a view of it.
 """
 
 import torch
-import torch.nn.functional as F
 
+from nanodfm.categorical import sample_logits
 from nanodfm.config import UsageError
-from nanodfm.sampler import sample_categorical
 
 
 def next_token(logits, temperature=1.0, top_k=None, greedy=False, generator=None):
@@ -30,7 +30,7 @@ def next_token(logits, temperature=1.0, top_k=None, greedy=False, generator=None
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return sample_categorical(F.softmax(logits, dim=-1), generator)
+    return sample_logits(logits, generator=generator)
 
 
 def start_token(tokenizer):
@@ -63,13 +63,14 @@ def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, gre
     if total > block_size:
         raise UsageError(f"prompt ({T0} tokens) + {max_new_tokens} new tokens = {total} exceeds the model's "
                          f"block_size {block_size}: shorten the prompt or generate fewer tokens")
-    x = prompt_ids
+    x = torch.empty(B, total, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    x[:, :T0] = prompt_ids
     cache = model.new_cache(B, x.device, cache_dtype(model, x.device)) if use_cache else None
     for i in range(max_new_tokens):
+        end = T0 + i  # tokens written so far
         if cache is not None:  # prefill the prompt once, then feed only the newest token
-            logits = model(x if i == 0 else x[:, -1:], cache=cache)  # (B, T, V)
+            logits = model(x[:, :end] if i == 0 else x[:, end - 1:end], cache=cache)  # (B, T, V)
         else:
-            logits = model(x)  # (B, T0 + i, V): the whole prefix again
-        token = next_token(logits[:, -1], temperature, top_k, greedy, generator)  # (B,)
-        x = torch.cat([x, token[:, None]], dim=1)
+            logits = model(x[:, :end])  # (B, end, V): the whole prefix again
+        x[:, end] = next_token(logits[:, -1], temperature, top_k, greedy, generator)
     return x

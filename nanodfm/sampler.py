@@ -16,34 +16,19 @@ docs/method.md section 4. One step from t to t + h, per position, given p = p(x1
 Under the mask source the jump test needs no model output, so `sample` draws it first and calls
 the model only on rows where a position moves (at most `steps` calls, on fewer rows).
 
-Probabilities are computed in float32 and categories drawn in float64: float32 Gumbel noise
-truncates the tail and lowers entropy, which flatters generative perplexity.
+Categories are drawn by categorical.py: exact, with float64 cumulative sums (float32 noise would
+truncate the tail and lower the entropy, which flatters generative perplexity), at about the cost
+of one pass over the logits.
 """
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from nanodfm import categorical
 from nanodfm.config import UsageError
 from nanodfm.path import SOURCES, mask_id, rate, sample_source, survival, uniform
 
 METHODS = ("cumulative", "euler")
-
-
-def sample_categorical(probs, generator=None, chunk_elements=2**24):
-    """Draw one index per row of probs (N, V) by the Gumbel-max trick in float64.
-
-    argmax p / E with E ~ Exp(1) is argmax log p + Gumbel; drawn in chunks of rows to bound memory
-    (2^24 float64 elements, 128 MB, per temporary).
-    """
-    chunk_rows = max(1, chunk_elements // probs.shape[-1])
-    out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-    for start in range(0, probs.shape[0], chunk_rows):
-        p = probs[start:start + chunk_rows].double()
-        u = uniform(p.shape, generator, p.device, torch.float64)
-        exponential = -torch.log1p(-u)  # u in [0, 1): -log(1 - u) is finite and > 0 except u = 0
-        out[start:start + chunk_rows] = (p / exponential.clamp_min(1e-300)).argmax(dim=-1)
-    return out
 
 
 def jump_probability(p_xt, t, h, method, n=1.0):
@@ -70,31 +55,42 @@ def moving(can_change, p_xt, t, h, method, n, u):
 def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, generator=None, fixed=None, u=None):
     """One step of size h from time t (B,): returns x at t + h (B, L). h: a float or (B,).
 
-    logits (B, L, V) are the model's posterior logits (or log-probabilities) at (x, t). `fixed`
-    (B, L) marks positions that must not change (a prompt). A row with t + h = 1 takes the final
-    step: its changeable positions draw x1 from p directly. u (B, L): the uniforms of the jump test,
-    if the caller drew them already (`sample` does, to skip the model where nothing moves).
+    logits (B, L, V) are the model's posterior logits (or log-probabilities) at (x, t); they are
+    read, never changed. `fixed` (B, L) marks positions that must not change (a prompt). A row with
+    t + h = 1 takes the final step: its changeable positions draw x1 from p directly. u (B, L): the
+    uniforms of the jump test, if the caller drew them already (`sample` does, to skip the model
+    where nothing moves). The draws are categorical.py's: one pass over the logits, exact in float64.
     """
-    V = logits.shape[-1]
-    probs = F.softmax(logits.float() / temperature, dim=-1)  # (B, L, V)
+    B, L, V = logits.shape
+    z = logits.reshape(B * L, V)
     if source == "mask":
         can_change = x == mask_id(V)  # decoded tokens are final
-        p_xt = torch.zeros(x.shape, device=x.device)
+        p_xt = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
     else:
         can_change = torch.ones_like(x, dtype=torch.bool)
-        p_xt = probs.gather(-1, x.unsqueeze(-1)).squeeze(-1)
+        everyone = torch.arange(B * L, device=x.device)
+        maxima, masses = categorical.logit_blocks(z, None, temperature)
+        others, own = categorical.without_token(z, everyone, x.reshape(-1), maxima, masses, temperature)
+        rest = others.sum(-1)  # the mass of every token but x_t, in float64 from the blocks
+        p_xt = (own / (own + rest)).reshape(B, L)
     if fixed is not None:
         can_change &= ~fixed
     if u is None:
         u = uniform(x.shape, generator, x.device, torch.float64)
     moves, final = moving(can_change, p_xt, t, h, method, n, u)
-    rows = probs[moves]  # (N, V) posteriors of the positions that change
-    if source == "uniform":  # a jump goes to a token other than the current one; the final draw is free
-        jumps = ~final.expand_as(x)[moves]
-        rows[jumps] = rows[jumps].scatter(-1, x[moves][jumps].unsqueeze(-1), 0.0)
-        rows = rows / rows.sum(-1, keepdim=True).clamp_min(1e-30)
+    rows = moves.reshape(-1).nonzero().squeeze(1)  # (N,) the positions that change
+    if source == "mask":
+        maxima, masses = categorical.logit_blocks(z, rows, temperature)
+        exclude = None
+    else:  # a jump goes to a token other than the current one; the final draw is free
+        jump = ~final.expand(B, L).reshape(-1)[rows]
+        others, own = others[rows], own[rows]
+        own_block = (x.reshape(-1)[rows] // categorical.block_shape(V)[0])[:, None]
+        masses = torch.where(jump[:, None], others, others.scatter_add(1, own_block, own[:, None]))
+        maxima = maxima[rows]
+        exclude = torch.where(jump, x.reshape(-1)[rows], -1)
     x = x.clone()
-    x[moves] = sample_categorical(rows, generator)
+    x.view(-1)[rows] = categorical.draw(z, rows, maxima, masses, temperature, exclude, generator)
     return x
 
 
