@@ -20,6 +20,7 @@ docs/method.md section 6. Choices:
 import time
 
 import torch
+from tqdm import tqdm
 
 from nanodfm.autoregressive import generate
 from nanodfm.model import ModelConfig, Transformer
@@ -133,3 +134,114 @@ def compiled(model):
     fn = torch.compile(model)
     fn.config = model.config
     return fn
+
+
+class _Enough(Exception):
+    """Raised from on_step to end a timed sampling run early."""
+
+
+def time_sampling(model, batch_size, length, steps, source, student, max_timed_steps, device):
+    """(seconds for all `steps` steps, steps timed): a sampling run, timed over its first
+    max_timed_steps steps and scaled to all of them (uniform source only: every step there does the
+    same work), or timed whole."""
+    timed = steps if source != "uniform" or not max_timed_steps else min(steps, max_timed_steps)
+    def stop(s, x, last_change):
+        if s + 1 == timed < steps:
+            raise _Enough
+    synchronize(device)
+    start = time.perf_counter()
+    try:
+        sample(model, batch_size, length, steps, source, "cumulative", step_size_input=student, device=device,
+               on_step=stop)
+    except _Enough:
+        pass
+    synchronize(device)
+    return (time.perf_counter() - start) * steps / timed, timed
+
+
+def study(size, vocab_size, length, batch_sizes, steps, source="uniform", max_timed_steps=64, warmup=1, repeats=3,
+          compile=False, seed=0, device="cpu", label="small"):
+    """Rows of the speed study at one model size and length: for each batch size, the AR model with
+    its KV cache (length - 1 calls), the student at each of steps["student"] and the DFM model at
+    each of steps["dfm"]. size: {"n_layer", "n_head", "n_embd"}."""
+    models = {}
+    for kind in ("ar", "student", "dfm"):
+        torch.manual_seed(seed)
+        model = random_model(kind, vocab_size, length, **size).to(device).eval()
+        models[kind] = compiled(model) if compile else model
+    runs = [("ar_cache", "ar", length - 1)] + [(kind, kind, S) for kind in ("student", "dfm") for S in steps[kind]]
+    rows = []
+    for name, kind, nfe in tqdm(runs, desc=f"speed {label} L={length}", leave=False, dynamic_ncols=True):
+        for B in batch_sizes:
+            if kind == "ar":
+                prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
+                seconds = time_call(lambda: generate(models["ar"], prompt, length - 1), device, warmup, repeats)
+                timed = nfe
+            else:
+                run = lambda: time_sampling(models[kind], B, length, nfe, source, kind == "student", max_timed_steps,
+                                            device)
+                for _ in range(warmup):
+                    run()
+                results = [run() for _ in range(repeats)]
+                seconds, timed = sum(r[0] for r in results) / repeats, results[0][1]
+            rows.append({"size": label, **size, "vocab_size": vocab_size, "length": length, "name": name,
+                         "nfe": nfe, "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
+                         "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats})
+    return rows
+
+
+def crossovers(rows):
+    """For each (size, length, student or DFM run): the smallest batch size at which AR with its
+    cache takes less time per sequence than it, or None if none of the batch sizes timed."""
+    out = []
+    groups = dict.fromkeys((r["size"], r["length"], r["name"], r["nfe"]) for r in rows if r["name"] != "ar_cache")
+    for size, L, name, nfe in groups:
+        ar = {r["batch_size"]: r["seconds_per_sequence"] for r in rows
+              if (r["size"], r["length"], r["name"]) == (size, L, "ar_cache")}
+        mine = {r["batch_size"]: r["seconds_per_sequence"] for r in rows
+                if (r["size"], r["length"], r["name"], r["nfe"]) == (size, L, name, nfe)}
+        common = sorted(set(ar) & set(mine))
+        faster = [B for B in common if ar[B] < mine[B]]
+        out.append({"size": size, "length": L, "name": f"{name}@{nfe}", "batch_sizes": common,
+                    "speedup_vs_ar": [ar[B] / mine[B] for B in common],
+                    "crossover_batch_size": faster[0] if faster else None})
+    return out
+
+
+def plot_study(result, path):
+    """Seconds per sequence against batch size, one panel per length of the small size; AR with its
+    cache solid black, the student and DFM model coloured. False (no plot) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in result["rows"] if r["size"] == "small"]
+    lengths = sorted({r["length"] for r in rows})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(5.5 * len(lengths), 4.2), squeeze=False)
+    for ax, L in zip(axes[0], lengths):
+        for name, nfe in dict.fromkeys((r["name"], r["nfe"]) for r in rows if r["length"] == L):
+            mine = sorted((r for r in rows if (r["length"], r["name"], r["nfe"]) == (L, name, nfe)),
+                          key=lambda r: r["batch_size"])
+            label = "AR, KV cache" if name == "ar_cache" else f"{name}, {nfe} steps"
+            style = {"color": "black", "linewidth": 2.5} if name == "ar_cache" else {}
+            ax.plot([r["batch_size"] for r in mine], [r["seconds_per_sequence"] for r in mine], marker="o",
+                    label=label, linestyle="--" if name == "dfm" else "-", **style)
+        for c in result["crossovers"]:
+            if c["size"] == "small" and c["length"] == L and c["crossover_batch_size"] and c["name"].startswith("student"):
+                ax.axvline(c["crossover_batch_size"], color="gray", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (sequences generated at once)")
+        ax.set_ylabel("seconds per sequence")
+        ax.set_title(f"L = {L} tokens")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{result['device_name']} ({result['device']}, {result['dtype']}, {result['threads']} threads"
+                 f"{', compiled' if result['compile'] else ''}): dotted lines mark where AR overtakes the student",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

@@ -1,0 +1,98 @@
+"""bench.py and speed.py: the timing is of what it says, the study's JSON has its fields, and the
+GPU command's code paths (bfloat16 autocast, compile) run on a CPU."""
+
+import json
+
+import pytest
+import torch
+
+import bench
+from conftest import run_script
+from nanodfm import speed
+
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--repeats=1", "--device=cpu"]
+STUDY = ["--mode=study", "--lengths=8,12", "--batch_sizes=1,2", "--student_steps=2", "--dfm_steps=6",
+         "--max_timed_steps=3", "--large=True", "--large_n_layer=1", "--large_n_head=2", "--large_n_embd=32",
+         "--large_vocab_size=300", "--large_length=16"]
+
+
+def test_gpu_command_smoke_run_on_cpu_writes_the_study(tmp_path):
+    """The GPU command with --device=cpu: bfloat16 autocast, every row and field in the JSON."""
+    out = tmp_path / "study.json"
+    result = run_script("bench.py", *STUDY, *TINY, "--dtype=bfloat16", f"--out_json={out}")
+    assert result.returncode == 0, result.stderr
+    study = json.loads(out.read_text())
+    assert study["mode"] == "study" and study["dtype"] == "bfloat16" and study["device"] == "cpu"
+    assert {"device_name", "torch", "threads", "compile", "settings", "crossovers"} <= set(study)
+    cells = {(r["size"], r["length"], r["name"], r["nfe"], r["batch_size"]) for r in study["rows"]}
+    expected = {("small", L, name, nfe, B) for L in (8, 12) for B in (1, 2)
+                for name, nfe in (("ar_cache", L - 1), ("student", 2), ("dfm", 6))}
+    expected |= {("large", 16, name, nfe, 1) for name, nfe in (("ar_cache", 15), ("student", 2), ("dfm", 6))}
+    assert cells == expected
+    for r in study["rows"]:
+        assert r["seconds"] > 0 and r["seconds_per_sequence"] == pytest.approx(r["seconds"] / r["batch_size"])
+        assert r["tokens_per_s"] == pytest.approx(r["batch_size"] * r["length"] / r["seconds"])
+        assert r["timed_steps"] == (3 if r["name"] == "dfm" else r["nfe"])  # the DFM rows are scaled from 3 steps
+    assert {(c["size"], c["length"], c["name"]) for c in study["crossovers"]} == \
+        {(s, L, n) for s, L in (("small", 8), ("small", 12), ("large", 16)) for n in ("student@2", "dfm@6")}
+
+
+def test_compile_wraps_every_model(monkeypatch):
+    """--compile=True compiles the AR model, the student and the DFM model (both sides or neither)."""
+    compiled = []
+    def fake_compile(model):
+        compiled.append(model)
+        return model  # called as it is: compiling itself is torch's business and slow on a CPU
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    bench.main([*STUDY, *TINY, "--large=False", "--lengths=8", "--compile=True"])
+    kinds = sorted("ar" if m.config.causal else "student" if m.config.step_conditioned else "dfm" for m in compiled)
+    assert kinds == ["ar", "dfm", "student"]
+
+
+def test_overhead_counts_the_model_calls_and_splits_the_time(tmp_path):
+    out = tmp_path / "overhead.json"
+    result = run_script("bench.py", "--mode=overhead", "--overhead_cases=11:16,300:8", "--student_steps=3", *TINY,
+                        f"--out_json={out}")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["vocab_size"], r["length"], r["source"]) for r in rows} == \
+        {(V, L, s) for V, L in ((11, 16), (300, 8)) for s in ("mask", "uniform")}
+    for r in rows:
+        assert 0 < r["forward_s"] < r["total_s"] and r["overhead"] == pytest.approx(1 - r["forward_s"] / r["total_s"])
+        if r["source"] == "uniform":
+            assert r["model_calls"] == 3  # the mask source may skip a call where nothing moves
+
+
+def test_partial_timing_stops_early_only_for_the_uniform_source():
+    calls = []
+    model = speed.random_model("dfm", 11, 8, n_layer=1, n_head=2, n_embd=16)
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return model(*args, **kwargs)
+    counting.config = model.config
+    seconds, timed = speed.time_sampling(counting, 1, 8, 20, "uniform", False, 4, "cpu")
+    assert timed == 4 and len(calls) == 4 and seconds > 0
+    calls.clear()
+    _, timed = speed.time_sampling(counting, 1, 8, 20, "mask", False, 4, "cpu")
+    assert timed == 20 and 0 < len(calls) <= 20  # timed whole: its steps differ in work
+
+
+def test_crossover_is_the_first_batch_size_where_ar_is_faster():
+    def row(name, nfe, B, s):
+        return {"size": "small", "length": 8, "name": name, "nfe": nfe, "batch_size": B, "seconds_per_sequence": s}
+    rows = [row("ar_cache", 7, 1, 1.0), row("ar_cache", 7, 4, 0.3), row("ar_cache", 7, 16, 0.1),
+            row("student", 8, 1, 0.2), row("student", 8, 4, 0.25), row("student", 8, 16, 0.2)]
+    (c,) = speed.crossovers(rows)
+    assert c["name"] == "student@8" and c["crossover_batch_size"] == 16
+    assert c["speedup_vs_ar"] == pytest.approx([5.0, 1.2, 0.5])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode=fast"], "--mode must be overhead or study"),
+    (["--batch_sizes=0"], "--batch_sizes must be comma-separated positive integers"),
+    (["--mode=overhead", "--overhead_cases=65"], "vocabulary:length pairs"),
+    (["--dtype=float16"], "--dtype must be"),
+])
+def test_bad_input_is_one_line(args, message):
+    result = run_script("bench.py", *TINY, *args)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
