@@ -3,12 +3,15 @@
     python bench.py --mode=overhead --out_json=results/speed/overhead.json
     python bench.py --mode=study --out_json=results/speed/study-cpu.json --out_png=assets/speed_cpu.png
     python bench.py --mode=study --device=cuda --dtype=bfloat16 --compile=True --out_json=study-gpu.json
+    python bench.py --mode=estimate --out_json=results/speed/estimate-h100.json
 
 overhead: the share of `sampler.sample`'s time spent outside the model's forward calls, at batch 1,
 for each vocabulary:length case, both sources, the student at student_steps.
 study: seconds per sequence and tokens/s against batch size for the AR model with its KV cache, the
 student and the DFM model, at each length, plus a batch-1 row at the large size; a JSON of every
 cell, the crossover batch sizes, and a plot.
+estimate: a paper estimate (no timing) of the GPU floor per sequence at the large size, for the
+student at student_steps and AR with its cache, from the accelerator's published peaks.
 """
 
 import json
@@ -23,7 +26,7 @@ from nanodfm.evaluate import markdown_table
 from nanodfm.config import UsageError, autocast_for, parse, pick_device
 
 # ----------------------------------------------------------------------------- defaults
-mode = "study"  # "overhead" or "study"
+mode = "study"  # "overhead", "study" or "estimate"
 # the model size (the CPU preset's width)
 n_layer = 4
 n_head = 4
@@ -45,6 +48,10 @@ large_n_head = 12
 large_n_embd = 768
 large_vocab_size = 50257
 large_length = 1024
+# estimate (at the large size): an H100 SXM's published dense bfloat16 peak and HBM3 bandwidth
+peak_tflops = 989.0
+bandwidth_tbs = 3.35
+estimate_batch_sizes = "1,64"
 # timing
 warmup = 1  # untimed calls before the timed ones
 repeats = 3  # timed calls; the mean is reported
@@ -129,10 +136,27 @@ def study(cfg, dev, autocast, dtype):
     return {"mode": "study", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows, "crossovers": crossovers}
 
 
+def estimate(cfg, dev, autocast, dtype):
+    rows = []
+    for steps in int_list("student_steps", cfg["student_steps"]):
+        for B in int_list("estimate_batch_sizes", cfg["estimate_batch_sizes"]):
+            e = speed.floor_estimate(cfg["large_n_layer"], cfg["large_n_embd"], cfg["large_vocab_size"],
+                                     cfg["large_length"], steps, B, cfg["peak_tflops"] * 1e12, cfg["bandwidth_tbs"] * 1e12)
+            rows += [{"name": name, "steps": steps if name == "student" else cfg["large_length"] - 1, "batch_size": B, **v}
+                     for name, v in e.items() if name == "student" or steps == int_list("student_steps", cfg["student_steps"])[0]]
+    print(f"an estimate, not a measurement: {cfg['large_n_layer']} layers x {cfg['large_n_embd']} wide, "
+          f"V={cfg['large_vocab_size']}, L={cfg['large_length']}, bfloat16, {cfg['peak_tflops']:g} TFLOP/s, "
+          f"{cfg['bandwidth_tbs']:g} TB/s\n")
+    print(markdown_table(["model", "calls", "batch", "TFLOP", "GB moved", "bound", "ms / sequence"],
+                         [[r["name"], r["steps"], r["batch_size"], r["flops"] / 1e12, r["bytes"] / 1e9, r["bound"],
+                           1e3 * r["seconds_per_sequence"]] for r in rows]))
+    return {"mode": "estimate", "estimate": True, "settings": cfg, "rows": rows}
+
+
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
-    if cfg["mode"] not in ("overhead", "study"):
-        raise UsageError(f"--mode must be overhead or study, got {cfg['mode']!r}")
+    if cfg["mode"] not in ("overhead", "study", "estimate"):
+        raise UsageError(f"--mode must be overhead, study or estimate, got {cfg['mode']!r}")
     if cfg["dtype"] not in ("auto", "bfloat16", "float32"):
         raise UsageError(f"--dtype must be auto, bfloat16 or float32, got {cfg['dtype']!r}")
     for key in ("repeats", "large_repeats"):
@@ -142,7 +166,7 @@ def main(argv):
         torch.set_num_threads(cfg["threads"])
     dev = torch.device(pick_device(cfg["device"]))
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
-    result = (overhead if cfg["mode"] == "overhead" else study)(cfg, dev, autocast, dtype)
+    result = {"overhead": overhead, "study": study, "estimate": estimate}[cfg["mode"]](cfg, dev, autocast, dtype)
     if cfg["out_json"]:
         os.makedirs(os.path.dirname(os.path.abspath(cfg["out_json"])), exist_ok=True)
         with open(cfg["out_json"], "w") as f:

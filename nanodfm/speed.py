@@ -245,3 +245,27 @@ def plot_study(result, path):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def floor_estimate(n_layer, n_embd, vocab_size, length, steps, batch_size, peak_flops, bandwidth, bytes_per_value=2):
+    """A paper estimate of the fastest one sequence can be generated on an accelerator with the given
+    peak (FLOP/s) and memory bandwidth (bytes/s): the larger of compute time and memory time, per
+    sequence, for the student at `steps` steps and for AR with its KV cache. Counts the matmuls with
+    weights (2 FLOPs per weight per token: 12 d^2 per layer and the d x V head), attention (4 L d per
+    token per layer for the student; for AR 4 i d at position i), weights read once per model call,
+    the logits written and read once, and AR's cached keys and values read at every position.
+    Ignores everything else (norms, the sampler's own passes, kernel launches): a floor, not a forecast."""
+    d, L, B, V, b = n_embd, length, batch_size, vocab_size, bytes_per_value
+    weights = 12 * n_layer * d * d + d * V
+    student_flops = B * steps * L * (2 * weights + 4 * n_layer * L * d)
+    student_bytes = steps * (weights * b + B * L * V * (b + 4))  # logits written (b), read as float32 (4)
+    positions = L * (L - 1) / 2  # AR attends to i cached positions at step i
+    ar_flops = B * ((L - 1) * 2 * weights + 4 * n_layer * d * positions)
+    ar_bytes = (L - 1) * weights * b + B * (2 * n_layer * d * b * positions + (L - 1) * V * (b + 4))
+    out = {}
+    for name, flops, moved in (("student", student_flops, student_bytes), ("ar_cache", ar_flops, ar_bytes)):
+        compute, memory = flops / peak_flops, moved / bandwidth
+        out[name] = {"flops": flops, "bytes": moved, "compute_s": compute, "memory_s": memory,
+                     "bound": "compute" if compute >= memory else "memory",
+                     "seconds_per_sequence": max(compute, memory) / B}
+    return out

@@ -88,7 +88,7 @@ def test_crossover_is_the_first_batch_size_where_ar_is_faster():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode=fast"], "--mode must be overhead or study"),
+    (["--mode=fast"], "--mode must be overhead, study or estimate"),
     (["--batch_sizes=0"], "--batch_sizes must be comma-separated positive integers"),
     (["--mode=overhead", "--overhead_cases=65"], "vocabulary:length pairs"),
     (["--dtype=float16"], "--dtype must be"),
@@ -96,3 +96,24 @@ def test_crossover_is_the_first_batch_size_where_ar_is_faster():
 def test_bad_input_is_one_line(args, message):
     result = run_script("bench.py", *TINY, *args)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_floor_estimate_counts_flops_and_bytes():
+    """One layer of width 2, V = 3, L = 4: weights 12*4 + 6 = 54; the student's 2 steps at batch 1
+    do 2 * 4 * (2 * 54 + 4 * 1 * 4 * 2) FLOPs; AR's attention covers 0 + 1 + 2 + 3 = 6 positions."""
+    e = speed.floor_estimate(1, 2, 3, 4, 2, 1, peak_flops=1.0, bandwidth=1.0, bytes_per_value=2)
+    assert e["student"]["flops"] == 2 * 4 * (2 * 54 + 32)
+    assert e["student"]["bytes"] == 2 * (54 * 2 + 4 * 3 * 6)
+    assert e["ar_cache"]["flops"] == 3 * 2 * 54 + 4 * 1 * 2 * 6
+    assert e["ar_cache"]["bytes"] == 3 * 54 * 2 + (2 * 1 * 2 * 2 * 6 + 3 * 3 * 6)
+    big = speed.floor_estimate(1, 2, 3, 4, 2, 8, peak_flops=1.0, bandwidth=1.0)
+    assert big["student"]["seconds_per_sequence"] == pytest.approx(e["student"]["seconds_per_sequence"])  # compute-bound
+
+
+def test_estimate_mode_writes_a_labelled_estimate(tmp_path):
+    out = tmp_path / "estimate.json"
+    result = run_script("bench.py", "--mode=estimate", f"--out_json={out}")
+    assert result.returncode == 0, result.stderr
+    assert "an estimate, not a measurement" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["estimate"] is True and {(r["name"], r["batch_size"]) for r in data["rows"]} >= {("student", 1), ("ar_cache", 64)}
