@@ -191,8 +191,10 @@ class Transformer(nn.Module):
             c = c + self.step_mlp(timestep_embedding(h, self.N_FREQ))
         return c
 
-    def forward(self, idx, t=None, h=None, cache=None):
-        """idx (B, T) token ids (MASK allowed); t, h: floats or (B,). Returns logits (B, T, V)."""
+    def forward(self, idx, t=None, h=None, cache=None, positions=None):
+        """idx (B, T) token ids (MASK allowed); t, h: floats or (B,). Returns logits (B, T, V), or
+        (N, V) at the N True entries of positions (B, T), in row-major order: the output layer, the
+        largest matmul with a large vocabulary, then runs only where logits are wanted."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
@@ -212,7 +214,7 @@ class Transformer(nn.Module):
             x = modulate(x, shift, scale)
         if cache is not None:
             cache.pos += T
-        return self.head(x)
+        return self.head(x if positions is None else x[positions])
 
     def new_cache(self, batch_size, device, dtype=torch.float32):
         c = self.config

@@ -13,8 +13,10 @@ docs/method.md section 4. One step from t to t + h, per position, given p = p(x1
 - The last step (t + h = 1) draws x1 from p directly. Under the mask source only masked positions
   ever change, so a decoded token is never revised.
 
-Under the mask source the jump test needs no model output, so `sample` draws it first and calls
-the model only on rows where a position moves (at most `steps` calls, on fewer rows).
+The jump probability is largest at p(x_t) = 0, so a position whose jump test fails there cannot
+move whatever the model says (`candidates`; under the mask source, the test needs no model output
+at all). `sample` draws the tests first and asks the model for logits only at the candidates, on the
+rows that have any: exact, and with a large vocabulary most of the output layer is skipped.
 
 Categories are drawn by categorical.py: exact, with float64 cumulative sums (float32 noise would
 truncate the tail and lower the entropy, which flatters generative perplexity), at about the cost
@@ -52,57 +54,78 @@ def moving(can_change, p_xt, t, h, method, n, u):
     return can_change & (final | (u < jump_probability(p_xt, t, h, method, n))), final
 
 
-def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, generator=None, fixed=None, u=None):
+def candidates(x, t, h, source, V, method="cumulative", n=1.0, u=None, fixed=None):
+    """(B, L) bool: the positions that may move in this step, whatever the model says.
+
+    A position can move if it may change (masked, under the mask source; not `fixed`) and its jump
+    test u passes at p(x_t) = 0, the largest jump probability: it falls as p(x_t) grows, so no other
+    position moves. The rest need no logits, no normaliser and no draw: under the uniform source at
+    8 steps two thirds of the positions, at 1024 steps all but a few."""
+    can_change = x == mask_id(V) if source == "mask" else torch.ones_like(x, dtype=torch.bool)
+    if fixed is not None:
+        can_change &= ~fixed
+    return moving(can_change, torch.zeros(x.shape, dtype=torch.float64, device=x.device), t, h, method, n, u)[0]
+
+
+def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, generator=None, fixed=None, u=None,
+         at_candidates=False):
     """One step of size h from time t (B,): returns x at t + h (B, L). h: a float or (B,).
 
     logits (B, L, V) are the model's posterior logits (or log-probabilities) at (x, t); they are
-    read, never changed. `fixed` (B, L) marks positions that must not change (a prompt). A row with
-    t + h = 1 takes the final step: its changeable positions draw x1 from p directly. u (B, L): the
-    uniforms of the jump test, if the caller drew them already (`sample` does, to skip the model
-    where nothing moves). The draws are categorical.py's: one pass over the logits, exact in float64.
+    read, never changed. With at_candidates, logits (C, V) are given only at the `candidates`
+    positions, in order (what `model(..., positions=candidates(...))` returns). `fixed` (B, L)
+    marks positions that must not change (a prompt). A row with t + h = 1 takes the final step: its
+    changeable positions draw x1 from p directly. u (B, L): the uniforms of the jump test, if the
+    caller drew them already (`sample` does, to call the model only where something may move).
+    The draws are categorical.py's: one pass over the candidates' logits, exact in float64.
     """
-    B, L, V = logits.shape
-    z = logits.reshape(B * L, V)
-    if source == "mask":
-        can_change = x == mask_id(V)  # decoded tokens are final
-        p_xt = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
-    else:
-        can_change = torch.ones_like(x, dtype=torch.bool)
-        everyone = torch.arange(B * L, device=x.device)
-        maxima, masses = categorical.logit_blocks(z, None, temperature)
-        others, own = categorical.without_token(z, everyone, x.reshape(-1), maxima, masses, temperature)
-        rest = others.sum(-1)  # the mass of every token but x_t, in float64 from the blocks
-        p_xt = (own / (own + rest)).reshape(B, L)
-    if fixed is not None:
-        can_change &= ~fixed
+    B, L = x.shape
+    V = logits.shape[-1]
     if u is None:
         u = uniform(x.shape, generator, x.device, torch.float64)
-    moves, final = moving(can_change, p_xt, t, h, method, n, u)
-    rows = moves.reshape(-1).nonzero().squeeze(1)  # (N,) the positions that change
-    if source == "mask":
-        maxima, masses = categorical.logit_blocks(z, rows, temperature)
-        exclude = None
-    else:  # a jump goes to a token other than the current one; the final draw is free
-        jump = ~final.expand(B, L).reshape(-1)[rows]
-        others, own = others[rows], own[rows]
-        own_block = (x.reshape(-1)[rows] // categorical.block_shape(V)[0])[:, None]
+    maybe = candidates(x, t, h, source, V, method, n, u, fixed)
+    flat = maybe.reshape(-1).nonzero().squeeze(1)  # (C,) positions in x
+    if at_candidates:
+        if logits.shape[0] != flat.shape[0]:
+            raise ValueError(f"logits for {logits.shape[0]} positions, but {flat.shape[0]} may move")
+        z, rows = logits, torch.arange(flat.shape[0], device=x.device)
+    else:
+        z, rows = logits.reshape(B * L, V), flat  # rows of z
+    current = x.reshape(-1)[flat]
+    maxima, masses = categorical.logit_blocks(z, rows, temperature)
+    p_xt = torch.ones(B * L, dtype=torch.float64, device=x.device)  # 1: no jump; only candidates need p
+    if source == "uniform":
+        others, own = categorical.without_token(z, rows, current, maxima, masses, temperature)
+        p_xt[flat] = own / (own + others.sum(-1))  # the others' mass is a float64 sum of blocks
+    else:
+        p_xt[flat] = 0.0
+    moves, final = moving(maybe, p_xt.reshape(B, L), t, h, method, n, u)
+    go = moves.reshape(-1)[flat]  # (C,) the candidates that move
+    rows, maxima, masses, current = rows[go], maxima[go], masses[go], current[go]
+    exclude = None
+    if source == "uniform":  # a jump goes to a token other than the current one; the final draw is free
+        jump = ~final.expand(B, L).reshape(-1)[flat[go]]
+        others, own = others[go], own[go]
+        own_block = (current // categorical.block_shape(V)[0])[:, None]
         masses = torch.where(jump[:, None], others, others.scatter_add(1, own_block, own[:, None]))
-        maxima = maxima[rows]
-        exclude = torch.where(jump, x.reshape(-1)[rows], -1)
+        exclude = torch.where(jump, current, -1)
     x = x.clone()
-    x.view(-1)[rows] = categorical.draw(z, rows, maxima, masses, temperature, exclude, generator)
+    x.view(-1)[flat[go]] = categorical.draw(z, rows, maxima, masses, temperature, exclude, generator)
     return x
 
 
 @torch.no_grad()
 def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.0, temperature=1.0,
            prompt=None, fixed=None, step_size_input=False, generator=None, device="cpu",
-           progress=False, on_step=None):
+           progress=False, on_step=None, stride=1):
     """Generate num_samples sequences of seq_len tokens in `steps` model calls (NFE = steps).
 
     prompt (L,) or (B, L) token ids and fixed (L,) or (B, L) bool: positions clamped to the prompt.
     step_size_input: pass h = 1/steps to the model (the few-step student).
     on_step(s, x, last_change): called after every step s in [0, steps), e.g. to show frames.
+    stride (timing only): run just the steps s = stride - 1, 2 stride - 1, ..., steps - 1, each at its
+    own t, and skip the others; under the uniform source a step's work depends on t alone, so the
+    time times `stride` estimates the whole run's (speed.time_sampling).
     Returns x (B, L) and last_change (B, L): the step at which each position last took a new value
     (0 for a position that kept its initial token, -1 for prompt positions).
     """
@@ -120,23 +143,19 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
     if fixed is not None:
         last_change[fixed] = -1
     h = 1.0 / steps
-    for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
+    for s in tqdm(range(stride - 1, steps, stride), disable=not progress, desc="sampling", leave=False):
         t = torch.full((num_samples,), s * h, device=device)
-        if source == "mask":
-            # The jump test of a masked position does not depend on the model (p(x_t) = 0), so draw
-            # it first and call the model only on rows where some position moves: exact, and at
-            # 1024 steps of 128 tokens about 8 times fewer rows. Same draws as the full batch.
-            u = uniform(x.shape, generator, device, torch.float64)
-            can_change = (x == mask_id(V)) & (~fixed if fixed is not None else True)
-            rows = moving(can_change, torch.zeros(x.shape, device=device), t, h, method, n, u)[0].any(-1)  # (B,)
-            x_next = x.clone()
-            if rows.any():
-                logits = model(x[rows], t[rows], h if step_size_input else None)
-                x_next[rows] = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
-                                    fixed[rows] if fixed is not None else None, u[rows])
-        else:
-            logits = model(x, t, h if step_size_input else None)
-            x_next = step(x, logits, t, h, source, method, n, temperature, generator, fixed)
+        # Which positions can move does not depend on the model (`candidates`), so draw the jump
+        # tests first and ask the model for logits only there, on the rows that have any: exact, and
+        # the output layer (most of the work with a large vocabulary) shrinks with the candidates.
+        u = uniform(x.shape, generator, device, torch.float64)
+        maybe = candidates(x, t, h, source, V, method, n, u, fixed)
+        rows = maybe.any(-1)  # (B,)
+        x_next = x.clone()
+        if rows.any():
+            logits = model(x[rows], t[rows], h if step_size_input else None, positions=maybe[rows])  # (C, V)
+            x_next[rows] = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
+                                fixed[rows] if fixed is not None else None, u[rows], at_candidates=True)
         last_change[x_next != x] = s
         x = x_next
         if on_step is not None:

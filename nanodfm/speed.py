@@ -9,9 +9,9 @@ docs/method.md section 6. Choices:
   sampling run (`TimedModel`): the fraction of the total that is not the model.
 - The speed study times, for each batch size B and length L, the AR model with its KV cache (one
   model call per token, L - 1 calls on B rows of one position each), the student at a few steps and
-  the DFM model at many (S calls on B rows of L positions each). Long DFM runs may be timed over
-  their first `max_timed_steps` steps and scaled: under the uniform source every step does the same
-  work; the JSON says which cells were scaled.
+  the DFM model at many (up to S calls on B rows of L positions; the output layer and the draws only
+  where a position may move). Long DFM runs may be timed over every k-th step and scaled by k:
+  under the uniform source a step's work depends on t alone; the JSON says which cells were scaled.
 - The student computes S x L token positions per sequence and AR L, so at batch 1, where a CPU or
   GPU is mostly idle, the student's S calls beat AR's L calls; once the batch fills the hardware,
   work is what counts and AR with its cache wins. The crossover is the batch size where they meet.
@@ -136,27 +136,17 @@ def compiled(model):
     return fn
 
 
-class _Enough(Exception):
-    """Raised from on_step to end a timed sampling run early."""
-
-
 def time_sampling(model, batch_size, length, steps, source, student, max_timed_steps, device):
-    """(seconds for all `steps` steps, steps timed): a sampling run, timed over its first
-    max_timed_steps steps and scaled to all of them (uniform source only: every step there does the
-    same work), or timed whole."""
-    timed = steps if source != "uniform" or not max_timed_steps else min(steps, max_timed_steps)
-    def stop(s, x, last_change):
-        if s + 1 == timed < steps:
-            raise _Enough
+    """(seconds for all `steps` steps, steps timed): a sampling run timed whole, or, under the uniform
+    source with more than max_timed_steps steps, every k-th step of it, each at its own t, times k
+    (a step's work there depends on t alone: the candidates that may move)."""
+    stride = 1 if source != "uniform" or not max_timed_steps else -(-steps // max_timed_steps)
     synchronize(device)
     start = time.perf_counter()
-    try:
-        sample(model, batch_size, length, steps, source, "cumulative", step_size_input=student, device=device,
-               on_step=stop)
-    except _Enough:
-        pass
+    sample(model, batch_size, length, steps, source, "cumulative", step_size_input=student, device=device,
+           stride=stride)
     synchronize(device)
-    return (time.perf_counter() - start) * steps / timed, timed
+    return (time.perf_counter() - start) * stride, len(range(stride - 1, steps, stride))
 
 
 def study(size, vocab_size, length, batch_sizes, steps, source="uniform", max_timed_steps=64, warmup=1, repeats=3,

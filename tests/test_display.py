@@ -34,8 +34,9 @@ class FakeDenoiser(torch.nn.Module):
         self.config = SimpleNamespace(vocab_size=vocab_size, block_size=block_size)
         self.logits = torch.randn(block_size, vocab_size, generator=torch.Generator().manual_seed(seed)) * 3
 
-    def forward(self, x, t, h=None):
-        return self.logits[: x.shape[1]].expand(x.shape[0], -1, -1)  # (B, L, V)
+    def forward(self, x, t, h=None, positions=None):
+        logits = self.logits[: x.shape[1]].expand(x.shape[0], -1, -1)  # (B, L, V)
+        return logits if positions is None else logits[positions]
 
 
 @pytest.mark.parametrize("source", ["mask", "uniform"])

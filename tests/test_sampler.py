@@ -7,7 +7,7 @@ import torch
 
 from nanodfm.config import UsageError
 from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import LOG_ZERO, kappa, mask_id
+from nanodfm.path import LOG_ZERO, kappa, mask_id, sample_source
 from nanodfm.sampler import jump_probability, sample, step
 
 V = 7
@@ -20,8 +20,9 @@ class PerfectDenoiser(torch.nn.Module):
         super().__init__()
         self.x1, self.config = x1, ModelConfig(vocab_size=V)
 
-    def forward(self, x, t, h=None):
-        return torch.full((*x.shape, V), LOG_ZERO).scatter(-1, self.x1.expand(x.shape).unsqueeze(-1), 0.0)
+    def forward(self, x, t, h=None, positions=None):
+        logits = torch.full((*x.shape, V), LOG_ZERO).scatter(-1, self.x1.expand(x.shape).unsqueeze(-1), 0.0)
+        return logits if positions is None else logits[positions]  # (C, V) where sample asks
 
 
 def masked_fractions(model, steps, method, n=1.0, num_samples=200, seq_len=100, seed=0):
@@ -98,31 +99,46 @@ class RowwiseModel(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.table, self.config, self.rows_seen = torch.randn(V + 1, V, generator=torch.Generator().manual_seed(0)), \
-            ModelConfig(vocab_size=V), 0
+        self.table, self.config = torch.randn(V + 1, V, generator=torch.Generator().manual_seed(0)), ModelConfig(vocab_size=V)
+        self.rows_seen = self.positions_seen = 0
 
-    def forward(self, x, t, h=None):
+    def forward(self, x, t, h=None, positions=None):
         self.rows_seen += x.shape[0]
-        return self.table[x] * (1 + t[:, None, None]) + x.float().mean(-1)[:, None, None]
+        self.positions_seen += x.numel() if positions is None else int(positions.sum())
+        logits = self.table[x] * (1 + t[:, None, None]) + x.float().mean(-1)[:, None, None]
+        return logits if positions is None else logits[positions]
 
 
+@pytest.mark.parametrize("source", ["mask", "uniform"])
 @pytest.mark.parametrize("method", ["cumulative", "euler"])
-def test_mask_source_skips_the_model_where_nothing_moves_and_draws_the_same(method):
-    """Under the mask source the jump test needs no model output, so rows where nothing moves are
-    not sent to the model: the samples are those of calling it on every row at every step."""
+def test_model_is_asked_only_where_a_position_may_move_and_draws_the_same(source, method):
+    """The jump test passes only if it passes at p(x_t) = 0, so `sample` asks the model for logits
+    only at those candidates, on the rows that have any: the samples are those of calling it on
+    every row and position at every step."""
     B, L, S = 16, 24, 64
     model = RowwiseModel()
     fixed = torch.zeros(L, dtype=torch.bool)
     fixed[:3] = True
     prompt = torch.randint(0, V, (L,), generator=torch.Generator().manual_seed(1))
-    x, _ = sample(model, B, L, S, "mask", method, prompt=prompt, fixed=fixed, generator=torch.Generator().manual_seed(2))
-    assert model.rows_seen < B * S // 2  # 21 masked positions over 64 steps: most rows idle at most steps
+    x, _ = sample(model, B, L, S, source, method, prompt=prompt, fixed=fixed, generator=torch.Generator().manual_seed(2))
+    # 21 changeable positions over 64 steps: rows idle at many steps, positions at most
+    assert model.rows_seen < B * S * (0.5 if source == "mask" else 0.75)
+    assert model.positions_seen < B * L * S // 8
     g = torch.Generator().manual_seed(2)
-    reference = torch.where(fixed, prompt, torch.full((B, L), mask_id(V)))
+    reference = torch.where(fixed, prompt, sample_source((B, L), V, source, generator=g))
     for s in range(S):
         t = torch.full((B,), s / S)
-        reference = step(reference, model(reference, t), t, 1 / S, "mask", method, generator=g, fixed=fixed.expand(B, L))
+        reference = step(reference, model(reference, t), t, 1 / S, source, method, generator=g, fixed=fixed.expand(B, L))
     assert torch.equal(x, reference)
+
+
+def test_model_logits_at_positions_are_the_full_logits_there():
+    model = tiny_model()
+    x = torch.randint(0, V, (3, 10), generator=torch.Generator().manual_seed(0))
+    positions = torch.rand(3, 10, generator=torch.Generator().manual_seed(1)) < 0.4
+    t = torch.tensor([0.1, 0.5, 0.9])
+    torch.testing.assert_close(model(x, t, positions=positions), model(x, t)[positions])
+
 
 def tiny_model(seed=0, vocab_size=V):
     torch.manual_seed(seed)
