@@ -41,7 +41,7 @@ batch_sizes = "1,4,16,64"  # sequences generated at once
 student_steps = "4,8"  # model calls of the student
 dfm_steps = "256,1024"  # model calls of the DFM model
 source = "uniform"  # the source the student and DFM model sample with
-max_timed_steps = 64  # time at most this many DFM steps and scale to the rest (0: time them all)
+max_timed_steps = 16  # uniform source: time every k-th DFM step, at most this many, and scale by k (0: all)
 large = True  # also time batch 1 at the large size below (the OpenWebText preset's)
 large_n_layer = 12
 large_n_head = 12
@@ -54,7 +54,7 @@ bandwidth_tbs = 3.35
 estimate_batch_sizes = "1,64"
 # timing
 warmup = 1  # untimed calls before the timed ones
-repeats = 3  # timed calls; the mean is reported
+repeats = 2  # timed calls; the mean is reported
 large_repeats = 1  # timed calls at the large size
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"

@@ -1,6 +1,7 @@
-"""Print the README's quality tables (markdown) from the JSON that eval.py wrote.
+"""Print the README's tables (markdown) from the JSON that eval.py and bench.py wrote.
 
     python results/tables.py results/shakespeare_char_cpu
+    python results/tables.py results/speed
 
 Every number in the README's results comes from these files; this script only formats them.
 """
@@ -55,7 +56,71 @@ def ratio_table(reports, steps=(4, 8)):
     return "\n".join(lines)
 
 
+def overhead_table(before, after):
+    """The sampler's time outside the model, before and after, per case."""
+    key = lambda r: (r["vocab_size"], r["length"], r["source"], r["steps"])
+    old = {key(r): r for r in before["rows"]} if before else {}
+    lines = ["| V | L | source | steps | before: sample (s) | before: outside the model | after: sample (s) | "
+             "after: forwards (s) | after: outside the model |", "| ---: | ---: | --- | ---: |" + " ---: |" * 5]
+    for r in after["rows"]:
+        b = old.get(key(r))
+        was = f"{b['total_s']:.3g} | {100 * b['overhead']:.1f}%" if b else "- | -"
+        lines.append(f"| {r['vocab_size']} | {r['length']} | {r['source']} | {r['steps']} | {was} | {r['total_s']:.3g} | "
+                     f"{r['forward_s']:.3g} | {100 * r['overhead']:.1f}% |")
+    return "\n".join(lines)
+
+
+def study_table(study):
+    """Seconds per sequence, generators down, (length, batch size) across; the large size apart."""
+    rows = study["rows"]
+    cols = list(dict.fromkeys((r["size"], r["length"], r["batch_size"]) for r in rows))
+    calls = lambda r: "L - 1" if r["name"] == "ar_cache" else r["nfe"]
+    gens = list(dict.fromkeys((r["name"], calls(r)) for r in rows))
+    by = {(r["name"], calls(r), r["size"], r["length"], r["batch_size"]): r for r in rows}
+    head = [f"{'L' if s == 'small' else s + ' L'}={L}, B={B}" for s, L, B in cols]
+    lines = ["| s / sequence | " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(cols)]
+    for name, nfe in gens:
+        cells = []
+        for s, L, B in cols:
+            r = by.get((name, nfe, s, L, B))
+            cells.append("" if r is None else f"{r['seconds_per_sequence']:.3g}" + ("*" if r["timed_steps"] < r["nfe"] else ""))
+        label = "AR, KV cache" if name == "ar_cache" else name
+        lines.append(f"| {label} ({nfe} calls) | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("crossover: " + "; ".join(
+        f"{c['size']} L={c['length']} {c['name']}: {c['crossover_batch_size'] or 'none'}" for c in study["crossovers"]))
+    return "\n".join(lines)
+
+
+def estimate_table(estimate):
+    lines = ["| generator | model calls | batch | TFLOP | GB moved | bound | ms / sequence |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for r in estimate["rows"]:
+        label = "AR, KV cache" if r["name"] == "ar_cache" else r["name"]
+        lines.append(f"| {label} | {r['steps']} | {r['batch_size']} | {r['flops'] / 1e12:.3g} | {r['bytes'] / 1e9:.3g} | "
+                     f"{r['bound']} | {1e3 * r['seconds_per_sequence']:.3g} |")
+    return "\n".join(lines)
+
+
+def speed(folder):
+    after = load(folder, "overhead.json")
+    if after:
+        print("## the sampler's time outside the model, batch 1\n")
+        print(overhead_table(load(folder, "overhead-before.json"), after) + "\n")
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("study"):
+            study = load(folder, name)
+            print(f"## {name}: {study['device_name']} ({study['device']}), {study['dtype']}, {study['threads']} threads, "
+                  f"compile={study['compile']} (* = timed on every k-th step and scaled)\n")
+            print(study_table(study) + "\n")
+        if name.startswith("estimate"):
+            print(f"## {name}: an estimate, not a measurement\n")
+            print(estimate_table(load(folder, name)) + "\n")
+
+
 def main(folder):
+    if os.path.isfile(os.path.join(folder, "overhead.json")) or any(n.startswith("study") for n in os.listdir(folder)):
+        return speed(folder)
     for source in ("uniform", "mask"):
         report = load(folder, f"quality-{source}.json")
         if report:
@@ -65,6 +130,11 @@ def main(folder):
     reports = [(s, load(folder, f"quality-{s}.json")) for s in ("uniform", "mask")]
     print("## students against the reference\n")
     print(ratio_table([(s, r) for s, r in reports if r]) + "\n")
+    headline = [(s, load(folder, f"headline-{s}.json")) for s in ("uniform", "mask")]
+    if any(r for _, r in headline):
+        n = next(r for _, r in headline if r)["rows"][0]["num_samples"]
+        print(f"## the headline cells with {n} samples\n")
+        print(ratio_table([(s, r) for s, r in headline if r]) + "\n")
     ablation = load(folder, "ablation-uniform.json")
     if ablation:
         print("## ablation, uniform source\n")
