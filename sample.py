@@ -28,6 +28,7 @@ from nanodfm.autoregressive import generate, start_token
 from nanodfm.config import UsageError, parse, pick_device
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.sampler import METHODS, sample
+from nanodfm.speed import compiled
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -42,6 +43,7 @@ temperature = 1.0  # divides the logits: below 1 sharper, above 1 more varied
 top_k = 0  # AR checkpoints: draw from the k most likely tokens only; 0: off
 seed = 1337  # the same seed draws the same samples
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
+compile = False  # torch.compile the model: pays off on a GPU and for long runs (README, "Speed")
 show = "text"  # "text" (plain), "steps" (coloured by decode step) or "frames" (each step as it fills in)
 html = ""  # write the samples, coloured by decode step, as a standalone HTML page to this file
 color = "auto"  # "auto" (colour when stdout is a terminal), "always" or "never"
@@ -164,6 +166,8 @@ def main(argv):
     if student and cfg["sampler"] != "cumulative":
         raise UsageError("a few-step student was distilled for the cumulative step: drop --sampler (or use cumulative)")
     model = checkpoint.build_model(ck, weights="ema" if student else "model").to(dev).eval()
+    if cfg["compile"]:
+        model = compiled(model)
     tokenizer = load_tokenizer(ck["meta"])
     prompt_ids = encode_prompt(read_prompt(cfg["start"]), tokenizer, cfg["hole_len"])
     infill = None in prompt_ids

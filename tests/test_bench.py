@@ -118,3 +118,18 @@ def test_estimate_mode_writes_a_labelled_estimate(tmp_path):
     assert "an estimate, not a measurement" in result.stdout
     data = json.loads(out.read_text())
     assert data["estimate"] is True and {(r["name"], r["batch_size"]) for r in data["rows"]} >= {("student", 1), ("ar_cache", 64)}
+
+
+@pytest.mark.parametrize("kind", ["ar", "dfm"])
+def test_sample_py_compile_flag_compiles_the_model_it_samples_with(kind, tmp_path, monkeypatch, capsys):
+    import sample as sample_script
+    from test_autoregressive import save_checkpoint, tiny_model
+    ckpt = save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32), kind)
+    compiled = []
+    def fake_compile(model):
+        compiled.append(model)
+        return model
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    sample_script.main([f"--ckpt={ckpt}", "--length=12", "--steps=64", "--device=cpu", "--compile=True"])
+    assert len(compiled) == 1 and compiled[0].config.causal == (kind == "ar")
+    assert "----------" in capsys.readouterr().out
