@@ -42,7 +42,11 @@ def load_judge(spec, device):
             from transformers import GPT2LMHeadModel
         except ImportError:
             raise UsageError(f"--judge={spec} needs `pip install transformers`; or pass an AR checkpoint path") from None
-        hf = GPT2LMHeadModel.from_pretrained(spec).to(device).eval()
+        try:
+            hf = GPT2LMHeadModel.from_pretrained(spec).to(device).eval()
+        except OSError as e:  # offline and not in the Hugging Face cache
+            raise UsageError(f"--judge={spec}: cannot load it ({str(e).splitlines()[0]}); download it once with "
+                             f"a network, or pass an AR checkpoint path") from None
         return (lambda ids: hf(ids).logits), hf.config.n_positions, hf.config.vocab_size
     model = checkpoint.build_model(checkpoint.load(spec, kinds=("ar",))).to(device).eval()
     return model, model.config.block_size, model.config.vocab_size

@@ -125,4 +125,5 @@ def load_tokenizer(meta: dict):
             return GPT2Tokenizer()
         except RuntimeError as e:  # no GPT-2 BPE files to be had: the user's to fix, said in one line
             raise UsageError(str(e)) from None
-    raise ValueError(f"unknown tokenizer {kind!r} in meta.json (expected 'char' or 'gpt2')")
+    raise UsageError(f"unknown tokenizer {kind!r} in the dataset's meta.json (expected 'char' or 'gpt2'): "
+                     f"prepare the data again with data/*/prepare.py")

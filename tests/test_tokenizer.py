@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from nanodfm.config import UsageError
 from nanodfm.tokenizer import GPT2_EOT, gpt2_encoding, gpt2_encoding_from_files, load_tokenizer
 
 GPT2_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "gpt2"
@@ -115,6 +116,6 @@ def test_char_tokenizer_rejects_unknown_characters():
     assert "\n" not in str(info.value)
 
 
-def test_unknown_tokenizer_kind():
-    with pytest.raises(ValueError, match="unknown tokenizer"):
+def test_unknown_tokenizer_kind_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown tokenizer 'bytes'.*prepare the data again"):
         load_tokenizer({"tokenizer": "bytes"})
