@@ -84,6 +84,7 @@ seed = 1337  # seeds the model, the batches and the noise
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "n_cond", "dropout")  # a resumed or distilled model keeps its own
+PATH_KEYS = ("source", "kappa_power")  # and the probability path it was trained on
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
 
 
@@ -171,18 +172,18 @@ def open_log(path, resume_step):
 def adopt_checkpoint(cfg, ckpt, path, meta, data_dir):
     """Take the probability path and the model's shape from the checkpoint a run starts from (resume,
     or a student's parent), after checking that it was trained on the same tokens and that no shape
-    key set for this run (to a value other than the default) contradicts it."""
+    or path key set for this run (to a value other than the default) contradicts it."""
     if not same_vocabulary(ckpt["meta"], meta):
         raise UsageError(f"{path} was trained on another vocabulary than {data_dir} (its tokens differ, "
                          f"not only their number): use the dataset it was trained on")
-    differ = [f"{k}={cfg[k]!r} (checkpoint: {ckpt['model_config'][k]!r})" for k in SHAPE_KEYS
-              if cfg[k] != ckpt["model_config"][k] and cfg[k] != DEFAULTS[k]]
+    theirs = {**{k: ckpt["model_config"][k] for k in SHAPE_KEYS}, **{k: ckpt["config"][k] for k in PATH_KEYS}}
+    differ = [f"{k}={cfg[k]!r} (checkpoint: {v!r})" for k, v in theirs.items() if cfg[k] != v and cfg[k] != DEFAULTS[k]]
     if differ:
         raise UsageError(f"the model comes from {path}, but {', '.join(differ)}: drop these keys or set them "
                          f"to the checkpoint's values")
     for key in SHAPE_KEYS:  # so the config recorded in the new checkpoints is the model's
         cfg[key] = ckpt["model_config"][key]
-    for key in ("source", "kappa_power"):  # the path is part of the model: keep the one it was trained on
+    for key in PATH_KEYS:  # the path is part of the model: keep the one it was trained on
         cfg[key] = ckpt["config"][key]
 
 

@@ -298,6 +298,9 @@ def test_resume_checks_vocabulary_and_shape(char_data, parent, tmp_path):
                    "another vocabulary")
     one_line_error(train(char_data, out, "--init_from=resume", "--n_layer=3", "--n_embd=48", ok=False),
                    "n_layer=3 (checkpoint: 2)", "n_embd=48 (checkpoint: 32)")
+    assert checkpoint.load(parent)["config"]["source"] == "mask"
+    one_line_error(train(char_data, out, "--init_from=resume", "--source=uniform", "--kappa_power=2.0", ok=False),
+                   "source='uniform' (checkpoint: 'mask')", "kappa_power=2.0 (checkpoint: 1.0)")
     # keys left at their defaults take the checkpoint's values, and the new checkpoint records those
     result = run_script("train.py", f"--data_dir={char_data}", f"--out_dir={out}", "--device=cpu", "--batch_size=4",
                         "--block_size=32", "--eval_iters=1", "--init_from=resume", "--max_iters=4")
