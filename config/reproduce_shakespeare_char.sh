@@ -2,7 +2,8 @@
 # From nothing to the README's Shakespeare-char results on a CPU: data; a DFM model per source; the
 # few-step students of the recipe (config/shakespeare_char_cpu_student.py) and of its ablations; an AR
 # judge; then the ELBO, the quality tables (256 samples a cell, 95% intervals), the headline cells with
-# 512 samples, the ablation table and the speed table. Every number lands in $OUT as JSON; `python results/tables.py $OUT` prints the tables.
+# 512 samples, the student at higher temperatures, the ablation table and the speed table. Every number
+# lands in $OUT as JSON; `python results/tables.py $OUT` prints the tables.
 #
 #   bash config/reproduce_shakespeare_char.sh
 #   INPUT=path/to/tinyshakespeare.txt bash config/reproduce_shakespeare_char.sh   # no download
@@ -21,6 +22,7 @@ ABLATION_STEPS=${ABLATION_STEPS:-4,8}
 SAMPLES=${SAMPLES:-256}
 HEADLINE_SAMPLES=${HEADLINE_SAMPLES:-512}  # the headline cells: about +-2% instead of +-3%
 HEADLINE_STEPS=${HEADLINE_STEPS:-4,8}
+TEMPERATURES=${TEMPERATURES:-1.05 1.1}  # the uniform student sampled hotter: perplexity at matched entropy
 TRAIN_ARGS=${TRAIN_ARGS:-}
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
@@ -92,6 +94,14 @@ headline() {  # headline SOURCE STUDENT
 headline uniform student-uniform & a=$!
 headline mask student-mask & b=$!
 wait $a && wait $b || { echo "headline evaluation failed: see $OUT/headline-*.log"; exit 1; }
+
+# 4c. the uniform student at temperatures above 1, judged against the same reference: how much of its
+#     perplexity is bought with entropy (each row as a ratio: python results/tables.py "$OUT")
+for T in $TEMPERATURES; do
+  python eval.py --mode=quality --device=cpu --student="$OUT/student-uniform/ckpt.pt" --judge="$OUT/ar/best.pt" \
+      --student_steps_list="$HEADLINE_STEPS" --num_samples="$HEADLINE_SAMPLES" --temperature="$T" \
+      --out_json="$OUT/temperature-uniform-$T.json" > "$OUT/temperature-uniform-$T.md" 2> "$OUT/temperature-uniform-$T.log"
+done
 
 # 5. the ablation: every student at a few steps against the same reference (its DFM rows are reused)
 ablation=""

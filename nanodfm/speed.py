@@ -228,7 +228,8 @@ def plot_study(result, path):
         ax.set_title(f"L = {L} tokens")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{result['device_name']} ({result['device']}, {result['dtype']}, {result['threads']} threads"
+    threads = f"{result['threads']} thread" + ("s" if result["threads"] != 1 else "")
+    fig.suptitle(f"{result['device_name']} ({result['device']}, {result['dtype']}, {threads}"
                  f"{', compiled' if result['compile'] else ''}): dotted lines mark where AR overtakes the student",
                  fontsize=9)
     fig.tight_layout()

@@ -10,6 +10,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from nanodfm.evaluate import ratio_interval  # noqa: E402
+
 
 def load(folder, name):
     path = os.path.join(folder, name)
@@ -118,6 +121,23 @@ def speed(folder):
             print(estimate_table(load(folder, name)) + "\n")
 
 
+def temperature_table(headline, reports):
+    """Student rows sampled at temperatures other than 1, as ratios to the headline's reference."""
+    ref = next(r for r in headline["rows"] if r["name"] == headline["reference"]["name"]
+               and r["steps"] == headline["reference"]["steps"])
+    lines = ["| temperature | steps | gen. perplexity | × reference | entropy (bits) | × reference |",
+             "| ---: | ---: | --- | --- | --- | --- |"]
+    rows = [(1.0, r) for r in headline["rows"] if r["name"].startswith("student")]
+    rows += [(rep["settings"]["temperature"], r) for rep in reports for r in rep["rows"] if r["name"].startswith("student")]
+    for T, r in sorted(rows, key=lambda tr: (tr[1]["steps"], tr[0])):
+        cells = []
+        for key in ("gen_ppl", "entropy"):
+            value, ci = ratio_interval(r[key], r[f"{key}_ci95"], ref[key], ref[f"{key}_ci95"])
+            cells.append(f"{cell(r, key)} | {value:.3f} ± {ci:.3f}")
+        lines.append(f"| {T:g} | {r['steps']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(folder):
     if os.path.isfile(os.path.join(folder, "overhead.json")) or any(n.startswith("study") for n in os.listdir(folder)):
         return speed(folder)
@@ -135,6 +155,10 @@ def main(folder):
         n = next(r for _, r in headline if r)["rows"][0]["num_samples"]
         print(f"## the headline cells with {n} samples\n")
         print(ratio_table([(s, r) for s, r in headline if r]) + "\n")
+    hot = sorted(n for n in os.listdir(folder) if n.startswith("temperature-uniform-") and n.endswith(".json"))
+    if hot and headline[0][1]:
+        print("## the uniform student at other temperatures, against the headline's reference (temperature 1)\n")
+        print(temperature_table(headline[0][1], [load(folder, n) for n in hot]) + "\n")
     ablation = load(folder, "ablation-uniform.json")
     if ablation:
         print("## ablation, uniform source\n")
