@@ -102,7 +102,8 @@ def split_path(data_dir, split, vocab_size=None):
 def same_vocabulary(a, b):
     """Whether two metas (a dataset's, a checkpoint's) map ids to the same tokens, not only as many."""
     def tokens(meta):
-        return meta.get("tokenizer"), meta.get("vocab_size"), sorted(meta.get("itos", {}).items())
+        # ids as text: a meta that went through JSON has string keys, one loaded by load_meta ints
+        return meta.get("tokenizer"), meta.get("vocab_size"), sorted((str(i), t) for i, t in meta.get("itos", {}).items())
     return tokens(a) == tokens(b)
 
 

@@ -176,3 +176,11 @@ def test_openwebtext_bad_jsonl_is_a_one_line_error(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "line 2" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out" / "train.bin").exists() and not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_same_vocabulary_reads_ids_as_text_or_numbers():
+    from nanodfm.data import same_vocabulary
+    loaded = {"tokenizer": "char", "vocab_size": 2, "itos": {0: "a", 1: "b"}}  # as load_meta returns it
+    via_json = {"tokenizer": "char", "vocab_size": 2, "itos": {"0": "a", "1": "b"}}  # keys as JSON writes them
+    swapped = {"tokenizer": "char", "vocab_size": 2, "itos": {0: "b", 1: "a"}}
+    assert same_vocabulary(loaded, via_json) and not same_vocabulary(loaded, swapped)
