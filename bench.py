@@ -132,7 +132,8 @@ def study(cfg, dev, autocast, dtype):
                                  r["tokens_per_s"], r["timed_steps"]] for r in rows]))
     print("\ncrossover (smallest batch size at which AR with its cache is faster per sequence):")
     for c in crossovers:
-        print(f"  {c['size']} L={c['length']} {c['name']}: {c['crossover_batch_size'] or 'none up to ' + str(max(batch_sizes))}")
+        print(f"  {c['size']} L={c['length']} {c['name']}: "
+              f"{c['crossover_batch_size'] or 'none up to batch ' + str(max(c['batch_sizes']))}")
     return {"mode": "study", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows, "crossovers": crossovers}
 
 

@@ -61,6 +61,7 @@ lane_b() {
   student student-uniform-400 uniform --max_iters=400                      # distillation length
   student student-uniform-probs uniform --teacher_average=probs            # average probabilities
   student student-uniform-inverse-h-probs uniform --step_size_weighting=inverse_h --teacher_average=probs
+  student student-uniform-ema999 uniform --ema_decay=0.999                  # a slower teacher
 }
 lane_a > "$OUT/lane-a.log" 2>&1 & a=$!
 lane_b > "$OUT/lane-b.log" 2>&1 & b=$!
@@ -106,7 +107,7 @@ done
 # 5. the ablation: every student at a few steps against the same reference (its DFM rows are reused)
 ablation=""
 for s in student-uniform student-uniform-400 student-uniform-1600 student-uniform-rk2 student-uniform-inverse-h \
-         student-uniform-probs student-uniform-inverse-h-probs; do ablation="$ablation,$OUT/$s/ckpt.pt"; done
+         student-uniform-probs student-uniform-inverse-h-probs student-uniform-ema999; do ablation="$ablation,$OUT/$s/ckpt.pt"; done
 python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-uniform/best.pt" --student="${ablation#,}" \
     --judge="$OUT/ar/best.pt" --steps_list="$STEPS" --student_steps_list="$ABLATION_STEPS" --dfm_methods=cumulative \
     --num_samples="$SAMPLES" --previous="$OUT/quality-uniform.json" --out_json="$OUT/ablation-uniform.json" \

@@ -91,7 +91,8 @@ def study_table(study):
         lines.append(f"| {label} ({nfe} calls) | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("crossover: " + "; ".join(
-        f"{c['size']} L={c['length']} {c['name']}: {c['crossover_batch_size'] or 'none'}" for c in study["crossovers"]))
+        f"{c['size']} L={c['length']} {c['name']}: {c['crossover_batch_size'] or 'none up to batch ' + str(max(c['batch_sizes']))}"
+        for c in study["crossovers"]))
     return "\n".join(lines)
 
 
@@ -111,6 +112,11 @@ def speed(folder):
         print("## the sampler's time outside the model, batch 1\n")
         print(overhead_table(load(folder, "overhead-before.json"), after) + "\n")
     for name in sorted(os.listdir(folder)):
+        if name.startswith("overhead-") and name != "overhead-before.json":
+            other = load(folder, name)
+            print(f"## {name}: {other['threads']} threads, {other['settings']['n_layer']} layers x "
+                  f"{other['settings']['n_embd']} wide\n")
+            print(overhead_table(None, other) + "\n")
         if name.startswith("study"):
             study = load(folder, name)
             print(f"## {name}: {study['device_name']} ({study['device']}), {study['dtype']}, {study['threads']} threads, "
