@@ -4,6 +4,7 @@
     python bench.py --mode=study --out_json=results/speed/study-cpu.json --out_png=assets/speed_cpu.png
     python bench.py --mode=study --device=cuda --dtype=bfloat16 --compile=True --out_json=study-gpu.json
     python bench.py --mode=estimate --out_json=results/speed/estimate-h100.json
+    python bench.py --mode=train_cost --out_json=results/speed/train-cost-cpu.json
 
 overhead: the share of `sampler.sample`'s time spent outside the model's forward calls, at batch 1,
 for each vocabulary:length case, both sources, the student at student_steps.
@@ -12,6 +13,8 @@ student and the DFM model, at each length, plus a batch-1 row at the large size;
 cell, the crossover batch sizes, and a plot.
 estimate: a paper estimate (no timing) of the GPU floor per sequence at the large size, for the
 student at student_steps and AR with its cache, from the accelerator's published peaks.
+train_cost: seconds per training iteration of a DFM model and of its distillation (the student
+preset's recipe), interleaved so both see the same load: what distilling costs against training.
 """
 
 import json
@@ -26,7 +29,7 @@ from nanodfm.evaluate import markdown_table
 from nanodfm.config import UsageError, autocast_for, parse, pick_device
 
 # ----------------------------------------------------------------------------- defaults
-mode = "study"  # "overhead", "study" or "estimate"
+mode = "study"  # "overhead", "study", "estimate" or "train_cost"
 # the model size (the CPU preset's width)
 n_layer = 4
 n_head = 4
@@ -52,6 +55,11 @@ large_length = 1024
 peak_tflops = 989.0
 bandwidth_tbs = 3.35
 estimate_batch_sizes = "1,64"
+# train_cost (the CPU presets' batch and context; vocab_size and the width above)
+train_batch_size = 32
+train_length = 128
+train_rounds = 3  # rounds of train_iters iterations of each, interleaved
+train_iters = 10
 # timing
 warmup = 1  # untimed calls before the timed ones
 repeats = 2  # timed calls; the mean is reported
@@ -154,20 +162,30 @@ def estimate(cfg, dev, autocast, dtype):
     return {"mode": "estimate", "estimate": True, "settings": cfg, "rows": rows}
 
 
+def train_cost(cfg, dev, autocast, dtype):
+    size = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd")}
+    with autocast:
+        cost = speed.training_costs(size, cfg["vocab_size"], cfg["train_length"], cfg["train_batch_size"],
+                                    cfg["source"], cfg["train_rounds"], cfg["train_iters"], cfg["seed"], dev)
+    print(f"{system(cfg, dev)}, {dtype}, source {cfg['source']}: DFM {cost['dfm']:.4g} s / iteration, "
+          f"student {cost['student']:.4g} s / iteration, {cost['ratio']:.3g} x")
+    return {"mode": "train_cost", **system(cfg, dev), "dtype": dtype, "settings": cfg, **cost}
+
+
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
-    if cfg["mode"] not in ("overhead", "study", "estimate"):
-        raise UsageError(f"--mode must be overhead, study or estimate, got {cfg['mode']!r}")
+    if cfg["mode"] not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {cfg['mode']!r}")
     if cfg["dtype"] not in ("auto", "bfloat16", "float32"):
         raise UsageError(f"--dtype must be auto, bfloat16 or float32, got {cfg['dtype']!r}")
-    for key in ("repeats", "large_repeats"):
+    for key in ("repeats", "large_repeats", "train_rounds", "train_iters", "train_batch_size", "train_length"):
         if cfg[key] <= 0:
             raise UsageError(f"--{key} must be a positive integer, got {cfg[key]}")
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     dev = torch.device(pick_device(cfg["device"]))
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
-    result = {"overhead": overhead, "study": study, "estimate": estimate}[cfg["mode"]](cfg, dev, autocast, dtype)
+    result = MODES[cfg["mode"]](cfg, dev, autocast, dtype)
     if cfg["out_json"]:
         os.makedirs(os.path.dirname(os.path.abspath(cfg["out_json"])), exist_ok=True)
         with open(cfg["out_json"], "w") as f:
@@ -176,6 +194,9 @@ def main(argv):
     if cfg["out_png"] and cfg["mode"] == "study":
         print(f"wrote {cfg['out_png']}" if speed.plot_study(result, cfg["out_png"])
               else "matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+MODES = {"overhead": overhead, "study": study, "estimate": estimate, "train_cost": train_cost}
 
 
 if __name__ == "__main__":

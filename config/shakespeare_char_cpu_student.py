@@ -1,6 +1,7 @@
 # Few-step student distilled from the CPU DFM model (config/shakespeare_char_cpu.py): 10 min 34 s
 # measured with one thread on a 2-core machine while another job used the second core; 800
-# iterations, each measured at 2.1 times a DFM iteration, so 0.85 times the DFM model's training.
+# iterations, each measured at 2.2 times a DFM iteration (bench.py --mode=train_cost), so 0.87 times
+# the DFM model's training.
 # python train.py config/shakespeare_char_cpu_student.py --init_from=out-shakespeare-char-cpu/best.pt
 # The student inherits the DFM model's size, source, kappa and data; only the distillation is set
 # here, so it distils a CPU-sized model of any dataset (give it its own --out_dir).

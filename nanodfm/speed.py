@@ -17,13 +17,16 @@ docs/method.md section 6. Choices:
   work is what counts and AR with its cache wins. The crossover is the batch size where they meet.
 """
 
+import copy
 import time
 
 import torch
 from tqdm import tqdm
 
+from nanodfm import distill
 from nanodfm.autoregressive import generate
 from nanodfm.model import ModelConfig, Transformer
+from nanodfm.path import dfm_loss, sample_path, sample_times
 from nanodfm.sampler import sample
 
 
@@ -260,3 +263,47 @@ def floor_estimate(n_layer, n_embd, vocab_size, length, steps, batch_size, peak_
                      "bound": "compute" if compute >= memory else "memory",
                      "seconds_per_sequence": max(compute, memory) / B}
     return out
+
+
+def training_costs(size, vocab_size, length, batch_size, source="uniform", rounds=3, iters=10, seed=0, device="cpu",
+                   max_exponent=6, teacher="rk4", weighting="uniform", average="logits"):
+    """Seconds per training iteration of a DFM model and of its distillation (the student preset's
+    recipe by default), on random tokens, interleaved round by round so that both see the same
+    machine load: {"dfm": s, "student": s, "ratio": student / dfm}."""
+    torch.manual_seed(seed)
+    dfm = random_model("dfm", vocab_size, length, **size).to(device).train()
+    student = distill.student_from_dfm(dfm).train()
+    ema = copy.deepcopy(student).eval().requires_grad_(False)
+    optimizers = {"dfm": dfm.optimizer(1e-3, 0.1, (0.9, 0.99), torch.device(device).type),
+                  "student": student.optimizer(5e-4, 0.1, (0.9, 0.99), torch.device(device).type)}
+    g = torch.Generator().manual_seed(seed)
+
+    def iteration(kind):
+        x1 = torch.randint(vocab_size, (batch_size, length), generator=g).to(device)
+        if kind == "dfm":
+            t = sample_times(batch_size, g).to(device)
+            x_t = sample_path(x1, t, vocab_size, source, generator=g)
+            loss = dfm_loss(dfm(x_t, t), x1, x_t, t, vocab_size, source)
+        else:
+            loss = distill.distill_loss(student, ema, x1, vocab_size, source, 1.0, max_exponent, teacher, g, weighting,
+                                        average)
+        loss.backward()
+        model = dfm if kind == "dfm" else student
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizers[kind].step()
+        optimizers[kind].zero_grad(set_to_none=True)
+        if kind == "student":
+            distill.ema_update(ema, student, 0.99)
+
+    total = {"dfm": 0.0, "student": 0.0}
+    for _ in tqdm(range(rounds), desc="training cost", leave=False):
+        for kind in total:
+            iteration(kind)  # warm
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                iteration(kind)
+            synchronize(device)
+            total[kind] += time.perf_counter() - start
+    per = {k: v / (rounds * iters) for k, v in total.items()}
+    return {**per, "ratio": per["student"] / per["dfm"]}

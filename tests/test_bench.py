@@ -89,7 +89,7 @@ def test_crossover_is_the_first_batch_size_where_ar_is_faster():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode=fast"], "--mode must be overhead, study or estimate"),
+    (["--mode=fast"], "--mode must be one of overhead, study, estimate, train_cost"),
     (["--batch_sizes=0"], "--batch_sizes must be comma-separated positive integers"),
     (["--mode=overhead", "--overhead_cases=65"], "vocabulary:length pairs"),
     (["--dtype=float16"], "--dtype must be"),
@@ -133,3 +133,12 @@ def test_sample_py_compile_flag_compiles_the_model_it_samples_with(kind, tmp_pat
     sample_script.main([f"--ckpt={ckpt}", "--length=12", "--steps=64", "--device=cpu", "--compile=True"])
     assert len(compiled) == 1 and compiled[0].config.causal == (kind == "ar")
     assert "----------" in capsys.readouterr().out
+
+
+def test_train_cost_times_both_and_reports_the_ratio(tmp_path):
+    out = tmp_path / "cost.json"
+    result = run_script("bench.py", "--mode=train_cost", *TINY, "--train_batch_size=2", "--train_length=8",
+                        "--train_rounds=1", "--train_iters=2", f"--out_json={out}")
+    assert result.returncode == 0, result.stderr
+    cost = json.loads(out.read_text())
+    assert cost["dfm"] > 0 and cost["student"] > 0 and cost["ratio"] == pytest.approx(cost["student"] / cost["dfm"])
