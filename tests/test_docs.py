@@ -15,7 +15,8 @@ FILE_TYPES = (".py", ".md", ".sh", ".png", ".html", ".json")
 # a path that starts with one of the repository's folders; placeholders (<name>, *) end the match
 PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./-]*\w)" % "|".join(map(re.escape, TOP_FOLDERS)))
 SECTION = re.compile(r"docs/method\.md,? sections? ([\d, and]+)")
-FUNCTION = re.compile(r"`(path|model|sampler|distill|evaluate|data|tokenizer|display|autoregressive|checkpoint|config)"
+FUNCTION = re.compile(r"`(path|model|sampler|distill|evaluate|data|tokenizer|display|autoregressive|checkpoint|config"
+                      r"|categorical|speed)"
                       r"\.(\w+)`")
 OUTSIDE = re.compile(r"\.\./shared|/work/|parent\s*/\s*\"shared\"")
 
