@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from nanodfm import speed
 from nanodfm.evaluate import markdown_table
-from nanodfm.config import UsageError, autocast_for, parse, pick_device
+from nanodfm.config import UsageError, autocast_for, int_list, parse, pick_device
 
 # ----------------------------------------------------------------------------- defaults
 mode = "study"  # "overhead", "study", "estimate" or "train_cost"
@@ -74,16 +74,6 @@ out_json = ""  # write every number to this file
 out_png = ""  # study: plot the study to this file (needs matplotlib)
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
-
-
-def int_list(key, text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise UsageError(f"--{key} must be comma-separated positive integers, got {text!r}")
-    return values
 
 
 def system(cfg, dev):

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from nanodfm import checkpoint, evaluate
 from nanodfm import speed as timing
 from nanodfm.autoregressive import start_token
-from nanodfm.config import UsageError, autocast_for, parse, pick_device
+from nanodfm.config import UsageError, autocast_for, int_list, parse, pick_device
 from nanodfm.data import dataset_folder, split_path
 from nanodfm.sampler import METHODS
 from nanodfm.tokenizer import load_tokenizer
@@ -76,16 +76,6 @@ compile = False  # torch.compile the generators (quality and speed: all of them 
 seed = 1337  # seeds every sample, batch and model
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
-
-
-def int_list(key, text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise UsageError(f"--{key} must be comma-separated positive integers, got {text!r}")
-    return values
 
 
 def load_model(path, kind, dev):

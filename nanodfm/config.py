@@ -76,6 +76,17 @@ def pick_device(name):
     return name
 
 
+def int_list(key, text):
+    """The positive integers of a comma-separated --key value, or a one-line UsageError."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UsageError(f"--{key} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
 def autocast_for(device_type, dtype):
     """(context, name): bfloat16 autocast for dtype "bfloat16", or for "auto" on a CUDA GPU that has
     it; float32 otherwise. Parameters and optimiser state stay float32 either way."""

@@ -55,7 +55,7 @@ def test_cached_forward_gives_the_uncached_logits():
 @pytest.mark.parametrize("greedy", [True, False])
 def test_cache_and_full_prefix_generate_the_same_tokens(greedy):
     # float64 keeps the two attention orders within 1e-12 of each other, far below any gap between
-    # a Gumbel-max winner and the runner-up, so equal seeds must give equal tokens
+    # two tokens' cumulative probabilities at the drawn uniform, so equal seeds must give equal tokens
     model = tiny_model()
     prompt = torch.randint(len(CHARS), (4, 3))
     runs = [generate(model, prompt, 21, greedy=greedy, use_cache=cache, generator=torch.Generator().manual_seed(7))
