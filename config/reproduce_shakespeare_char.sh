@@ -96,7 +96,18 @@ headline uniform student-uniform & a=$!
 headline mask student-mask & b=$!
 wait $a && wait $b || { echo "headline evaluation failed: see $OUT/headline-*.log"; exit 1; }
 
-# 4c. the uniform student at temperatures above 1, judged against the same reference: how much of its
+# 4c. more samples for the cells whose 95% interval at 256 samples was wider than +-3% (few steps both
+#     sources, the mask source's 256 steps and its Euler 1024); tables.py shows the larger of each cell
+more() {  # more SOURCE NAME STEPS STUDENT_STEPS METHODS
+  python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-$1/best.pt" ${4:+--student="$OUT/student-$1/ckpt.pt"} \
+      --judge="$OUT/ar/best.pt" --steps_list="$3" ${4:+--student_steps_list="$4"} --dfm_methods="$5" \
+      --num_samples="$HEADLINE_SAMPLES" --out_json="$OUT/quality-$1-$2.json" > "$OUT/quality-$1-$2.md" 2> "$OUT/quality-$1-$2.log"
+}
+more uniform more 1,2,4,8,16,64 1,2,4,8,16,64 euler,cumulative & a=$!
+{ more mask more 1,2,4,8,16,64,256 1,2,4,8,16,64,256 euler,cumulative && more mask more-euler 1024 "" euler; } & b=$!
+wait $a && wait $b || { echo "evaluation failed: see $OUT/quality-*-more*.log"; exit 1; }
+
+# 4d. the uniform student at temperatures above 1, judged against the same reference: how much of its
 #     perplexity is bought with entropy (each row as a ratio: python results/tables.py "$OUT")
 for T in $TEMPERATURES; do
   python eval.py --mode=quality --device=cpu --student="$OUT/student-uniform/ckpt.pt" --judge="$OUT/ar/best.pt" \
@@ -104,17 +115,18 @@ for T in $TEMPERATURES; do
       --out_json="$OUT/temperature-uniform-$T.json" > "$OUT/temperature-uniform-$T.md" 2> "$OUT/temperature-uniform-$T.log"
 done
 
-# 5. the ablation: every student at a few steps against the same reference (its DFM rows are reused)
+# 5. the ablation: every student at a few steps against the headline's reference, with as many samples
+#    (the reference and the recipe's rows are reused)
 ablation=""
 for s in student-uniform student-uniform-400 student-uniform-1600 student-uniform-rk2 student-uniform-inverse-h \
          student-uniform-probs student-uniform-inverse-h-probs student-uniform-ema999; do ablation="$ablation,$OUT/$s/ckpt.pt"; done
 python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-uniform/best.pt" --student="${ablation#,}" \
-    --judge="$OUT/ar/best.pt" --steps_list="$STEPS" --student_steps_list="$ABLATION_STEPS" --dfm_methods=cumulative \
-    --num_samples="$SAMPLES" --previous="$OUT/quality-uniform.json" --out_json="$OUT/ablation-uniform.json" \
+    --judge="$OUT/ar/best.pt" --steps_list="${STEPS##*,}" --student_steps_list="$ABLATION_STEPS" --dfm_methods=cumulative \
+    --num_samples="$HEADLINE_SAMPLES" --previous="$OUT/headline-uniform.json" --out_json="$OUT/ablation-uniform.json" \
     > "$OUT/ablation-uniform.md" 2> "$OUT/ablation-uniform.log"
 
 # 6. speed of the trained models (same size): AR with KV cache, DFM at 256 steps, student at 8
 python eval.py --mode=speed --device=cpu --ar="$OUT/ar/best.pt" --dfm="$OUT/dfm-uniform/best.pt" \
     --student="$OUT/student-uniform/ckpt.pt" --speed_batch_sizes=1,32 --out_json="$OUT/speed.json" > "$OUT/speed.md"
 
-python results/tables.py "$OUT"
+python results/tables.py "$OUT" --plots="$OUT"

@@ -1,6 +1,7 @@
 """Print the README's tables (markdown) from the JSON that eval.py and bench.py wrote.
 
     python results/tables.py results/shakespeare_char_cpu
+    python results/tables.py results/shakespeare_char_cpu --plots=assets   # and the README's quality plots
     python results/tables.py results/speed
 
 Every number in the README's results comes from these files; this script only formats them.
@@ -11,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from nanodfm.evaluate import ratio_interval  # noqa: E402
+from nanodfm.evaluate import plot_quality, ratio_interval  # noqa: E402
 
 
 def load(folder, name):
@@ -26,18 +27,32 @@ def cell(row, key="gen_ppl"):
     return f"{row[key]:.3g} ± {row[key + '_ci95']:.2g}"
 
 
-def quality_table(report, source):
-    """Steps down, samplers across: perplexity ± 95% interval / entropy."""
-    by = {(r["name"], r["steps"]): r for r in report["rows"]}
-    names = list(dict.fromkeys(r["name"] for r in report["rows"] if r["steps"] is not None))
-    steps = sorted({r["steps"] for r in report["rows"] if r["steps"] is not None})
+def best_cells(reports):
+    """{(name, steps): row} over several reports: each cell from the report with the most samples."""
+    by = {}
+    for report in reports:
+        for r in report["rows"]:
+            key = (r["name"], r["steps"])
+            if key not in by or r["num_samples"] > by[key]["num_samples"]:
+                by[key] = r
+    return by
+
+
+def quality_table(reports, source):
+    """Steps down, samplers across: perplexity ± 95% interval / entropy. Where several reports hold a
+    cell, the one with the most samples is shown, its sample count beside it if not the first's."""
+    base = reports[0]["rows"][0]["num_samples"]
+    by = best_cells(reports)
+    rows = list(by.values())
+    names = list(dict.fromkeys(r["name"] for r in reports[0]["rows"] if r["steps"] is not None))
+    steps = sorted({r["steps"] for r in rows if r["steps"] is not None})
+    label = lambda r: f"{cell(r)} / {r['entropy']:.2f}" + (f" (n={r['num_samples']})" if r["num_samples"] != base else "")
     lines = ["| steps | " + " | ".join(f"{source}: {n}" for n in names) + " |", "| ---: |" + " --- |" * len(names)]
     for S in steps:
-        cells = [f"{cell(by[(n, S)])} / {by[(n, S)]['entropy']:.2f}" if (n, S) in by else "" for n in names]
-        lines.append(f"| {S} | " + " | ".join(cells) + " |")
-    refs = [r for r in report["rows"] if r["steps"] is None]
+        lines.append(f"| {S} | " + " | ".join(label(by[(n, S)]) if (n, S) in by else "" for n in names) + " |")
+    refs = [r for r in rows if r["steps"] is None]
     lines.append("")
-    lines.append("reference rows: " + "; ".join(f"{r['name']} {cell(r)} / {r['entropy']:.2f} bits" for r in refs))
+    lines.append("reference rows: " + "; ".join(f"{r['name']} {label(r)} bits" for r in refs))
     return "\n".join(lines)
 
 
@@ -144,15 +159,21 @@ def temperature_table(headline, reports):
     return "\n".join(lines)
 
 
-def main(folder):
+def main(folder, plots=None):
     if os.path.isfile(os.path.join(folder, "overhead.json")) or any(n.startswith("study") for n in os.listdir(folder)):
         return speed(folder)
     for source in ("uniform", "mask"):
         report = load(folder, f"quality-{source}.json")
         if report:
-            print(f"## quality, {source} source ({report['rows'][0]['num_samples']} samples a cell, "
+            names = sorted(n for n in os.listdir(folder) if n.startswith(f"quality-{source}-") and n.endswith(".json"))
+            more = [r for r in [load(folder, n) for n in names] + [load(folder, f"headline-{source}.json")] if r]
+            print(f"## quality, {source} source ({report['rows'][0]['num_samples']} samples a cell unless marked, "
                   f"{report['length']} tokens, judge val loss {report['judge_val_loss']:.4f})\n")
-            print(quality_table(report, source) + "\n")
+            print(quality_table([report] + more, source) + "\n")
+            if plots:  # the README's plots, from the same cells
+                rows = sorted(best_cells([report] + more).values(), key=lambda r: (r["steps"] or 0))
+                names = list(dict.fromkeys(r["name"] for r in report["rows"]))
+                plot_quality(sorted(rows, key=lambda r: names.index(r["name"])), os.path.join(plots, f"quality_{source}.png"))
     reports = [(s, load(folder, f"quality-{s}.json")) for s in ("uniform", "mask")]
     print("## students against the reference\n")
     print(ratio_table([(s, r) for s, r in reports if r]) + "\n")
@@ -172,4 +193,6 @@ def main(folder):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "shakespeare_char_cpu"))
+    args = [a for a in sys.argv[1:] if not a.startswith("--plots=")]
+    plots = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--plots=")), None)
+    main(args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "shakespeare_char_cpu"), plots)
