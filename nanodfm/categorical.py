@@ -5,15 +5,19 @@ softmax(z / temperature) over V entries, and under the uniform source it first n
 every position. With GPT-2's vocabulary that work can exceed the model's forward (a narrow model's
 output layer costs 2 n_embd FLOPs per logit), so it is done in two levels:
 
-1. One pass over the logits, in chunks of rows that fit in cache: shift by the row's maximum,
-   exponentiate, and sum blocks of BLOCK consecutive tokens (`logit_blocks`). Nothing of size V is
-   kept: a row becomes its maximum and V / BLOCK block masses.
+1. One pass over the logits, in chunks of rows that fit in cache: exponentiate and sum blocks of
+   BLOCK consecutive tokens (`logit_blocks`). Nothing of size V is kept: a row becomes a shift and
+   V / BLOCK block masses. The shift (the row's maximum, as a softmax subtracts) is needed only
+   where the logits would overflow or underflow float32; the row's total tells which rows those
+   are, so most rows need no separate pass for their maximum. Where the sampler has the output
+   layer's input, it computes the logits band by band and runs the pass on each band while it is
+   in cache (`output_blocks`).
 2. Inverse CDF with float64 sums: a block is drawn from the cumulative block masses, then a token
    from the float64 cumulative weights of that block alone, recomputed from the logits
    (`block_weights`). Two uniforms per row; no per-entry noise.
 
-The draw is exact: P(token j) = w_j / sum(w) with w = exp(z / T - max), the weights carrying
-float32's relative precision of the shifted logits (as a float32 softmax would: a few 1e-6 where
+The draw is exact: P(token j) = w_j / sum(w) with w = exp(z / T - shift), the weights carrying
+float32's relative precision of the scaled logits (as a float32 softmax would: a few 1e-6 where
 p ~ 1e-26) and the cumulative sums float64, so a token of probability 1e-12 is drawn 1e-12 of the
 time (tests/test_categorical.py: chi-square, and the u-interval of every token). A token
 can be excluded per row (`exclude`, the current token of a uniform-source jump): its block is
@@ -22,6 +26,7 @@ of that block keeps its precision.
 """
 
 import torch
+import torch.nn.functional as F
 
 from nanodfm.path import uniform
 
@@ -35,64 +40,142 @@ def block_shape(V):
     return size, -(-V // size)
 
 
+# exp2 of float32 overflows at 2^128 and leaves the normal range below 2^-126. A row whose largest
+# scaled logit m = max z log2(e) / T lies in [LOW, HIGH] can be exponentiated as it is: its block sums
+# stay below 2^(HIGH + 16), and every token within 2^-(LOW + 126) of the top keeps float32's
+# precision. Its total S bounds m without a separate pass: 2^m <= S <= V 2^m.
+LOW, HIGH = -30.0, 100.0
+
+
+def _exp2_blocks(chunk, shift, scale, buf, size):
+    """Block sums (r, blocks) float32 of 2^(chunk * scale - shift) for chunk (r, c), through buf
+    (>= r rows, blocks * size >= c columns), whose columns past c are zero."""
+    r, c = chunk.shape
+    w = buf[:r, :c]
+    if shift is None:
+        torch.mul(chunk, scale, out=w)
+    else:
+        torch.add(shift * -1.0, chunk, alpha=scale, out=w)
+    w.exp2_()
+    return buf[:r].view(r, -1, size).sum(-1)
+
+
+def _shift_where_needed(z, rows, masses, scale, per_chunk):
+    """(shifts (N,), masses (N, blocks) float64): rows whose unshifted masses leave [LOW, HIGH]
+    are summed again, shifted by their maximum."""
+    V = z.shape[1]
+    masses = masses.double()
+    shifts = torch.zeros(masses.shape[0], device=z.device)
+    total = masses.sum(-1)
+    redo = ~((total > V * 2.0 ** LOW) & (total < 2.0 ** HIGH))  # also NaN: a row of -inf or +inf logits
+    if redo.any():  # rare: logits beyond a few tens, or a low temperature
+        again = redo.nonzero().squeeze(1)
+        size, blocks = block_shape(V)
+        buf = torch.zeros(min(per_chunk, again.shape[0]), size * blocks, device=z.device)
+        chunk = z[again] if rows is None else z[rows[again]]
+        top = chunk.amax(dim=-1, keepdim=True).float() * scale  # (n, 1) log2 units
+        for start in range(0, again.shape[0], per_chunk):
+            part = slice(start, start + per_chunk)
+            masses[again[part]] = _exp2_blocks(chunk[part], top[part], scale, buf, size).double()
+        shifts[again] = top.squeeze(1) / LOG2E  # natural units, as z / T
+    return shifts, masses
+
+
 @torch.no_grad()
 def logit_blocks(z, rows=None, temperature=1.0, chunk_elements=2**19):
-    """(max (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all.
+    """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all.
 
-    masses[i, b] = sum over the tokens j of block b of exp(z[i, j] / temperature - max[i]).
+    masses[i, b] = sum over the tokens j of block b of exp(z[i, j] / temperature - shifts[i]). The
+    shift is 0 where the row's logits allow it (two elementwise passes: scale and exponentiate, then
+    the block sums), else the row's maximum (one more pass, only for those rows).
     """
     R, V = z.shape
     N = R if rows is None else rows.shape[0]
     size, blocks = block_shape(V)
     per_chunk = max(1, chunk_elements // (size * blocks))
     buf = torch.zeros(min(per_chunk, max(N, 1)), size * blocks, device=z.device)  # the padding weighs 0
-    maxima = torch.empty(N, device=z.device)
     masses = torch.empty(N, blocks, device=z.device)
     scale = LOG2E / temperature  # exp(a) = 2^(a log2 e): exp2 is the faster kernel on CPUs
     for start in range(0, N, per_chunk):
         chunk = z[start:start + per_chunk] if rows is None else z[rows[start:start + per_chunk]]
-        r = chunk.shape[0]
-        top = chunk.amax(dim=-1, keepdim=True).float()
-        maxima[start:start + r] = top.squeeze(1) / temperature
-        w = buf[:r, :V]
-        torch.add(top * -scale, chunk, alpha=scale, out=w)  # (z - max) log2(e) / T in one pass
-        w.exp2_()
-        masses[start:start + r] = buf[:r].view(r, blocks, size).sum(-1)
-    return maxima, masses.double()
+        masses[start:start + chunk.shape[0]] = _exp2_blocks(chunk, None, scale, buf, size)
+    return _shift_where_needed(z, rows, masses, scale, per_chunk)
 
 
-def block_weights(z, rows, block, maxima, temperature=1.0):
-    """(weights (N, size) float64, token ids (N, size)): exp(z / T - max) of block `block` (N,) of
+@torch.no_grad()
+def output_blocks(features, weight, temperature=1.0, chunk_elements=None):
+    """(logits (N, V), shifts, masses): the output layer z = features weight^T (features (N, D),
+    weight (V, D)) fused with `logit_blocks(z)`.
+
+    Written as two steps, the output layer sends N x V logits to memory and the pass reads them all
+    back. Here z is computed a band of vocabulary columns at a time, each band exponentiated and
+    summed into its blocks while it is still in cache; memory sees z written once, read later only
+    at the draw's one block per row. On a CPU the pass then costs a few percent of the matmul
+    instead of about a fifth (bench.py --mode=overhead). chunk_elements: rows x columns of a band.
+    A GPU runs the two steps: bands would only add kernel launches there.
+    """
+    if features.device.type != "cpu":
+        z = F.linear(features, weight).float()  # in autocast's dtype, if on
+        return (z, *logit_blocks(z, None, temperature))
+    features = features.to(weight.dtype)  # bfloat16 under autocast; the bands are float32
+    N, V = features.shape[0], weight.shape[0]
+    size, blocks = block_shape(V)
+    chunk_elements = chunk_elements or 2**19  # 2 MB
+    rows_per_group = max(1, min(N, chunk_elements // size))  # at least one block of columns per band
+    cols = max(1, chunk_elements // rows_per_group // size) * size  # whole blocks
+    z = torch.empty(N, V, device=features.device, dtype=torch.float32)
+    masses = torch.empty(N, blocks, device=features.device)
+    buf = torch.zeros(rows_per_group, min(cols, size * blocks), device=features.device)
+    scale = LOG2E / temperature
+    weight_t = weight.t()
+    for r0 in range(0, N, rows_per_group):
+        f = features[r0:r0 + rows_per_group]
+        r = f.shape[0]
+        for c0 in range(0, V, cols):
+            c1 = min(V, c0 + cols)
+            band = buf[:r, :c1 - c0]
+            torch.matmul(f, weight_t[:, c0:c1], out=band)
+            z[r0:r0 + r, c0:c1] = band
+            if c1 - c0 < buf.shape[1]:  # the last band: its partial block's padding must weigh 0
+                buf[:r, c1 - c0:] = 0
+            sums = _exp2_blocks(band, None, scale, buf[:, :-(-(c1 - c0) // size) * size], size)
+            masses[r0:r0 + r, c0 // size:c0 // size + sums.shape[1]] = sums
+    shifts, masses = _shift_where_needed(z, None, masses, scale, max(1, chunk_elements // (size * blocks)))
+    return z, shifts, masses
+
+
+def block_weights(z, rows, block, shifts, temperature=1.0):
+    """(weights (N, size) float64, token ids (N, size)): exp(z / T - shift) of block `block` (N,) of
     the rows `rows` (N,) of z (R, V), 0 past the vocabulary."""
     V = z.shape[1]
     size, _ = block_shape(V)
     ids = block[:, None] * size + torch.arange(size, device=z.device)  # (N, size)
     logits = z.reshape(-1)[rows[:, None] * V + ids.clamp(max=V - 1)].double()
-    weights = torch.exp(logits / temperature - maxima.double()[:, None])
+    weights = torch.exp(logits / temperature - shifts.double()[:, None])
     return weights.masked_fill(ids >= V, 0.0), ids
 
 
-def without_token(z, rows, token, maxima, masses, temperature=1.0):
+def without_token(z, rows, token, shifts, masses, temperature=1.0):
     """(masses without `token`, its weight (N,)): the block masses of rows `rows` with the block
-    holding `token` (N,) recomputed in float64 without it, and exp(z[token] / T - max)."""
+    holding `token` (N,) recomputed in float64 without it, and exp(z[token] / T - shift)."""
     size, _ = block_shape(z.shape[1])
-    weights, ids = block_weights(z, rows, token // size, maxima, temperature)
+    weights, ids = block_weights(z, rows, token // size, shifts, temperature)
     own = ids == token[:, None]
     weight = (weights * own).sum(-1)
     return masses.scatter(1, (token // size)[:, None], (weights * ~own).sum(-1, keepdim=True)), weight
 
 
-def draw(z, rows, maxima, masses, temperature=1.0, exclude=None, generator=None):
+def draw(z, rows, shifts, masses, temperature=1.0, exclude=None, generator=None):
     """One token id per row `rows` (N,) of z (R, V), drawn from softmax(z / T), by inverse CDF.
 
-    maxima (N,) and masses (N, blocks) are from `logit_blocks` (or `without_token`, where the token
+    shifts (N,) and masses (N, blocks) are from `logit_blocks` (or `without_token`, where the token
     `exclude` (N,) is left out; -1: none)."""
     N = rows.shape[0]
     size, blocks = block_shape(z.shape[1])
     u = uniform((N, 2), generator, z.device, torch.float64)
     cdf = masses.cumsum(-1)  # (N, blocks)
     block = torch.searchsorted(cdf, u[:, :1] * cdf[:, -1:], right=True).clamp(max=blocks - 1).squeeze(1)
-    weights, ids = block_weights(z, rows, block, maxima, temperature)
+    weights, ids = block_weights(z, rows, block, shifts, temperature)
     if exclude is not None:
         weights = weights.masked_fill(ids == exclude[:, None], 0.0)
     cdf = weights.cumsum(-1)  # (N, size)
@@ -103,5 +186,5 @@ def draw(z, rows, maxima, masses, temperature=1.0, exclude=None, generator=None)
 def sample_logits(z, temperature=1.0, generator=None):
     """One token id per row of logits z (N, V) from softmax(z / temperature); -inf entries never."""
     rows = torch.arange(z.shape[0], device=z.device)
-    maxima, masses = logit_blocks(z, None, temperature)
-    return draw(z, rows, maxima, masses, temperature, generator=generator)
+    shifts, masses = logit_blocks(z, None, temperature)
+    return draw(z, rows, shifts, masses, temperature, generator=generator)

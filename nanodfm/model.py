@@ -191,10 +191,12 @@ class Transformer(nn.Module):
             c = c + self.step_mlp(timestep_embedding(h, self.N_FREQ))
         return c
 
-    def forward(self, idx, t=None, h=None, cache=None, positions=None):
+    def forward(self, idx, t=None, h=None, cache=None, positions=None, features=False):
         """idx (B, T) token ids (MASK allowed); t, h: floats or (B,). Returns logits (B, T, V), or
         (N, V) at the N True entries of positions (B, T), in row-major order: the output layer, the
-        largest matmul with a large vocabulary, then runs only where logits are wanted."""
+        largest matmul with a large vocabulary, then runs only where logits are wanted. features:
+        return what enters the output layer (B, T, D) or (N, D) instead, for a caller that applies
+        `head` itself (the sampler fuses it with its softmax pass)."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
@@ -214,7 +216,8 @@ class Transformer(nn.Module):
             x = modulate(x, shift, scale)
         if cache is not None:
             cache.pos += T
-        return self.head(x if positions is None else x[positions])
+        x = x if positions is None else x[positions]
+        return x if features else self.head(x)
 
     def new_cache(self, batch_size, device, dtype=torch.float32):
         c = self.config

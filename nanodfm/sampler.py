@@ -68,7 +68,7 @@ def candidates(x, t, h, source, V, method="cumulative", n=1.0, u=None, fixed=Non
 
 
 def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, generator=None, fixed=None, u=None,
-         at_candidates=False):
+         at_candidates=False, blocks=None, maybe=None):
     """One step of size h from time t (B,): returns x at t + h (B, L). h: a float or (B,).
 
     logits (B, L, V) are the model's posterior logits (or log-probabilities) at (x, t); they are
@@ -77,13 +77,16 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
     marks positions that must not change (a prompt). A row with t + h = 1 takes the final step: its
     changeable positions draw x1 from p directly. u (B, L): the uniforms of the jump test, if the
     caller drew them already (`sample` does, to call the model only where something may move).
-    The draws are categorical.py's: one pass over the candidates' logits, exact in float64.
+    The draws are categorical.py's: one pass over the candidates' logits, exact in float64;
+    blocks: that pass's (shifts, masses), if the caller made it already (`sample` fuses it with the
+    output layer: `categorical.output_blocks`); maybe: the `candidates`, if the caller has them.
     """
     B, L = x.shape
     V = logits.shape[-1]
     if u is None:
         u = uniform(x.shape, generator, x.device, torch.float64)
-    maybe = candidates(x, t, h, source, V, method, n, u, fixed)
+    if maybe is None:
+        maybe = candidates(x, t, h, source, V, method, n, u, fixed)
     flat = maybe.reshape(-1).nonzero().squeeze(1)  # (C,) positions in x
     if at_candidates:
         if logits.shape[0] != flat.shape[0]:
@@ -92,16 +95,19 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
     else:
         z, rows = logits.reshape(B * L, V), flat  # rows of z
     current = x.reshape(-1)[flat]
-    maxima, masses = categorical.logit_blocks(z, rows, temperature)
+    if blocks is None:
+        shifts, masses = categorical.logit_blocks(z, None if at_candidates else rows, temperature)
+    else:
+        shifts, masses = blocks
     p_xt = torch.ones(B * L, dtype=torch.float64, device=x.device)  # 1: no jump; only candidates need p
     if source == "uniform":
-        others, own = categorical.without_token(z, rows, current, maxima, masses, temperature)
+        others, own = categorical.without_token(z, rows, current, shifts, masses, temperature)
         p_xt[flat] = own / (own + others.sum(-1))  # the others' mass is a float64 sum of blocks
     else:
         p_xt[flat] = 0.0
     moves, final = moving(maybe, p_xt.reshape(B, L), t, h, method, n, u)
     go = moves.reshape(-1)[flat]  # (C,) the candidates that move
-    rows, maxima, masses, current = rows[go], maxima[go], masses[go], current[go]
+    rows, shifts, masses, current = rows[go], shifts[go], masses[go], current[go]
     exclude = None
     if source == "uniform":  # a jump goes to a token other than the current one; the final draw is free
         jump = ~final.expand(B, L).reshape(-1)[flat[go]]
@@ -110,8 +116,17 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         masses = torch.where(jump[:, None], others, others.scatter_add(1, own_block, own[:, None]))
         exclude = torch.where(jump, current, -1)
     x = x.clone()
-    x.view(-1)[flat[go]] = categorical.draw(z, rows, maxima, masses, temperature, exclude, generator)
+    x.view(-1)[flat[go]] = categorical.draw(z, rows, shifts, masses, temperature, exclude, generator)
     return x
+
+
+def output_layer(model):
+    """The weight (V, D) of the model's output layer if `sample` may apply it itself (a bias-free
+    linear `head` and a forward that takes features=True, as Transformer's), else None."""
+    head = getattr(model, "head", None)
+    if isinstance(head, torch.nn.Linear) and head.bias is None:
+        return head.weight
+    return None
 
 
 @torch.no_grad()
@@ -153,9 +168,16 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
         rows = maybe.any(-1)  # (B,)
         x_next = x.clone()
         if rows.any():
-            logits = model(x[rows], t[rows], h if step_size_input else None, positions=maybe[rows])  # (C, V)
+            args = (x[rows], t[rows], h if step_size_input else None)
+            head = output_layer(model)
+            if head is None:
+                logits, blocks = model(*args, positions=maybe[rows]), None  # (C, V)
+            else:  # the output layer fused with the softmax pass (categorical.output_blocks)
+                features = model(*args, positions=maybe[rows], features=True)  # (C, D)
+                logits, *blocks = categorical.output_blocks(features, head, temperature)
             x_next[rows] = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
-                                fixed[rows] if fixed is not None else None, u[rows], at_candidates=True)
+                                fixed[rows] if fixed is not None else None, u[rows], at_candidates=True,
+                                blocks=blocks, maybe=maybe[rows])
         last_change[x_next != x] = s
         x = x_next
         if on_step is not None:

@@ -5,8 +5,10 @@ docs/method.md section 6. Choices:
 - Warm-up calls first (allocations, kernel selection, compilation), then the mean of timed calls.
   CUDA runs asynchronously, so it is synchronised before every clock read.
 - The sampler's overhead is the time `sampler.sample` spends outside the model's forward calls
-  (the jump tests, the softmax, the categorical draws), measured by timing every forward inside one
-  sampling run (`TimedModel`): the fraction of the total that is not the model.
+  (the jump tests, the softmax, the categorical draws): its total minus the time of the same forward
+  calls (recorded during sampling, `RecordedModel`) run again alone, each returning its logits, as a
+  fraction of the total. Timing the calls from outside rather than inside the run keeps the measure
+  fair where `sample` applies the output layer itself (fused with its softmax pass).
 - The speed study times, for each batch size B and length L, the AR model with its KV cache (one
   model call per token, L - 1 calls on B rows of one position each), the student at a few steps and
   the DFM model at many (up to S calls on B rows of L positions; the output layer and the draws only
@@ -88,36 +90,48 @@ def speed_benchmark(models, batch_sizes, length, dfm_steps=256, student_steps=8,
     return {"rows": rows, "ratios": ratios}
 
 
-class TimedModel:
-    """Calls a model and adds the wall-clock seconds of each call (synchronised) to `seconds`."""
+class RecordedModel:
+    """Passes calls through to a model and keeps their inputs, so that the same forward calls can be
+    timed alone afterwards (`sampler_overhead`). Keeps the model's `head`, so that `sample` still
+    fuses the output layer with its softmax pass."""
 
-    def __init__(self, model, device):
-        self.model, self.config, self.device = model, model.config, device
-        self.seconds, self.calls = 0.0, 0
+    def __init__(self, model):
+        self.model, self.config, self.calls = model, model.config, []
+        self.head = getattr(model, "head", None)
 
     def __call__(self, *args, **kwargs):
-        synchronize(self.device)
-        start = time.perf_counter()
-        out = self.model(*args, **kwargs)
-        synchronize(self.device)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
-        return out
+        self.calls.append((args, kwargs))
+        return self.model(*args, **kwargs)
 
 
 def sampler_overhead(model, batch_size, length, steps, source, student=True, warmup=1, repeats=3, device="cpu"):
-    """{"total_s", "forward_s", "overhead"}: mean seconds of one `sample` call, of its forward
-    calls, and the fraction of the total spent outside the model."""
-    timed = TimedModel(model, device)
-    run = lambda: sample(timed, batch_size, length, steps, source, "cumulative", step_size_input=student,
+    """{"total_s", "forward_s", "overhead"}: median seconds of one `sample` call, of the model's
+    forward calls it makes (run again alone, on the same inputs, returning the logits), and the
+    fraction of the total that is not the model: (total - forward) / total. The runs alternate, so
+    a change in the machine's load falls on both."""
+    recorded = RecordedModel(model)
+    run = lambda: sample(recorded, batch_size, length, steps, source, "cumulative", step_size_input=student,
                          device=device)
     for _ in range(warmup):
         run()
-    timed.seconds, timed.calls = 0.0, 0
-    total = time_call(run, device, warmup=0, repeats=repeats)
-    forward = timed.seconds / repeats
+    recorded.calls.clear()
+    run()
+    calls, recorded.calls = recorded.calls, []
+
+    def forwards():
+        for args, kwargs in calls:
+            logits = model(*args, **{k: v for k, v in kwargs.items() if k != "features"})
+            del logits  # its release is part of the call's cost
+    forwards()
+    # sampling and its forward calls alone, in turns, so that both see the same load; medians
+    totals, forward = [], []
+    for _ in range(repeats):
+        totals.append(time_call(run, device, warmup=0, repeats=1))
+        recorded.calls.clear()
+        forward.append(time_call(forwards, device, warmup=0, repeats=1))
+    total, forward = sorted(totals)[len(totals) // 2], sorted(forward)[len(forward) // 2]
     return {"total_s": total, "forward_s": forward, "overhead": (total - forward) / total,
-            "model_calls": timed.calls / repeats}
+            "model_calls": len(calls)}
 
 
 def device_name(device):

@@ -27,11 +27,11 @@ def draws(z, num, temperature=1.0, exclude=None, seed=0):
     R, V = z.shape
     big = z.repeat(num, 1)
     rows = torch.arange(big.shape[0])
-    maxima, masses = categorical.logit_blocks(big, None, temperature)
+    shifts, masses = categorical.logit_blocks(big, None, temperature)
     if exclude is not None:
         exclude = exclude.repeat(num)
-        masses, _ = categorical.without_token(big, rows, exclude, maxima, masses, temperature)
-    out = categorical.draw(big, rows, maxima, masses, temperature, exclude, g).view(num, R)
+        masses, _ = categorical.without_token(big, rows, exclude, shifts, masses, temperature)
+    out = categorical.draw(big, rows, shifts, masses, temperature, exclude, g).view(num, R)
     return torch.stack([torch.bincount(out[:, r], minlength=V) for r in range(R)]).double()
 
 
@@ -70,20 +70,20 @@ def test_tiny_probabilities_are_carried_in_float64():
     logp[0, 512:] = math.log(1e-9 / 88)
     z = logp.float()
     p = torch.softmax(z.double(), -1)[0]
-    maxima, masses = categorical.logit_blocks(z)
+    shifts, masses = categorical.logit_blocks(z)
     block_p = masses[0] / masses[0].sum()
     size, blocks = categorical.block_shape(V)
     assert blocks == 3
     expected = torch.stack([p[:256].sum(), p[256:512].sum(), p[512:].sum()])
     assert torch.allclose(block_p, expected, rtol=1e-5, atol=0), (block_p / expected - 1)
-    weights, ids = categorical.block_weights(z, torch.tensor([0]), torch.tensor([0]), maxima)
+    weights, ids = categorical.block_weights(z, torch.tensor([0]), torch.tensor([0]), shifts)
     within = weights[0] / weights[0].sum()
     assert ids[0, 5] == 5 and within[5].item() == pytest.approx(p[5].item() / p[:256].sum().item(), rel=1e-6)
     # the whole inverse CDF: the u-interval of every token has the token's probability
     cdf = masses[0].cumsum(0)
     for j in (0, 5, 520):
         b = j // size
-        w, _ = categorical.block_weights(z, torch.tensor([0]), torch.tensor([b]), maxima)
+        w, _ = categorical.block_weights(z, torch.tensor([0]), torch.tensor([b]), shifts)
         mass = (cdf[b] - (cdf[b - 1] if b else 0)) / cdf[-1] * w[0, j - b * size] / w[0].sum()
         assert mass.item() == pytest.approx(p[j].item(), rel=1e-6)
 
@@ -93,8 +93,8 @@ def test_probability_of_the_current_token_keeps_its_complement():
     V = 100
     z = torch.full((1, V), 0.0)
     z[0, 42] = math.log((V - 1) / 1e-9)
-    maxima, masses = categorical.logit_blocks(z)
-    others, own = categorical.without_token(z, torch.tensor([0]), torch.tensor([42]), maxima, masses)
+    shifts, masses = categorical.logit_blocks(z)
+    others, own = categorical.without_token(z, torch.tensor([0]), torch.tensor([42]), shifts, masses)
     leave = others.sum(-1) / (others.sum(-1) + own)
     assert leave.item() == pytest.approx(1e-9, rel=1e-5)
 
@@ -111,3 +111,36 @@ def test_minus_infinity_is_never_drawn_and_rows_are_independent_of_chunking():
     rows = torch.tensor([3, 0, 3])
     m3, s3 = categorical.logit_blocks(z, rows)
     assert torch.equal(m3, m2[rows]) and torch.allclose(s3, s2[rows], rtol=1e-6)
+
+
+def test_rows_beyond_float32s_range_are_shifted_by_their_maximum():
+    V = 600
+    z = torch.randn(4, V)
+    z[1] += 300.0  # 2^433 would overflow float32
+    z[2] -= 80.0  # every weight below 2^-115: nearly out of the normal range
+    z[3, 7] = 90.0  # one large logit; 2^130 still overflows
+    shifts, masses = categorical.logit_blocks(z)
+    assert shifts[0] == 0  # the others' maxima, where exp would overflow or lose precision
+    torch.testing.assert_close(shifts[1:], z[1:].max(-1).values)
+    reference = torch.softmax(z.double(), -1)
+    block_p = masses / masses.sum(-1, keepdim=True)
+    expected = torch.stack([reference[:, :256].sum(-1), reference[:, 256:512].sum(-1), reference[:, 512:].sum(-1)], -1)
+    torch.testing.assert_close(block_p, expected, rtol=1e-5, atol=1e-12)
+    weights, _ = categorical.block_weights(z, torch.arange(4), torch.zeros(4, dtype=torch.long), shifts)
+    torch.testing.assert_close(weights.sum(-1), masses[:, 0], rtol=1e-5, atol=0)  # the two levels agree
+
+
+@pytest.mark.parametrize("V", [65, 600])  # one block; three, with a partial last one
+def test_output_layer_fused_with_the_pass_equals_the_two_steps(V):
+    g = torch.Generator().manual_seed(V)
+    features, weight = torch.randn(37, 16, generator=g), torch.randn(V, 16, generator=g)
+    features[5] *= 40  # logits of several hundred: this row needs the shift
+    for temperature in (1.0, 0.7):
+        z_ref = features @ weight.T
+        shifts_ref, masses_ref = categorical.logit_blocks(z_ref, None, temperature)
+        for chunk in (None, 300, 20_000):  # one band; one row of one block at a time; bands of rows
+            z, shifts, masses = categorical.output_blocks(features, weight, temperature, chunk)
+            torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(shifts, shifts_ref, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(masses, masses_ref, rtol=1e-4, atol=0)
+    assert shifts[5] > 0 and (shifts[torch.arange(37) != 5] == 0).all()

@@ -8,7 +8,7 @@ import torch
 from nanodfm.config import UsageError
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import LOG_ZERO, kappa, mask_id, sample_source
-from nanodfm.sampler import jump_probability, sample, step
+from nanodfm.sampler import jump_probability, output_layer, sample, step
 
 V = 7
 
@@ -130,6 +130,28 @@ def test_model_is_asked_only_where_a_position_may_move_and_draws_the_same(source
         t = torch.full((B,), s / S)
         reference = step(reference, model(reference, t), t, 1 / S, source, method, generator=g, fixed=fixed.expand(B, L))
     assert torch.equal(x, reference)
+
+
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+def test_fused_output_layer_draws_what_the_logits_draw(source):
+    """`sample` applies a Transformer's output layer itself, fused with the softmax pass
+    (categorical.output_blocks); a model it cannot do that for returns logits. Same draws."""
+    model = tiny_model(vocab_size=600)  # three blocks of the vocabulary
+
+    class LogitsOnly:  # the same model, seen without its output layer
+        config = model.config
+
+        def __call__(self, *args, **kwargs):
+            return model(*args, **kwargs)
+
+    assert output_layer(model) is model.head.weight and output_layer(LogitsOnly()) is None
+    fused, _ = sample(model, 4, 24, 8, source, generator=torch.Generator().manual_seed(5))
+    plain, _ = sample(LogitsOnly(), 4, 24, 8, source, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(fused, plain)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bfloat16 features meet the float32 bands
+        assert sample(model, 2, 24, 4, source)[0].shape == (2, 24)
+    features = model(fused, torch.full((4,), 0.5), features=True)
+    torch.testing.assert_close(model.head(features), model(fused, torch.full((4,), 0.5)))
 
 
 def test_model_logits_at_positions_are_the_full_logits_there():
