@@ -118,6 +118,7 @@ def sampler_overhead(model, batch_size, length, steps, source, student=True, war
     run()
     calls, recorded.calls = recorded.calls, []
 
+    @torch.no_grad()
     def forwards():
         for args, kwargs in calls:
             logits = model(*args, **{k: v for k, v in kwargs.items() if k != "features"})

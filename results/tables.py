@@ -74,17 +74,23 @@ def ratio_table(reports, steps=(4, 8)):
     return "\n".join(lines)
 
 
-def overhead_table(before, after):
-    """The sampler's time outside the model, before and after, per case."""
+def overhead_table(stages):
+    """The sampler's time outside the model per case, one pair of columns per stage (label, report),
+    the last stage's forward time too."""
     key = lambda r: (r["vocab_size"], r["length"], r["source"], r["steps"])
-    old = {key(r): r for r in before["rows"]} if before else {}
-    lines = ["| V | L | source | steps | before: sample (s) | before: outside the model | after: sample (s) | "
-             "after: forwards (s) | after: outside the model |", "| ---: | ---: | --- | ---: |" + " ---: |" * 5]
-    for r in after["rows"]:
-        b = old.get(key(r))
-        was = f"{b['total_s']:.3g} | {100 * b['overhead']:.1f}%" if b else "- | -"
-        lines.append(f"| {r['vocab_size']} | {r['length']} | {r['source']} | {r['steps']} | {was} | {r['total_s']:.3g} | "
-                     f"{r['forward_s']:.3g} | {100 * r['overhead']:.1f}% |")
+    label, last = stages[-1]
+    by = [{key(r): r for r in report["rows"]} for _, report in stages[:-1]]
+    lines = ["| V | L | source | steps | " + "".join(f"{name}: sample (s) | {name}: outside the model | "
+                                               for name, _ in stages[:-1])
+             + f"{label}: sample (s) | {label}: forwards alone (s) | {label}: outside the model |",
+             "| ---: | ---: | --- | ---: |" + " ---: |" * (2 * len(stages) + 1)]
+    for r in last["rows"]:
+        cells = []
+        for old in by:
+            b = old.get(key(r))
+            cells.append(f"{b['total_s']:.3g} | {100 * b['overhead']:.1f}%" if b else "- | -")
+        cells.append(f"{r['total_s']:.3g} | {r['forward_s']:.3g} | {100 * r['overhead']:.1f}%")
+        lines.append(f"| {r['vocab_size']} | {r['length']} | {r['source']} | {r['steps']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -125,13 +131,14 @@ def speed(folder):
     after = load(folder, "overhead.json")
     if after:
         print("## the sampler's time outside the model, batch 1\n")
-        print(overhead_table(load(folder, "overhead-before.json"), after) + "\n")
+        stages = [("Gumbel draw", load(folder, "overhead-gumbel.json")), ("one pass", load(folder, "overhead-onepass.json"))]
+        print(overhead_table([s for s in stages if s[1]] + [("fused", after)]) + "\n")
     for name in sorted(os.listdir(folder)):
-        if name.startswith("overhead-") and name != "overhead-before.json":
+        if name.startswith("overhead-") and name not in ("overhead-gumbel.json", "overhead-onepass.json"):
             other = load(folder, name)
             print(f"## {name}: {other['threads']} threads, {other['settings']['n_layer']} layers x "
                   f"{other['settings']['n_embd']} wide\n")
-            print(overhead_table(None, other) + "\n")
+            print(overhead_table([("fused", other)]) + "\n")
         if name.startswith("study"):
             study = load(folder, name)
             print(f"## {name}: {study['device_name']} ({study['device']}), {study['dtype']}, {study['threads']} threads, "
