@@ -63,22 +63,53 @@ def apply_rotary(x, cos, sin):
 
 
 class KVCache:
-    """Keys and values of past positions for causal generation, preallocated per layer."""
+    """Keys and values of past positions for causal generation, preallocated per layer.
 
-    def __init__(self, n_layer, batch_size, n_head, max_len, head_dim, device, dtype=torch.float32):
-        shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.pos = 0  # number of positions already cached
+    Two ways to read it, results equal up to float rounding:
+    - dynamic (default): `pos` is a Python int; new keys go into a slice and attention runs over the
+      prefix `:pos + T`. Least work in eager, but every call has new shapes, so torch.compile would
+      recompile, then trace with dynamic shapes.
+    - static=True: `pos` is a long tensor; new keys are written with `index_copy_` at positions
+      `pos + arange(T)`, and attention runs over all max_len cached positions under a mask (key
+      position <= query position; the unwritten zeros are masked out). Every call with T new tokens
+      has the same shapes and no Python int that changes, so a compiled model compiles once per T.
+      Bounds are not checked here (that would read the tensor back); `generate` checks them.
+    Each layer has its own k and v tensors: under torch.compile an in-place write to a slice of one
+    tensor for all layers became a copy of the whole cache at every step.
+    """
+
+    def __init__(self, n_layer, batch_size, n_head, max_len, head_dim, device, dtype=torch.float32, static=False):
+        shape = (batch_size, n_head, max_len, head_dim)  # one tensor per layer (below)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.static = static
+        # number of positions already cached
+        self.pos = torch.zeros((), dtype=torch.long, device=device) if static else 0
+        self.key_pos = torch.arange(max_len, device=device) if static else None
+
+    def positions(self, T):
+        """Positions (T,) of T new tokens: a tensor for the static cache, a slice for the dynamic one."""
+        if self.static:
+            return self.pos + self.key_pos[:T]
+        return slice(self.pos, self.pos + T)
 
     def update(self, layer, k, v):
-        """Store k, v (B, H, T, hd) after the cached ones; return all keys and values so far."""
-        end = self.pos + k.shape[2]
-        if end > self.k.shape[3]:
-            raise ValueError(f"KV cache holds {self.k.shape[3]} positions; asked for {end}")
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        """Store k, v (B, H, T, hd) after the cached ones; return the keys and values to attend to
+        and the boolean mask (T, keys) of those each new query sees (None: all of them)."""
+        T = k.shape[2]
+        if self.static:
+            at = self.positions(T)
+            self.k[layer].index_copy_(2, at, k)
+            self.v[layer].index_copy_(2, at, v)
+            return self.k[layer], self.v[layer], self.key_pos <= at[:, None]
+        end = self.pos + T
+        if end > self.k[layer].shape[2]:
+            raise ValueError(f"KV cache holds {self.k[layer].shape[2]} positions; asked for {end}")
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        # new queries see every cached key and the new ones up to themselves; one query sees all
+        mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(self.pos) if T > 1 else None
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end], mask
 
 
 class SelfAttention(nn.Module):
@@ -96,9 +127,7 @@ class SelfAttention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, T, hd)
         mask, is_causal = None, self.causal
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)
-            if T > 1:  # new queries see every cached key and the new ones up to themselves
-                mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(cache.pos)
+            k, v, mask = cache.update(self.layer_idx, k, v)
             is_causal = False
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
@@ -198,10 +227,12 @@ class Transformer(nn.Module):
         return what enters the output layer (B, T, D) or (N, D) instead, for a caller that applies
         `head` itself (the sampler fuses it with its softmax pass)."""
         B, T = idx.shape
-        start = cache.pos if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        if cache is None or not cache.static:  # the static cache's position is a tensor: not read here
+            start = cache.pos if cache is not None else 0
+            if start + T > self.config.block_size:
+                raise ValueError(f"sequence of {start + T} tokens is longer than block_size {self.config.block_size}")
+        at = cache.positions(T) if cache is not None else slice(0, T)
+        cos, sin = self.rope_cos[at], self.rope_sin[at]
         c = None
         if not self.config.causal:
             if t is None:
@@ -215,13 +246,13 @@ class Transformer(nn.Module):
             shift, scale = self.final_modulation(F.silu(c))[:, None].chunk(2, dim=-1)
             x = modulate(x, shift, scale)
         if cache is not None:
-            cache.pos += T
+            cache.pos += T  # in place when it is a tensor
         x = x if positions is None else x[positions]
         return x if features else self.head(x)
 
-    def new_cache(self, batch_size, device, dtype=torch.float32):
+    def new_cache(self, batch_size, device, dtype=torch.float32, static=False):
         c = self.config
-        return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, device, dtype)
+        return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, device, dtype, static)
 
     def num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())

@@ -41,30 +41,55 @@ def save_checkpoint(path, model, kind, dataset="shakespeare_char"):
     return str(path)
 
 
-def test_cached_forward_gives_the_uncached_logits():
+@pytest.mark.parametrize("static", [False, True])
+def test_cached_forward_gives_the_uncached_logits(static):
     model = tiny_model()
     x = torch.randint(len(CHARS), (3, 20))
     full = model(x)  # (B, T, V): every position from the whole prefix
-    cache = model.new_cache(3, x.device, torch.float64)
+    cache = model.new_cache(3, x.device, torch.float64, static=static)
     steps = [model(x[:, :8], cache=cache)]  # prefill
     steps += [model(x[:, i:i + 1], cache=cache) for i in range(8, 20)]  # then one token per call
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)
-    assert cache.pos == 20
+    assert int(cache.pos) == 20
 
 
 @pytest.mark.parametrize("greedy", [True, False])
 def test_cache_and_full_prefix_generate_the_same_tokens(greedy):
-    # float64 keeps the two attention orders within 1e-12 of each other, far below any gap between
-    # two tokens' cumulative probabilities at the drawn uniform, so equal seeds must give equal tokens
+    # float64 keeps the attention orders within 1e-12 of each other, far below any gap between two
+    # tokens' cumulative probabilities at the drawn uniform, so equal seeds must give equal tokens
     model = tiny_model()
     prompt = torch.randint(len(CHARS), (4, 3))
-    runs = [generate(model, prompt, 21, greedy=greedy, use_cache=cache, generator=torch.Generator().manual_seed(7))
-            for cache in (True, False)]
+    ways = [{"static_cache": False}, {"static_cache": True}, {"use_cache": False}]
+    runs = [generate(model, prompt, 21, greedy=greedy, generator=torch.Generator().manual_seed(7), **way)
+            for way in ways]
     assert runs[0].shape == (4, 24)
-    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
     assert torch.equal(runs[0][:, :3], prompt)
     if not greedy:  # sampling draws differ from the argmax path: the test exercises both
         assert not torch.equal(runs[0], generate(model, prompt, 21, greedy=True))
+
+
+@pytest.mark.parametrize("prompt_len", [1, 3])
+def test_compiled_decoding_compiles_once_with_static_shapes(prompt_len):
+    """torch.compile traces the one-token step once, whatever the position: no recompiles, no
+    symbolic sizes. The backend only counts graphs (dynamo's guards are what is tested), so no
+    inductor is needed; a longer prompt is prefilled by the uncompiled module."""
+    model = tiny_model(block_size=32)
+    prompt = torch.randint(len(CHARS), (2, prompt_len))
+    for n in (8, 24):
+        torch._dynamo.reset()
+        graphs = []
+
+        def counting_backend(gm, example_inputs):
+            graphs.append(example_inputs)
+            return gm.forward
+
+        compiled = torch.compile(model, backend=counting_backend)
+        x = generate(compiled, prompt, n, greedy=True)
+        assert torch.equal(x, generate(model, prompt, n, greedy=True, use_cache=False))
+        assert len(graphs) == 1, f"{len(graphs)} graphs for {n} tokens"
+        assert all(isinstance(a, torch.Tensor) for a in graphs[0])  # no SymInt: nothing traced as dynamic
+    torch._dynamo.reset()
 
 
 def test_top_1_is_greedy_and_top_k_stays_in_the_top_k():
