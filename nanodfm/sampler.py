@@ -99,19 +99,18 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         shifts, masses = categorical.logit_blocks(z, None if at_candidates else rows, temperature)
     else:
         shifts, masses = blocks
-    p_xt = torch.ones(B * L, dtype=torch.float64, device=x.device)  # 1: no jump; only candidates need p
-    if source == "uniform":
-        others, own = categorical.without_token(z, rows, current, shifts, masses, temperature)
-        p_xt[flat] = own / (own + others.sum(-1))  # the others' mass is a float64 sum of blocks
-    else:
-        p_xt[flat] = 0.0
-    moves, final = moving(maybe, p_xt.reshape(B, L), t, h, method, n, u)
-    go = moves.reshape(-1)[flat]  # (C,) the candidates that move
-    rows, shifts, masses, current = rows[go], shifts[go], masses[go], current[go]
     exclude = None
-    if source == "uniform":  # a jump goes to a token other than the current one; the final draw is free
+    if source == "mask":  # a candidate's test passed at p(x_t) = 0, which is p(MASK): all of them move
+        go = torch.ones_like(flat, dtype=torch.bool)
+    else:
+        others, own = categorical.without_token(z, rows, current, shifts, masses, temperature)
+        p_xt = torch.ones(B * L, dtype=torch.float64, device=x.device)  # 1: no jump; only candidates need p
+        p_xt[flat] = own / (own + others.sum(-1))  # the others' mass is a float64 sum of blocks
+        moves, final = moving(maybe, p_xt.reshape(B, L), t, h, method, n, u)
+        go = moves.reshape(-1)[flat]  # (C,) the candidates that move
+        rows, shifts, current, others, own = rows[go], shifts[go], current[go], others[go], own[go]
+        # a jump goes to a token other than the current one; the final draw is free
         jump = ~final.expand(B, L).reshape(-1)[flat[go]]
-        others, own = others[go], own[go]
         own_block = (current // categorical.block_shape(V)[0])[:, None]
         masses = torch.where(jump[:, None], others, others.scatter_add(1, own_block, own[:, None]))
         exclude = torch.where(jump, current, -1)
@@ -166,8 +165,14 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
         u = uniform(x.shape, generator, device, torch.float64)
         maybe = candidates(x, t, h, source, V, method, n, u, fixed)
         rows = maybe.any(-1)  # (B,)
-        x_next = x.clone()
-        if rows.any():
+        x_next = x
+        if rows.all():  # the common case: no row to leave out (indexing would copy every tensor)
+            rows = slice(None)
+        elif rows.any():
+            rows = rows.nonzero().squeeze(1)
+        else:
+            rows = None
+        if rows is not None:
             args = (x[rows], t[rows], h if step_size_input else None)
             head = output_layer(model)
             if head is None:
@@ -175,6 +180,7 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
             else:  # the output layer fused with the softmax pass (categorical.output_blocks)
                 features = model(*args, positions=maybe[rows], features=True)  # (C, D)
                 logits, *blocks = categorical.output_blocks(features, head, temperature)
+            x_next = x.clone()
             x_next[rows] = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
                                 fixed[rows] if fixed is not None else None, u[rows], at_candidates=True,
                                 blocks=blocks, maybe=maybe[rows])
