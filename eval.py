@@ -259,12 +259,17 @@ def elbo(cfg, dev):
 def speed(cfg, dev):
     batch_sizes = int_list("speed_batch_sizes", cfg["speed_batch_sizes"])
     if any(cfg[k] for k in ("ar", "dfm", "student")):
-        models, source, n = {}, "mask", 1.0
+        models, paths = {}, {}  # paths: (source, kappa_power) -> the flow checkpoints sampled with it
         for kind in ("ar", "dfm", "student"):
             if cfg[kind]:
                 models[kind], ck = load_model(cfg[kind], kind, dev)
                 if kind != "ar":
-                    source, n = ck["config"]["source"], ck["config"]["kappa_power"]
+                    paths.setdefault((ck["config"]["source"], ck["config"]["kappa_power"]), []).append(kind)
+        if len(paths) > 1:
+            raise UsageError("the flow models were trained on different paths (" + "; ".join(
+                f"{', '.join(kinds)}: source {s}, kappa_power {k}" for (s, k), kinds in paths.items())
+                + "): time a DFM model with its own student")
+        source, n = next(iter(paths), ("mask", 1.0))
         sizes = {(m.config.n_layer, m.config.n_embd) for m in models.values()}
         if len(sizes) > 1:
             print(f"warning: the models differ in size (n_layer, n_embd) {sorted(sizes)}: times are not comparable")

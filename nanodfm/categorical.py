@@ -82,13 +82,15 @@ def _shift_where_needed(z, rows, masses, scale, per_chunk):
 
 
 @torch.no_grad()
-def logit_blocks(z, rows=None, temperature=1.0, chunk_elements=2**19):
+def logit_blocks(z, rows=None, temperature=1.0, chunk_elements=None):
     """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all.
 
     masses[i, b] = sum over the tokens j of block b of exp(z[i, j] / temperature - shifts[i]). The
     shift is 0 where the row's logits allow it (two elementwise passes: scale and exponentiate, then
-    the block sums), else the row's maximum (one more pass, only for those rows).
+    the block sums), else the row's maximum (one more pass, only for those rows). chunk_elements:
+    rows x V per chunk (None: 2 MB, in cache, on a CPU; up to 1 GB on a GPU, where launches cost).
     """
+    chunk_elements = chunk_elements or (2**19 if z.device.type == "cpu" else 2**28)
     R, V = z.shape
     N = R if rows is None else rows.shape[0]
     size, blocks = block_shape(V)
@@ -103,7 +105,7 @@ def logit_blocks(z, rows=None, temperature=1.0, chunk_elements=2**19):
 
 
 @torch.no_grad()
-def output_blocks(features, weight, temperature=1.0, chunk_elements=None):
+def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=None):
     """(logits (N, V), shifts, masses): the output layer z = features weight^T (features (N, D),
     weight (V, D)) fused with `logit_blocks(z)`.
 
@@ -112,7 +114,9 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None):
     summed into its blocks while it is still in cache; memory sees z written once, read later only
     at the draw's one block per row. On a CPU the pass then costs a few percent of the matmul
     instead of about a fifth (bench.py --mode=overhead). chunk_elements: rows x columns of a band.
-    A GPU runs the two steps: bands would only add kernel launches there.
+    out: a float32 tensor of at least N x V elements to write the logits into (the sampler keeps
+    one across steps: a fresh tensor of tens of MB costs a page fault per 4 kB on a CPU). A GPU runs
+    the two steps: bands would only add kernel launches there.
     """
     if features.device.type != "cpu":
         z = F.linear(features, weight).float()  # in autocast's dtype, if on
@@ -123,7 +127,10 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None):
     chunk_elements = chunk_elements or 2**19  # 2 MB
     rows_per_group = max(1, min(N, chunk_elements // size))  # at least one block of columns per band
     cols = max(1, chunk_elements // rows_per_group // size) * size  # whole blocks
-    z = torch.empty(N, V, device=features.device, dtype=torch.float32)
+    if out is None:
+        z = torch.empty(N, V, device=features.device, dtype=torch.float32)
+    else:
+        z = out.reshape(-1)[:N * V].view(N, V)
     masses = torch.empty(N, blocks, device=features.device)
     buf = torch.zeros(rows_per_group, min(cols, size * blocks), device=features.device)
     scale = LOG2E / temperature

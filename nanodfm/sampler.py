@@ -157,6 +157,7 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
     if fixed is not None:
         last_change[fixed] = -1
     h = 1.0 / steps
+    workspace = None
     for s in tqdm(range(stride - 1, steps, stride), disable=not progress, desc="sampling", leave=False):
         t = torch.full((num_samples,), s * h, device=device)
         # Which positions can move does not depend on the model (`candidates`), so draw the jump
@@ -179,7 +180,9 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
                 logits, blocks = model(*args, positions=maybe[rows]), None  # (C, V)
             else:  # the output layer fused with the softmax pass (categorical.output_blocks)
                 features = model(*args, positions=maybe[rows], features=True)  # (C, D)
-                logits, *blocks = categorical.output_blocks(features, head, temperature)
+                if workspace is None and features.device.type == "cpu":  # for the logits of every step,
+                    workspace = torch.empty(num_samples * seq_len * V)  # its pages touched as they are used
+                logits, *blocks = categorical.output_blocks(features, head, temperature, out=workspace)
             x_next = x.clone()
             x_next[rows] = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
                                 fixed[rows] if fixed is not None else None, u[rows], at_candidates=True,

@@ -108,6 +108,15 @@ def test_speed_mode_runs_and_reports_positive_times(tmp_path):
     assert {"student@2 vs ar_cache, B=1", "dfm@8 vs ar_cache, B=4"} <= report["ratios"].keys()
 
 
+def test_speed_mode_refuses_flow_models_of_different_sources(tmp_path):
+    dfm = save_checkpoint(tmp_path / "dfm.pt", tiny_model("dfm", dtype=torch.float32), "dfm", source="mask")
+    student = save_checkpoint(tmp_path / "student.pt", tiny_model("student", dtype=torch.float32), "student",
+                              source="uniform")
+    result = run_eval("--mode=speed", f"--dfm={dfm}", f"--student={student}", "--repeats=1")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "dfm: source mask" in result.stderr and "student: source uniform" in result.stderr
+
+
 @pytest.mark.skipif(not SHAKESPEARE_VAL.is_file(), reason="run data/shakespeare_char/prepare.py first")
 def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     vocab = {"vocab_size": 65, "block_size": 16}
