@@ -99,12 +99,13 @@ def overhead(cfg, dev, autocast, dtype):
         for src in sources:
             for steps in int_list("student_steps", cfg["student_steps"]):
                 with autocast:
-                    r = speed.sampler_overhead(model, 1, L, steps, src, True, cfg["warmup"], cfg["repeats"], dev)
+                    r = speed.sampler_overhead(model, 1, L, steps, src, True, cfg["warmup"], cfg["repeats"], dev,
+                                               cfg["seed"])
                 rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps, "batch_size": 1, **r})
     print(f"{system(cfg, dev)}, {dtype}, {cfg['n_layer']} layers x {cfg['n_embd']} wide, batch 1, student\n")
-    print(markdown_table(["V", "L", "source", "steps", "sample (s)", "forwards (s)", "outside the model"],
+    print(markdown_table(["V", "L", "source", "steps", "sample (s)", "forwards (s)", "outside the model (quartiles)"],
                                [[r["vocab_size"], r["length"], r["source"], r["steps"], r["total_s"], r["forward_s"],
-                                 f"{100 * r['overhead']:.1f}%"] for r in rows]))
+                                 speed.share(r)] for r in rows]))
     return {"mode": "overhead", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
 
 

@@ -132,7 +132,7 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
     else:
         z = out.reshape(-1)[:N * V].view(N, V)
     masses = torch.empty(N, blocks, device=features.device)
-    buf = torch.zeros(rows_per_group, min(cols, size * blocks), device=features.device)
+    buf = torch.empty(rows_per_group, min(cols, size * blocks), device=features.device)
     scale = LOG2E / temperature
     weight_t = weight.t()
     for r0 in range(0, N, rows_per_group):
@@ -143,9 +143,9 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
             band = buf[:r, :c1 - c0]
             torch.matmul(f, weight_t[:, c0:c1], out=band)
             z[r0:r0 + r, c0:c1] = band
-            if c1 - c0 < buf.shape[1]:  # the last band: its partial block's padding must weigh 0
-                buf[:r, c1 - c0:] = 0
-            sums = _exp2_blocks(band, None, scale, buf[:, :-(-(c1 - c0) // size) * size], size)
+            padded = -(-(c1 - c0) // size) * size  # whole blocks: the last one's padding must weigh 0
+            buf[:r, c1 - c0:padded] = 0
+            sums = _exp2_blocks(band, None, scale, buf[:, :padded], size)
             masses[r0:r0 + r, c0 // size:c0 // size + sums.shape[1]] = sums
     shifts, masses = _shift_where_needed(z, None, masses, scale, max(1, chunk_elements // (size * blocks)))
     return z, shifts, masses

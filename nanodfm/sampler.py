@@ -101,7 +101,7 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         shifts, masses = blocks
     exclude = None
     if source == "mask":  # a candidate's test passed at p(x_t) = 0, which is p(MASK): all of them move
-        go = torch.ones_like(flat, dtype=torch.bool)
+        moving_at = flat
     else:
         others, own = categorical.without_token(z, rows, current, shifts, masses, temperature)
         p_xt = torch.ones(B * L, dtype=torch.float64, device=x.device)  # 1: no jump; only candidates need p
@@ -114,8 +114,9 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         own_block = (current // categorical.block_shape(V)[0])[:, None]
         masses = torch.where(jump[:, None], others, others.scatter_add(1, own_block, own[:, None]))
         exclude = torch.where(jump, current, -1)
+        moving_at = flat[go]
     x = x.clone()
-    x.view(-1)[flat[go]] = categorical.draw(z, rows, shifts, masses, temperature, exclude, generator)
+    x.view(-1)[moving_at] = categorical.draw(z, rows, shifts, masses, temperature, exclude, generator)
     return x
 
 
@@ -183,10 +184,14 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
                 if workspace is None and features.device.type == "cpu":  # for the logits of every step,
                     workspace = torch.empty(num_samples * seq_len * V)  # its pages touched as they are used
                 logits, *blocks = categorical.output_blocks(features, head, temperature, out=workspace)
-            x_next = x.clone()
-            x_next[rows] = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
-                                fixed[rows] if fixed is not None else None, u[rows], at_candidates=True,
-                                blocks=blocks, maybe=maybe[rows])
+            moved = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
+                         fixed[rows] if fixed is not None else None, u[rows], at_candidates=True, blocks=blocks,
+                         maybe=maybe[rows])
+            if isinstance(rows, slice):
+                x_next = moved
+            else:
+                x_next = x.clone()
+                x_next[rows] = moved
         last_change[x_next != x] = s
         x = x_next
         if on_step is not None:

@@ -104,14 +104,17 @@ class RecordedModel:
         return self.model(*args, **kwargs)
 
 
-def sampler_overhead(model, batch_size, length, steps, source, student=True, warmup=1, repeats=3, device="cpu"):
-    """{"total_s", "forward_s", "overhead"}: median seconds of one `sample` call, of the model's
-    forward calls it makes (run again alone, on the same inputs, returning the logits), and the
-    fraction of the total that is not the model: (total - forward) / total. The runs alternate, so
-    a change in the machine's load falls on both."""
+def sampler_overhead(model, batch_size, length, steps, source, student=True, warmup=1, repeats=3, device="cpu",
+                     seed=0):
+    """{"total_s", "forward_s", "overhead", "overhead_iqr"}: median seconds of one `sample` call, of
+    the model's forward calls it makes (run again alone, on the same inputs, returning the logits),
+    and the fraction of the total that is not the model, 1 - forward / total: the median over
+    `repeats` rounds and its interquartile range. A round runs both, one after the other, so a change
+    in the machine's load falls on both; every run draws the same random numbers, so both do the
+    same work."""
     recorded = RecordedModel(model)
     run = lambda: sample(recorded, batch_size, length, steps, source, "cumulative", step_size_input=student,
-                         device=device)
+                         device=device, generator=torch.Generator(device).manual_seed(seed))
     for _ in range(warmup):
         run()
     recorded.calls.clear()
@@ -124,15 +127,23 @@ def sampler_overhead(model, batch_size, length, steps, source, student=True, war
             logits = model(*args, **{k: v for k, v in kwargs.items() if k != "features"})
             del logits  # its release is part of the call's cost
     forwards()
-    # sampling and its forward calls alone, in turns, so that both see the same load; medians
     totals, forward = [], []
     for _ in range(repeats):
         totals.append(time_call(run, device, warmup=0, repeats=1))
         recorded.calls.clear()
         forward.append(time_call(forwards, device, warmup=0, repeats=1))
-    total, forward = sorted(totals)[len(totals) // 2], sorted(forward)[len(forward) // 2]
-    return {"total_s": total, "forward_s": forward, "overhead": (total - forward) / total,
-            "model_calls": len(calls)}
+    median = lambda v: sorted(v)[len(v) // 2]
+    shares = sorted(1 - f / t for t, f in zip(totals, forward))
+    return {"total_s": median(totals), "forward_s": median(forward), "overhead": median(shares),
+            "overhead_iqr": [shares[len(shares) // 4], shares[(3 * len(shares)) // 4]], "model_calls": len(calls)}
+
+
+def share(row):
+    """The overhead of a `sampler_overhead` row as text: "4.2% (3.1 to 5.0)", the median and quartiles."""
+    text = f"{100 * row['overhead']:.1f}%"
+    if "overhead_iqr" in row:
+        text += " ({:.1f} to {:.1f})".format(*(100 * q for q in row["overhead_iqr"]))
+    return text
 
 
 def device_name(device):

@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nanodfm.evaluate import plot_quality, ratio_interval  # noqa: E402
+from nanodfm.speed import share  # noqa: E402
 
 
 def load(folder, name):
@@ -88,8 +89,8 @@ def overhead_table(stages):
         cells = []
         for old in by:
             b = old.get(key(r))
-            cells.append(f"{b['total_s']:.3g} | {100 * b['overhead']:.1f}%" if b else "- | -")
-        cells.append(f"{r['total_s']:.3g} | {r['forward_s']:.3g} | {100 * r['overhead']:.1f}%")
+            cells.append(f"{b['total_s']:.3g} | {share(b)}" if b else "- | -")
+        cells.append(f"{r['total_s']:.3g} | {r['forward_s']:.3g} | {share(r)}")
         lines.append(f"| {r['vocab_size']} | {r['length']} | {r['source']} | {r['steps']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -58,7 +58,8 @@ def test_overhead_counts_the_model_calls_and_splits_the_time(tmp_path):
     assert {(r["vocab_size"], r["length"], r["source"]) for r in rows} == \
         {(V, L, s) for V, L in ((11, 16), (300, 8)) for s in ("mask", "uniform")}
     for r in rows:
-        assert r["forward_s"] > 0 and r["overhead"] == pytest.approx(1 - r["forward_s"] / r["total_s"])
+        low, high = r["overhead_iqr"]
+        assert r["forward_s"] > 0 and r["total_s"] > 0 and low <= r["overhead"] <= high < 1
         if r["source"] == "uniform":
             assert r["model_calls"] == 3  # the mask source may skip a call where nothing moves
 
