@@ -16,7 +16,9 @@ output layer costs 2 n_embd FLOPs per logit), so it is done in two levels:
    from the float64 cumulative weights of that block alone, recomputed from the logits
    (`block_weights`). Two uniforms per row; no per-entry noise.
 
-The draw is exact: P(token j) = w_j / sum(w) with w = exp(z / T - shift), the weights carrying
+Everything here works in base-2 log-weights a = z * scale, scale = log2(e) / T (`scale_for`): a
+token's weight is 2^(a - shift), exp2 being the faster kernel on CPUs. The draw is exact: P(token
+j) = w_j / sum(w) with w = 2^(a - shift) = e^(z / T) / const, the weights carrying
 float32's relative precision of the scaled logits (as a float32 softmax would: a few 1e-6 where
 p ~ 1e-26) and the cumulative sums float64, so a token of probability 1e-12 is drawn 1e-12 of the
 time (tests/test_categorical.py: chi-square, and the u-interval of every token). A token
@@ -34,6 +36,11 @@ BLOCK = 256  # tokens per block: 197 blocks for GPT-2's 50257
 LOG2E = 1.4426950408889634
 
 
+def scale_for(temperature):
+    """The factor that turns logits z into base-2 log-weights at a temperature: e^(z/T) = 2^(z scale)."""
+    return LOG2E / temperature
+
+
 def block_shape(V):
     """(block size, number of blocks) for a vocabulary of V."""
     size = min(BLOCK, V)
@@ -41,7 +48,7 @@ def block_shape(V):
 
 
 # exp2 of float32 overflows at 2^128 and leaves the normal range below 2^-126. A row whose largest
-# scaled logit m = max z log2(e) / T lies in [LOW, HIGH] can be exponentiated as it is: its block sums
+# log-weight m = max z scale lies in [LOW, HIGH] can be exponentiated as it is: its block sums
 # stay below 2^(HIGH + 16), and every token within 2^-(LOW + 126) of the top keeps float32's
 # precision. Its total S bounds m without a separate pass: 2^m <= S <= V 2^m.
 LOW, HIGH = -30.0, 100.0
@@ -53,7 +60,7 @@ def _exp2_blocks(chunk, shift, scale, buf, size):
     r, c = chunk.shape
     w = buf[:r, :c]
     if shift is None:
-        torch.mul(chunk, scale, out=w)
+        torch.mul(chunk, scale, out=w)  # in place when chunk is w
     else:
         torch.add(shift * -1.0, chunk, alpha=scale, out=w)
     w.exp2_()
@@ -62,7 +69,7 @@ def _exp2_blocks(chunk, shift, scale, buf, size):
 
 def _shift_where_needed(z, rows, masses, scale, per_chunk):
     """(shifts (N,), masses (N, blocks) float64): rows whose unshifted masses leave [LOW, HIGH]
-    are summed again, shifted by their maximum."""
+    are summed again, shifted by their largest log-weight."""
     V = z.shape[1]
     masses = masses.double()
     shifts = torch.zeros(masses.shape[0], device=z.device)
@@ -73,19 +80,19 @@ def _shift_where_needed(z, rows, masses, scale, per_chunk):
         size, blocks = block_shape(V)
         buf = torch.zeros(min(per_chunk, again.shape[0]), size * blocks, device=z.device)
         chunk = z[again] if rows is None else z[rows[again]]
-        top = chunk.amax(dim=-1, keepdim=True).float() * scale  # (n, 1) log2 units
+        top = chunk.amax(dim=-1, keepdim=True).float() * scale  # (n, 1)
         for start in range(0, again.shape[0], per_chunk):
             part = slice(start, start + per_chunk)
             masses[again[part]] = _exp2_blocks(chunk[part], top[part], scale, buf, size).double()
-        shifts[again] = top.squeeze(1) / LOG2E  # natural units, as z / T
+        shifts[again] = top.squeeze(1)
     return shifts, masses
 
 
 @torch.no_grad()
-def logit_blocks(z, rows=None, temperature=1.0, chunk_elements=None):
+def logit_blocks(z, rows=None, scale=LOG2E, chunk_elements=None):
     """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all.
 
-    masses[i, b] = sum over the tokens j of block b of exp(z[i, j] / temperature - shifts[i]). The
+    masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]). The
     shift is 0 where the row's logits allow it (two elementwise passes: scale and exponentiate, then
     the block sums), else the row's maximum (one more pass, only for those rows). chunk_elements:
     rows x V per chunk (None: 2 MB, in cache, on a CPU; up to 1 GB on a GPU, where launches cost).
@@ -97,7 +104,6 @@ def logit_blocks(z, rows=None, temperature=1.0, chunk_elements=None):
     per_chunk = max(1, chunk_elements // (size * blocks))
     buf = torch.zeros(min(per_chunk, max(N, 1)), size * blocks, device=z.device)  # the padding weighs 0
     masses = torch.empty(N, blocks, device=z.device)
-    scale = LOG2E / temperature  # exp(a) = 2^(a log2 e): exp2 is the faster kernel on CPUs
     for start in range(0, N, per_chunk):
         chunk = z[start:start + per_chunk] if rows is None else z[rows[start:start + per_chunk]]
         masses[start:start + chunk.shape[0]] = _exp2_blocks(chunk, None, scale, buf, size)
@@ -106,21 +112,23 @@ def logit_blocks(z, rows=None, temperature=1.0, chunk_elements=None):
 
 @torch.no_grad()
 def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=None):
-    """(logits (N, V), shifts, masses): the output layer z = features weight^T (features (N, D),
-    weight (V, D)) fused with `logit_blocks(z)`.
+    """(a (N, V), shifts, masses): the output layer z = features weight^T (features (N, D),
+    weight (V, D)) fused with `logit_blocks(z, scale=scale_for(temperature))`. a holds the
+    log-weights z scale (the matmul applies the scale for free), so pass scale=1 with them.
 
     Written as two steps, the output layer sends N x V logits to memory and the pass reads them all
     back. Here z is computed a band of vocabulary columns at a time, each band exponentiated and
     summed into its blocks while it is still in cache; memory sees z written once, read later only
     at the draw's one block per row. On a CPU the pass then costs a few percent of the matmul
     instead of about a fifth (bench.py --mode=overhead). chunk_elements: rows x columns of a band.
-    out: a float32 tensor of at least N x V elements to write the logits into (the sampler keeps
+    out: a float32 tensor of at least N x V elements to write a into (the sampler keeps
     one across steps: a fresh tensor of tens of MB costs a page fault per 4 kB on a CPU). A GPU runs
     the two steps: bands would only add kernel launches there.
     """
+    scale = scale_for(temperature)
     if features.device.type != "cpu":
-        z = F.linear(features, weight).float()  # in autocast's dtype, if on
-        return (z, *logit_blocks(z, None, temperature))
+        a = F.linear(features * scale, weight).float()  # in autocast's dtype, if on
+        return (a, *logit_blocks(a, None, 1.0))
     features = features.to(weight.dtype)  # bfloat16 under autocast; the bands are float32
     N, V = features.shape[0], weight.shape[0]
     size, blocks = block_shape(V)
@@ -133,7 +141,6 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
         z = out.reshape(-1)[:N * V].view(N, V)
     masses = torch.empty(N, blocks, device=features.device)
     buf = torch.empty(rows_per_group, min(cols, size * blocks), device=features.device)
-    scale = LOG2E / temperature
     weight_t = weight.t()
     for r0 in range(0, N, rows_per_group):
         f = features[r0:r0 + rows_per_group]
@@ -141,39 +148,41 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
         for c0 in range(0, V, cols):
             c1 = min(V, c0 + cols)
             band = buf[:r, :c1 - c0]
-            torch.matmul(f, weight_t[:, c0:c1], out=band)
+            torch.addmm(band, f, weight_t[:, c0:c1], beta=0, alpha=scale, out=band)  # z scale
             z[r0:r0 + r, c0:c1] = band
             padded = -(-(c1 - c0) // size) * size  # whole blocks: the last one's padding must weigh 0
             buf[:r, c1 - c0:padded] = 0
-            sums = _exp2_blocks(band, None, scale, buf[:, :padded], size)
+            band.exp2_()
+            sums = buf[:r, :padded].view(r, -1, size).sum(-1)
             masses[r0:r0 + r, c0 // size:c0 // size + sums.shape[1]] = sums
-    shifts, masses = _shift_where_needed(z, None, masses, scale, max(1, chunk_elements // (size * blocks)))
+    shifts, masses = _shift_where_needed(z, None, masses, 1.0, max(1, chunk_elements // (size * blocks)))
     return z, shifts, masses
 
 
-def block_weights(z, rows, block, shifts, temperature=1.0):
-    """(weights (N, size) float64, token ids (N, size)): exp(z / T - shift) of block `block` (N,) of
+def block_weights(z, rows, block, shifts, scale=LOG2E):
+    """(weights (N, size) float64, token ids (N, size)): 2^(z scale - shift) of block `block` (N,) of
     the rows `rows` (N,) of z (R, V), 0 past the vocabulary."""
     V = z.shape[1]
     size, _ = block_shape(V)
     ids = block[:, None] * size + torch.arange(size, device=z.device)  # (N, size)
     logits = z.reshape(-1)[rows[:, None] * V + ids.clamp(max=V - 1)].double()
-    weights = torch.exp(logits / temperature - shifts.double()[:, None])
+    weights = torch.exp2(logits * scale - shifts.double()[:, None])
     return weights.masked_fill(ids >= V, 0.0), ids
 
 
-def without_token(z, rows, token, shifts, masses, temperature=1.0):
+def without_token(z, rows, token, shifts, masses, scale=LOG2E):
     """(masses without `token`, its weight (N,)): the block masses of rows `rows` with the block
-    holding `token` (N,) recomputed in float64 without it, and exp(z[token] / T - shift)."""
+    holding `token` (N,) recomputed in float64 without it, and 2^(z[token] scale - shift)."""
     size, _ = block_shape(z.shape[1])
-    weights, ids = block_weights(z, rows, token // size, shifts, temperature)
+    weights, ids = block_weights(z, rows, token // size, shifts, scale)
     own = ids == token[:, None]
     weight = (weights * own).sum(-1)
     return masses.scatter(1, (token // size)[:, None], (weights * ~own).sum(-1, keepdim=True)), weight
 
 
-def draw(z, rows, shifts, masses, temperature=1.0, exclude=None, generator=None):
-    """One token id per row `rows` (N,) of z (R, V), drawn from softmax(z / T), by inverse CDF.
+def draw(z, rows, shifts, masses, scale=LOG2E, exclude=None, generator=None):
+    """One token id per row `rows` (N,) of z (R, V), drawn with weights 2^(z scale), i.e. from
+    softmax(z / T) for scale = scale_for(T), by inverse CDF.
 
     shifts (N,) and masses (N, blocks) are from `logit_blocks` (or `without_token`, where the token
     `exclude` (N,) is left out; -1: none)."""
@@ -182,7 +191,7 @@ def draw(z, rows, shifts, masses, temperature=1.0, exclude=None, generator=None)
     u = uniform((N, 2), generator, z.device, torch.float64)
     cdf = masses.cumsum(-1)  # (N, blocks)
     block = torch.searchsorted(cdf, u[:, :1] * cdf[:, -1:], right=True).clamp(max=blocks - 1).squeeze(1)
-    weights, ids = block_weights(z, rows, block, shifts, temperature)
+    weights, ids = block_weights(z, rows, block, shifts, scale)
     if exclude is not None:
         weights = weights.masked_fill(ids == exclude[:, None], 0.0)
     cdf = weights.cumsum(-1)  # (N, size)
@@ -193,5 +202,6 @@ def draw(z, rows, shifts, masses, temperature=1.0, exclude=None, generator=None)
 def sample_logits(z, temperature=1.0, generator=None):
     """One token id per row of logits z (N, V) from softmax(z / temperature); -inf entries never."""
     rows = torch.arange(z.shape[0], device=z.device)
-    shifts, masses = logit_blocks(z, None, temperature)
-    return draw(z, rows, shifts, masses, temperature, generator=generator)
+    scale = scale_for(temperature)
+    shifts, masses = logit_blocks(z, None, scale)
+    return draw(z, rows, shifts, masses, scale, generator=generator)

@@ -79,7 +79,8 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
     caller drew them already (`sample` does, to call the model only where something may move).
     The draws are categorical.py's: one pass over the candidates' logits, exact in float64;
     blocks: that pass's (shifts, masses), if the caller made it already (`sample` fuses it with the
-    output layer: `categorical.output_blocks`); maybe: the `candidates`, if the caller has them.
+    output layer: `categorical.output_blocks`, whose logits are then base-2 log-weights at this
+    temperature); maybe: the `candidates`, if the caller has them.
     """
     B, L = x.shape
     V = logits.shape[-1]
@@ -96,14 +97,15 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         z, rows = logits.reshape(B * L, V), flat  # rows of z
     current = x.reshape(-1)[flat]
     if blocks is None:
-        shifts, masses = categorical.logit_blocks(z, None if at_candidates else rows, temperature)
+        scale = categorical.scale_for(temperature)
+        shifts, masses = categorical.logit_blocks(z, None if at_candidates else rows, scale)
     else:
-        shifts, masses = blocks
+        scale, (shifts, masses) = 1.0, blocks
     exclude = None
     if source == "mask":  # a candidate's test passed at p(x_t) = 0, which is p(MASK): all of them move
         moving_at = flat
     else:
-        others, own = categorical.without_token(z, rows, current, shifts, masses, temperature)
+        others, own = categorical.without_token(z, rows, current, shifts, masses, scale)
         p_xt = torch.ones(B * L, dtype=torch.float64, device=x.device)  # 1: no jump; only candidates need p
         p_xt[flat] = own / (own + others.sum(-1))  # the others' mass is a float64 sum of blocks
         moves, final = moving(maybe, p_xt.reshape(B, L), t, h, method, n, u)
@@ -116,7 +118,7 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         exclude = torch.where(jump, current, -1)
         moving_at = flat[go]
     x = x.clone()
-    x.view(-1)[moving_at] = categorical.draw(z, rows, shifts, masses, temperature, exclude, generator)
+    x.view(-1)[moving_at] = categorical.draw(z, rows, shifts, masses, scale, exclude, generator)
     return x
 
 

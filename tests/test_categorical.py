@@ -27,11 +27,12 @@ def draws(z, num, temperature=1.0, exclude=None, seed=0):
     R, V = z.shape
     big = z.repeat(num, 1)
     rows = torch.arange(big.shape[0])
-    shifts, masses = categorical.logit_blocks(big, None, temperature)
+    scale = categorical.scale_for(temperature)
+    shifts, masses = categorical.logit_blocks(big, None, scale)
     if exclude is not None:
         exclude = exclude.repeat(num)
-        masses, _ = categorical.without_token(big, rows, exclude, shifts, masses, temperature)
-    out = categorical.draw(big, rows, shifts, masses, temperature, exclude, g).view(num, R)
+        masses, _ = categorical.without_token(big, rows, exclude, shifts, masses, scale)
+    out = categorical.draw(big, rows, shifts, masses, scale, exclude, g).view(num, R)
     return torch.stack([torch.bincount(out[:, r], minlength=V) for r in range(R)]).double()
 
 
@@ -121,7 +122,7 @@ def test_rows_beyond_float32s_range_are_shifted_by_their_maximum():
     z[3, 7] = 90.0  # one large logit; 2^130 still overflows
     shifts, masses = categorical.logit_blocks(z)
     assert shifts[0] == 0  # the others' maxima, where exp would overflow or lose precision
-    torch.testing.assert_close(shifts[1:], z[1:].max(-1).values)
+    torch.testing.assert_close(shifts[1:], z[1:].max(-1).values * categorical.LOG2E)
     reference = torch.softmax(z.double(), -1)
     block_p = masses / masses.sum(-1, keepdim=True)
     expected = torch.stack([reference[:, :256].sum(-1), reference[:, 256:512].sum(-1), reference[:, 512:].sum(-1)], -1)
@@ -137,10 +138,11 @@ def test_output_layer_fused_with_the_pass_equals_the_two_steps(V):
     features[5] *= 40  # logits of several hundred: this row needs the shift
     for temperature in (1.0, 0.7):
         z_ref = features @ weight.T
-        shifts_ref, masses_ref = categorical.logit_blocks(z_ref, None, temperature)
+        scale = categorical.scale_for(temperature)
+        shifts_ref, masses_ref = categorical.logit_blocks(z_ref, None, scale)
         for chunk in (None, 300, 20_000):  # one band; one row of one block at a time; bands of rows
-            z, shifts, masses = categorical.output_blocks(features, weight, temperature, chunk)
-            torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-4)
+            a, shifts, masses = categorical.output_blocks(features, weight, temperature, chunk)
+            torch.testing.assert_close(a, z_ref * scale, rtol=1e-5, atol=1e-4)  # base-2 log-weights
             torch.testing.assert_close(shifts, shifts_ref, rtol=1e-5, atol=1e-4)
             torch.testing.assert_close(masses, masses_ref, rtol=1e-4, atol=0)
     assert shifts[5] > 0 and (shifts[torch.arange(37) != 5] == 0).all()
