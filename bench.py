@@ -1,13 +1,14 @@
 """Speed benchmarks (docs/method.md section 6), on untrained models of a given size.
 
-    python bench.py --mode=overhead --out_json=results/speed/overhead.json
+    python bench.py --mode=overhead --repeats=21 --out_json=results/speed/overhead.json
     python bench.py --mode=study --out_json=results/speed/study-cpu.json --out_png=assets/speed_cpu.png
     python bench.py --mode=study --device=cuda --dtype=bfloat16 --compile=True --out_json=study-gpu.json
     python bench.py --mode=estimate --out_json=results/speed/estimate-h100.json
     python bench.py --mode=train_cost --out_json=results/speed/train-cost-cpu.json
 
 overhead: the share of `sampler.sample`'s time spent outside the model's forward calls, at batch 1,
-for each vocabulary:length case, both sources, the student at student_steps.
+for each vocabulary:length case, both sources, the student at student_steps: the median over
+`repeats` rounds of sampling and its forward calls run alone, with quartiles.
 study: seconds per sequence and tokens/s against batch size for the AR model with its KV cache, the
 student and the DFM model, at each length, plus a batch-1 row at the large size; a JSON of every
 cell, the crossover batch sizes, and a plot.

@@ -7,8 +7,9 @@ docs/method.md section 6. Choices:
 - The sampler's overhead is the time `sampler.sample` spends outside the model's forward calls
   (the jump tests, the softmax, the categorical draws): its total minus the time of the same forward
   calls (recorded during sampling, `RecordedModel`) run again alone, each returning its logits, as a
-  fraction of the total. Timing the calls from outside rather than inside the run keeps the measure
-  fair where `sample` applies the output layer itself (fused with its softmax pass).
+  fraction of the total; the two alternate, with the same random numbers, and the median share over
+  the rounds is reported with its quartiles. Timing the calls from outside rather than inside the
+  run keeps the measure fair where `sample` applies the output layer itself (fused with its pass).
 - The speed study times, for each batch size B and length L, the AR model with its KV cache (one
   model call per token, L - 1 calls on B rows of one position each), the student at a few steps and
   the DFM model at many (up to S calls on B rows of L positions; the output layer and the draws only

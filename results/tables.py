@@ -75,22 +75,26 @@ def ratio_table(reports, steps=(4, 8)):
     return "\n".join(lines)
 
 
-def overhead_table(stages):
+def overhead_table(stages, reruns=()):
     """The sampler's time outside the model per case, one pair of columns per stage (label, report),
-    the last stage's forward time too."""
+    the last stage's forward time too, and the medians of its reruns (other reports) if any."""
     key = lambda r: (r["vocab_size"], r["length"], r["source"], r["steps"])
     label, last = stages[-1]
     by = [{key(r): r for r in report["rows"]} for _, report in stages[:-1]]
+    again = [{key(r): r for r in report["rows"]} for report in reruns]
     lines = ["| V | L | source | steps | " + "".join(f"{name}: sample (s) | {name}: outside the model | "
                                                for name, _ in stages[:-1])
-             + f"{label}: sample (s) | {label}: forwards alone (s) | {label}: outside the model |",
-             "| ---: | ---: | --- | ---: |" + " ---: |" * (2 * len(stages) + 1)]
+             + f"{label}: sample (s) | {label}: forwards alone (s) | {label}: outside the model |"
+             + (" reruns: outside the model |" if again else ""),
+             "| ---: | ---: | --- | ---: |" + " ---: |" * (2 * len(stages) + 1 + bool(again))]
     for r in last["rows"]:
         cells = []
         for old in by:
             b = old.get(key(r))
             cells.append(f"{b['total_s']:.3g} | {share(b)}" if b else "- | -")
         cells.append(f"{r['total_s']:.3g} | {r['forward_s']:.3g} | {share(r)}")
+        if again:
+            cells.append(", ".join(f"{100 * a[key(r)]['overhead']:.1f}%" for a in again if key(r) in a))
         lines.append(f"| {r['vocab_size']} | {r['length']} | {r['source']} | {r['steps']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -133,9 +137,11 @@ def speed(folder):
     if after:
         print("## the sampler's time outside the model, batch 1\n")
         stages = [("Gumbel draw", load(folder, "overhead-gumbel.json")), ("one pass", load(folder, "overhead-onepass.json"))]
-        print(overhead_table([s for s in stages if s[1]] + [("fused", after)]) + "\n")
+        reruns = [load(folder, n) for n in sorted(os.listdir(folder)) if n.startswith("overhead-rerun")]
+        print(overhead_table([s for s in stages if s[1]] + [("fused", after)], reruns) + "\n")
     for name in sorted(os.listdir(folder)):
-        if name.startswith("overhead-") and name not in ("overhead-gumbel.json", "overhead-onepass.json"):
+        if name.startswith("overhead-") and not name.startswith("overhead-rerun") and \
+                name not in ("overhead-gumbel.json", "overhead-onepass.json"):
             other = load(folder, name)
             print(f"## {name}: {other['threads']} threads, {other['settings']['n_layer']} layers x "
                   f"{other['settings']['n_embd']} wide\n")
