@@ -82,7 +82,8 @@ class CharTokenizer:
     eot = None
 
     def __init__(self, stoi: dict, itos: dict):
-        self.stoi, self.itos = stoi, itos
+        # ids may arrive as text keys (a meta that went through JSON): the tokenizer keys them by int
+        self.stoi, self.itos = {ch: int(i) for ch, i in stoi.items()}, {int(i): ch for i, ch in itos.items()}
         self.vocab_size = len(itos)
 
     def encode(self, text: str) -> list[int]:

@@ -1,8 +1,10 @@
 """Tokenizers: the offline GPT-2 encoding gives tiktoken's exact ids, and both tokenizers round-trip."""
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from nanodfm.config import UsageError
 from nanodfm.tokenizer import GPT2_EOT, gpt2_encoding, gpt2_encoding_from_files, load_tokenizer
@@ -107,6 +109,14 @@ def test_char_tokenizer_round_trips():
     ids = tok.encode(text)
     assert len(ids) == len(text) and max(ids) < tok.vocab_size
     assert tok.decode(ids) == text
+
+
+def test_char_tokenizer_from_a_meta_that_went_through_json():
+    text = "To be, or not to be\n"
+    meta = json.loads(json.dumps(char_meta(text)))  # ids become text keys
+    assert set(meta["itos"]) == {str(i) for i in range(len(set(text)))}
+    tok = load_tokenizer(meta)
+    assert tok.decode(tok.encode(text)) == text and tok.decode(torch.tensor(tok.encode(text))) == text
 
 
 def test_char_tokenizer_rejects_unknown_characters():
