@@ -183,8 +183,11 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
                 logits, blocks = model(*args, positions=maybe[rows]), None  # (C, V)
             else:  # the output layer fused with the softmax pass (categorical.output_blocks)
                 features = model(*args, positions=maybe[rows], features=True)  # (C, D)
-                if workspace is None and features.device.type == "cpu":  # for the logits of every step,
-                    workspace = torch.empty(num_samples * seq_len * V)  # its pages touched as they are used
+                need = features.shape[0] * V
+                if features.device.type == "cpu" and (workspace is None or workspace.numel() < need):
+                    # one buffer for the logits of the steps to come, grown by doubling: a fresh
+                    # tensor of tens of MB at every step costs a page fault per 4 kB
+                    workspace = torch.empty(min(2 * need, num_samples * seq_len * V))
                 logits, *blocks = categorical.output_blocks(features, head, temperature, out=workspace)
             moved = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
                          fixed[rows] if fixed is not None else None, u[rows], at_candidates=True, blocks=blocks,
