@@ -63,7 +63,7 @@ train_rounds = 3  # rounds of train_iters iterations of each, interleaved
 train_iters = 10
 # timing
 warmup = 1  # untimed calls before the timed ones
-repeats = 2  # timed calls; the mean is reported
+repeats = 2  # timed calls, their mean reported; overhead: rounds, the median share reported (use 21)
 large_repeats = 1  # timed calls at the large size
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"

@@ -49,7 +49,7 @@ def block_shape(V):
 
 # exp2 of float32 overflows at 2^128 and leaves the normal range below 2^-126. A row whose largest
 # log-weight m = max z scale lies in [LOW, HIGH] can be exponentiated as it is: its block sums
-# stay below 2^(HIGH + 16), and every token within 2^-(LOW + 126) of the top keeps float32's
+# stay below V 2^HIGH < 2^(HIGH + 16), and every token within 2^-(LOW + 126) of the top keeps float32's
 # precision. Its total S bounds m without a separate pass: 2^m <= S <= V 2^m.
 LOW, HIGH = -30.0, 100.0
 
@@ -60,7 +60,7 @@ def _exp2_blocks(chunk, shift, scale, buf, size):
     r, c = chunk.shape
     w = buf[:r, :c]
     if shift is None:
-        torch.mul(chunk, scale, out=w)  # in place when chunk is w
+        torch.mul(chunk.float(), scale, out=w)  # float32 even for bfloat16 logits, as block_weights
     else:
         torch.add(shift * -1.0, chunk, alpha=scale, out=w)
     w.exp2_()
@@ -89,15 +89,15 @@ def _shift_where_needed(z, rows, masses, scale, per_chunk):
 
 
 @torch.no_grad()
-def logit_blocks(z, rows=None, scale=LOG2E, chunk_elements=None):
+def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None):
     """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all.
 
     masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]). The
     shift is 0 where the row's logits allow it (two elementwise passes: scale and exponentiate, then
     the block sums), else the row's maximum (one more pass, only for those rows). chunk_elements:
-    rows x V per chunk (None: 2 MB, in cache, on a CPU; up to 1 GB on a GPU, where launches cost).
+    rows x V per chunk (None: 2 MB, in cache, on a CPU; up to 64 MB on a GPU, where launches cost).
     """
-    chunk_elements = chunk_elements or (2**19 if z.device.type == "cpu" else 2**28)
+    chunk_elements = chunk_elements or (2**19 if z.device.type == "cpu" else 2**24)
     R, V = z.shape
     N = R if rows is None else rows.shape[0]
     size, blocks = block_shape(V)
@@ -127,9 +127,9 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
     """
     scale = scale_for(temperature)
     if features.device.type != "cpu":
-        a = F.linear(features * scale, weight).float()  # in autocast's dtype, if on
-        return (a, *logit_blocks(a, None, 1.0))
-    features = features.to(weight.dtype)  # bfloat16 under autocast; the bands are float32
+        a = F.linear(features * scale, weight)  # in autocast's dtype, if on; chunks are read as float32
+        return (a, *logit_blocks(a, None, scale=1.0))
+    features = features.to(weight.dtype)  # bfloat16 under autocast: the bands are computed in float32
     N, V = features.shape[0], weight.shape[0]
     size, blocks = block_shape(V)
     chunk_elements = chunk_elements or 2**19  # 2 MB
@@ -159,7 +159,7 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
     return z, shifts, masses
 
 
-def block_weights(z, rows, block, shifts, scale=LOG2E):
+def block_weights(z, rows, block, shifts, *, scale=LOG2E):
     """(weights (N, size) float64, token ids (N, size)): 2^(z scale - shift) of block `block` (N,) of
     the rows `rows` (N,) of z (R, V), 0 past the vocabulary."""
     V = z.shape[1]
@@ -170,17 +170,17 @@ def block_weights(z, rows, block, shifts, scale=LOG2E):
     return weights.masked_fill(ids >= V, 0.0), ids
 
 
-def without_token(z, rows, token, shifts, masses, scale=LOG2E):
+def without_token(z, rows, token, shifts, masses, *, scale=LOG2E):
     """(masses without `token`, its weight (N,)): the block masses of rows `rows` with the block
     holding `token` (N,) recomputed in float64 without it, and 2^(z[token] scale - shift)."""
     size, _ = block_shape(z.shape[1])
-    weights, ids = block_weights(z, rows, token // size, shifts, scale)
+    weights, ids = block_weights(z, rows, token // size, shifts, scale=scale)
     own = ids == token[:, None]
     weight = (weights * own).sum(-1)
     return masses.scatter(1, (token // size)[:, None], (weights * ~own).sum(-1, keepdim=True)), weight
 
 
-def draw(z, rows, shifts, masses, scale=LOG2E, exclude=None, generator=None):
+def draw(z, rows, shifts, masses, *, scale=LOG2E, exclude=None, generator=None):
     """One token id per row `rows` (N,) of z (R, V), drawn with weights 2^(z scale), i.e. from
     softmax(z / T) for scale = scale_for(T), by inverse CDF.
 
@@ -191,7 +191,7 @@ def draw(z, rows, shifts, masses, scale=LOG2E, exclude=None, generator=None):
     u = uniform((N, 2), generator, z.device, torch.float64)
     cdf = masses.cumsum(-1)  # (N, blocks)
     block = torch.searchsorted(cdf, u[:, :1] * cdf[:, -1:], right=True).clamp(max=blocks - 1).squeeze(1)
-    weights, ids = block_weights(z, rows, block, shifts, scale)
+    weights, ids = block_weights(z, rows, block, shifts, scale=scale)
     if exclude is not None:
         weights = weights.masked_fill(ids == exclude[:, None], 0.0)
     cdf = weights.cumsum(-1)  # (N, size)
@@ -203,5 +203,5 @@ def sample_logits(z, temperature=1.0, generator=None):
     """One token id per row of logits z (N, V) from softmax(z / temperature); -inf entries never."""
     rows = torch.arange(z.shape[0], device=z.device)
     scale = scale_for(temperature)
-    shifts, masses = logit_blocks(z, None, scale)
-    return draw(z, rows, shifts, masses, scale, generator=generator)
+    shifts, masses = logit_blocks(z, None, scale=scale)
+    return draw(z, rows, shifts, masses, scale=scale, generator=generator)

@@ -175,6 +175,8 @@ def conditioning_mlp(n_freq, n_cond):
 
 
 class Transformer(nn.Module):
+    fused_head = True  # logits = features @ head.weight^T: the sampler may apply the head itself
+
     N_FREQ = 256  # sinusoidal features of t and h
 
     def __init__(self, config):

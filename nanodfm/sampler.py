@@ -98,14 +98,14 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
     current = x.reshape(-1)[flat]
     if blocks is None:
         scale = categorical.scale_for(temperature)
-        shifts, masses = categorical.logit_blocks(z, None if at_candidates else rows, scale)
+        shifts, masses = categorical.logit_blocks(z, None if at_candidates else rows, scale=scale)
     else:
         scale, (shifts, masses) = 1.0, blocks
     exclude = None
     if source == "mask":  # a candidate's test passed at p(x_t) = 0, which is p(MASK): all of them move
         moving_at = flat
     else:
-        others, own = categorical.without_token(z, rows, current, shifts, masses, scale)
+        others, own = categorical.without_token(z, rows, current, shifts, masses, scale=scale)
         p_xt = torch.ones(B * L, dtype=torch.float64, device=x.device)  # 1: no jump; only candidates need p
         p_xt[flat] = own / (own + others.sum(-1))  # the others' mass is a float64 sum of blocks
         moves, final = moving(maybe, p_xt.reshape(B, L), t, h, method, n, u)
@@ -118,16 +118,16 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         exclude = torch.where(jump, current, -1)
         moving_at = flat[go]
     x = x.clone()
-    x.view(-1)[moving_at] = categorical.draw(z, rows, shifts, masses, scale, exclude, generator)
+    x.view(-1)[moving_at] = categorical.draw(z, rows, shifts, masses, scale=scale, exclude=exclude, generator=generator)
     return x
 
 
 def output_layer(model):
-    """The weight (V, D) of the model's output layer if `sample` may apply it itself (a bias-free
-    linear `head` and a forward that takes features=True, as Transformer's), else None."""
-    head = getattr(model, "head", None)
-    if isinstance(head, torch.nn.Linear) and head.bias is None:
-        return head.weight
+    """The weight (V, D) of the model's output layer if `sample` may apply it itself, else None: the
+    model says so (`fused_head`, as Transformer does: its logits are features @ head.weight^T and
+    its forward takes features=True)."""
+    if getattr(model, "fused_head", False):
+        return model.head.weight
     return None
 
 
@@ -160,7 +160,7 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
     if fixed is not None:
         last_change[fixed] = -1
     h = 1.0 / steps
-    workspace = None
+    workspace, head = None, output_layer(model)
     for s in tqdm(range(stride - 1, steps, stride), disable=not progress, desc="sampling", leave=False):
         t = torch.full((num_samples,), s * h, device=device)
         # Which positions can move does not depend on the model (`candidates`), so draw the jump
@@ -178,7 +178,6 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
             rows = None
         if rows is not None:
             args = (x[rows], t[rows], h if step_size_input else None)
-            head = output_layer(model)
             if head is None:
                 logits, blocks = model(*args, positions=maybe[rows]), None  # (C, V)
             else:  # the output layer fused with the softmax pass (categorical.output_blocks)

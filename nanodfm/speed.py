@@ -99,6 +99,7 @@ class RecordedModel:
     def __init__(self, model):
         self.model, self.config, self.calls = model, model.config, []
         self.head = getattr(model, "head", None)
+        self.fused_head = getattr(model, "fused_head", False)
 
     def __call__(self, *args, **kwargs):
         self.calls.append((args, kwargs))

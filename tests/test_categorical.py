@@ -28,11 +28,11 @@ def draws(z, num, temperature=1.0, exclude=None, seed=0):
     big = z.repeat(num, 1)
     rows = torch.arange(big.shape[0])
     scale = categorical.scale_for(temperature)
-    shifts, masses = categorical.logit_blocks(big, None, scale)
+    shifts, masses = categorical.logit_blocks(big, None, scale=scale)
     if exclude is not None:
         exclude = exclude.repeat(num)
-        masses, _ = categorical.without_token(big, rows, exclude, shifts, masses, scale)
-    out = categorical.draw(big, rows, shifts, masses, scale, exclude, g).view(num, R)
+        masses, _ = categorical.without_token(big, rows, exclude, shifts, masses, scale=scale)
+    out = categorical.draw(big, rows, shifts, masses, scale=scale, exclude=exclude, generator=g).view(num, R)
     return torch.stack([torch.bincount(out[:, r], minlength=V) for r in range(R)]).double()
 
 
@@ -139,10 +139,18 @@ def test_output_layer_fused_with_the_pass_equals_the_two_steps(V):
     for temperature in (1.0, 0.7):
         z_ref = features @ weight.T
         scale = categorical.scale_for(temperature)
-        shifts_ref, masses_ref = categorical.logit_blocks(z_ref, None, scale)
+        shifts_ref, masses_ref = categorical.logit_blocks(z_ref, None, scale=scale)
         for chunk in (None, 300, 20_000):  # one band; one row of one block at a time; bands of rows
             a, shifts, masses = categorical.output_blocks(features, weight, temperature, chunk)
             torch.testing.assert_close(a, z_ref * scale, rtol=1e-5, atol=1e-4)  # base-2 log-weights
             torch.testing.assert_close(shifts, shifts_ref, rtol=1e-5, atol=1e-4)
             torch.testing.assert_close(masses, masses_ref, rtol=1e-4, atol=0)
     assert shifts[5] > 0 and (shifts[torch.arange(37) != 5] == 0).all()
+
+
+def test_bfloat16_logits_give_the_masses_of_their_float32_values():
+    z = (torch.randn(3, 600) * 8).bfloat16()  # under autocast a model may return bfloat16 logits
+    shifts, masses = categorical.logit_blocks(z)
+    shifts32, masses32 = categorical.logit_blocks(z.float())
+    torch.testing.assert_close(masses, masses32, rtol=1e-6, atol=0)  # block_weights reads the same values
+    assert torch.equal(shifts, shifts32)
