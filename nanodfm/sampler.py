@@ -78,9 +78,9 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
     changeable positions draw x1 from p directly. u (B, L): the uniforms of the jump test, if the
     caller drew them already (`sample` does, to call the model only where something may move).
     The draws are categorical.py's: one pass over the candidates' logits, exact in float64;
-    blocks: that pass's (shifts, masses), if the caller made it already (`sample` fuses it with the
-    output layer: `categorical.output_blocks`, whose logits are then base-2 log-weights at this
-    temperature); maybe: the `candidates`, if the caller has them.
+    blocks: (scale, shifts, masses) of that pass, if the caller made it already (`sample` fuses it
+    with the output layer, `categorical.output_blocks`, whose logits are base-2 log-weights: scale
+    1); maybe: the `candidates`, if the caller has them.
     """
     B, L = x.shape
     V = logits.shape[-1]
@@ -100,7 +100,7 @@ def step(x, logits, t, h, source, method="cumulative", n=1.0, temperature=1.0, g
         scale = categorical.scale_for(temperature)
         shifts, masses = categorical.logit_blocks(z, None if at_candidates else rows, scale=scale)
     else:
-        scale, (shifts, masses) = 1.0, blocks
+        scale, shifts, masses = blocks
     exclude = None
     if source == "mask":  # a candidate's test passed at p(x_t) = 0, which is p(MASK): all of them move
         moving_at = flat
@@ -187,7 +187,8 @@ def sample(model, num_samples, seq_len, steps, source, method="cumulative", n=1.
                     # one buffer for the logits of the steps to come, grown by doubling: a fresh
                     # tensor of tens of MB at every step costs a page fault per 4 kB
                     workspace = torch.empty(min(2 * need, num_samples * seq_len * V))
-                logits, *blocks = categorical.output_blocks(features, head, temperature, out=workspace)
+                logits, shifts, masses = categorical.output_blocks(features, head, temperature, out=workspace)
+                blocks = (1.0, shifts, masses)  # the logits are already base-2 log-weights
             moved = step(x[rows], logits, t[rows], h, source, method, n, temperature, generator,
                          fixed[rows] if fixed is not None else None, u[rows], at_candidates=True, blocks=blocks,
                          maybe=maybe[rows])
