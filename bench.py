@@ -6,7 +6,7 @@
     python bench.py --mode=estimate --out_json=results/speed/estimate-h100.json
     python bench.py --mode=train_cost --out_json=results/speed/train-cost-cpu.json
 
-overhead: the share of `sampler.sample`'s time spent outside the model's forward calls, at batch 1,
+overhead: the share of `engine.sample`'s time spent outside the model's forward calls, at batch 1,
 for each vocabulary:length case, both sources, the student at student_steps: the median over
 `repeats` rounds of sampling and its forward calls run alone, with quartiles.
 study: seconds per sequence and tokens/s against batch size for the AR model with its KV cache, the
@@ -16,18 +16,43 @@ estimate: a paper estimate (no timing) of the GPU floor per sequence at the larg
 student at student_steps and AR with its cache, from the accelerator's published peaks.
 train_cost: seconds per training iteration of a DFM model and of its distillation (the student
 preset's recipe), interleaved so both see the same load: what distilling costs against training.
+
+How the times are taken:
+
+- Warm-up calls first (allocations, kernel selection, compilation), then the mean of timed calls.
+  CUDA runs asynchronously, so it is synchronised before every clock read.
+- The sampler's overhead is the time `sampler.sample` spends outside the model's forward calls
+  (the jump tests, the softmax, the categorical draws): its total minus the time of the same forward
+  calls (recorded during sampling, `RecordedModel`) run again alone, each returning its logits, as a
+  fraction of the total; the two alternate, with the same random numbers, and the median share over
+  the rounds is reported with its quartiles. Timing the calls from outside rather than inside the
+  run keeps the measure fair where `sample` applies the output layer itself (fused with its pass).
+- The speed study times, for each batch size B and length L, the AR model with its KV cache (one
+  model call per token, L - 1 calls on B rows of one position each), the student at a few steps and
+  the DFM model at many (up to S calls on B rows of L positions; the output layer and the draws only
+  where a position may move). Long DFM runs may be timed over every k-th step and scaled by k:
+  under the uniform source a step's work depends on t alone; the JSON says which cells were scaled.
+- The student computes S x L token positions per sequence and AR L, so at batch 1, where a CPU or
+  GPU is mostly idle, the student's S calls beat AR's L calls; once the batch fills the hardware,
+  work is what counts and AR with its cache wins. The crossover is the batch size where they meet.
 """
 
+import copy
 import json
 import os
 import sys
+import time
 
 import torch
 from tqdm import tqdm
 
-from nanodfm import speed
-from nanodfm.evaluate import markdown_table
+from nanodfm import distill, engine
+from nanodfm.autoregressive import generate
 from nanodfm.config import UsageError, autocast_for, int_list, parse, pick_device
+from nanodfm.evaluate import markdown_table
+from nanodfm.model import ModelConfig, Transformer
+from nanodfm.model import compile as compile_model
+from nanodfm.path import ProbPath, batch_loss
 
 # ----------------------------------------------------------------------------- defaults
 mode = "study"  # "overhead", "study", "estimate" or "train_cost"
@@ -77,8 +102,274 @@ out_png = ""  # study: plot the study to this file (needs matplotlib)
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 
 
+# ----------------------------------------------------------------------------- timing
+
+def random_model(kind, vocab_size, block_size, n_layer, n_head, n_embd):
+    """An untrained model of a given size and kind ("dfm", "student", "ar"), for timing."""
+    return Transformer(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                                   n_embd=n_embd, causal=kind == "ar", step_conditioned=kind == "student"))
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device, warmup=1, repeats=3):
+    """Mean wall-clock seconds of fn() over `repeats` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+class RecordedModel:
+    """A model whose trunk calls are recorded, so that the same forward calls can be timed alone
+    afterwards (`sampler_overhead`); the engine still applies its head, fused with its draw."""
+
+    def __init__(self, model):
+        self.config, self.head, self.calls, self.model = model.config, model.head, [], model
+
+    def trunk(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.model.trunk(*args, **kwargs)
+
+
+def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3, device="cpu", seed=0):
+    """{"total_s", "forward_s", "overhead", "overhead_iqr"}: median seconds of one `engine.sample`
+    call, of the model's forward calls it makes (run again alone, on the same inputs, returning the
+    logits), and the fraction of the total that is not the model, 1 - forward / total: the median over
+    `repeats` rounds and its interquartile range. A round runs both, one after the other, so a change
+    in the machine's load falls on both; every run draws the same random numbers, so both do the
+    same work."""
+    recorded = RecordedModel(model)
+    run = lambda: engine.sample(recorded, path, batch_size, length, steps, device=device,
+                                generator=torch.Generator(device).manual_seed(seed))
+    for _ in range(warmup):
+        run()
+    recorded.calls.clear()
+    run()
+    calls, recorded.calls = recorded.calls, []
+
+    @torch.no_grad()
+    def forwards():
+        for args, kwargs in calls:
+            logits = model(*args, **kwargs)  # the trunk and the plain output layer
+            del logits  # its release is part of the call's cost
+    forwards()
+    totals, forward = [], []
+    for _ in range(repeats):
+        totals.append(time_call(run, device, warmup=0, repeats=1))
+        recorded.calls.clear()
+        forward.append(time_call(forwards, device, warmup=0, repeats=1))
+    median = lambda v: sorted(v)[len(v) // 2]
+    shares = sorted(1 - f / t for t, f in zip(totals, forward))
+    return {"total_s": median(totals), "forward_s": median(forward), "overhead": median(shares),
+            "overhead_iqr": [shares[len(shares) // 4], shares[(3 * len(shares)) // 4]], "model_calls": len(calls)}
+
+
+def share(row):
+    """The overhead of a `sampler_overhead` row as text: "4.2% (3.1 to 5.0)", the median and quartiles."""
+    text = f"{100 * row['overhead']:.1f}%"
+    if "overhead_iqr" in row:
+        text += " ({:.1f} to {:.1f})".format(*(100 * q for q in row["overhead_iqr"]))
+    return text
+
+
+def device_name(device):
+    """The accelerator's name, or the CPU's model name where the system tells it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return device.type
+
+
+@torch.no_grad()
+def time_sampling(model, path, batch_size, length, steps, max_timed_steps, device):
+    """(seconds for all `steps` steps, steps timed): an `engine.sample` run timed whole, or, under the
+    uniform source with more than max_timed_steps steps, every k-th step of it (`engine.model_step`),
+    each at its own t, times k (a step's work there depends on t alone: the candidates that may move)."""
+    stride = 1 if path.source != "uniform" or not max_timed_steps else -(-steps // max_timed_steps)
+    synchronize(device)
+    start = time.perf_counter()
+    if stride == 1:
+        engine.sample(model, path, batch_size, length, steps, device=device)
+    else:
+        x = path.source_tokens((batch_size, length), device=device)
+        h = torch.full((batch_size,), 1.0 / steps, dtype=torch.float64, device=device)
+        workspace = engine.Workspace(x.numel() * path.vocab_size)
+        for s in range(stride - 1, steps, stride):
+            t = torch.full((batch_size,), s * (1.0 / steps), device=device)
+            x = engine.model_step(model, x, t, h, path, "cumulative", 1.0, None, None, workspace)
+    synchronize(device)
+    return (time.perf_counter() - start) * stride, len(range(stride - 1, steps, stride))
+
+
+def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repeats=2):
+    """Rows of the speed study at one model size and length: for each batch size, the AR model with
+    its KV cache (length - 1 calls), the student at each of cfg's student_steps and the DFM model at
+    each of its dfm_steps. size: {"n_layer", "n_head", "n_embd"}."""
+    models = {}
+    for kind in ("ar", "student", "dfm"):
+        torch.manual_seed(cfg["seed"])
+        model = random_model(kind, path.vocab_size, length, **size).to(device).eval()
+        models[kind] = compile_model(model) if cfg["compile"] else model
+    runs = [("ar_cache", "ar", length - 1)] + [(kind, kind, S) for kind in ("student", "dfm")
+                                                for S in int_list(f"{kind}_steps", cfg[f"{kind}_steps"])]
+    warmup = min(cfg["warmup"], 1) if label == "large" else cfg["warmup"]
+    rows = []
+    for name, kind, nfe in tqdm(runs, desc=f"speed {label} L={length}", leave=False, dynamic_ncols=True):
+        for B in batch_sizes:
+            if kind == "ar":
+                prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
+                seconds = time_call(lambda: generate(models["ar"], prompt, length - 1), device, warmup, repeats)
+                timed = nfe
+            else:
+                run = lambda: time_sampling(models[kind], path, B, length, nfe, cfg["max_timed_steps"], device)
+                for _ in range(warmup):
+                    run()
+                results = [run() for _ in range(repeats)]
+                seconds, timed = sum(r[0] for r in results) / repeats, results[0][1]
+            rows.append({"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name,
+                         "nfe": nfe, "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
+                         "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats})
+    return rows
+
+
+def crossovers(rows):
+    """For each (size, length, student or DFM run): the smallest batch size at which AR with its
+    cache takes less time per sequence than it, or None if none of the batch sizes timed."""
+    out = []
+    groups = dict.fromkeys((r["size"], r["length"], r["name"], r["nfe"]) for r in rows if r["name"] != "ar_cache")
+    for size, L, name, nfe in groups:
+        ar = {r["batch_size"]: r["seconds_per_sequence"] for r in rows
+              if (r["size"], r["length"], r["name"]) == (size, L, "ar_cache")}
+        mine = {r["batch_size"]: r["seconds_per_sequence"] for r in rows
+                if (r["size"], r["length"], r["name"], r["nfe"]) == (size, L, name, nfe)}
+        common = sorted(set(ar) & set(mine))
+        faster = [B for B in common if ar[B] < mine[B]]
+        out.append({"size": size, "length": L, "name": f"{name}@{nfe}", "batch_sizes": common,
+                    "speedup_vs_ar": [ar[B] / mine[B] for B in common],
+                    "crossover_batch_size": faster[0] if faster else None})
+    return out
+
+
+def plot_study(result, path):
+    """Seconds per sequence against batch size, one panel per length of the small size; AR with its
+    cache solid black, the student and DFM model coloured. False (no plot) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in result["rows"] if r["size"] == "small"]
+    lengths = sorted({r["length"] for r in rows})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(5.5 * len(lengths), 4.2), squeeze=False)
+    for ax, L in zip(axes[0], lengths):
+        for name, nfe in dict.fromkeys((r["name"], r["nfe"]) for r in rows if r["length"] == L):
+            mine = sorted((r for r in rows if (r["length"], r["name"], r["nfe"]) == (L, name, nfe)),
+                          key=lambda r: r["batch_size"])
+            label = "AR, KV cache" if name == "ar_cache" else f"{name}, {nfe} steps"
+            style = {"color": "black", "linewidth": 2.5} if name == "ar_cache" else {}
+            ax.plot([r["batch_size"] for r in mine], [r["seconds_per_sequence"] for r in mine], marker="o",
+                    label=label, linestyle="--" if name == "dfm" else "-", **style)
+        for c in result["crossovers"]:
+            if c["size"] == "small" and c["length"] == L and c["crossover_batch_size"] and c["name"].startswith("student"):
+                ax.axvline(c["crossover_batch_size"], color="gray", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (sequences generated at once)")
+        ax.set_ylabel("seconds per sequence")
+        ax.set_title(f"L = {L} tokens")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    threads = f"{result['threads']} thread" + ("s" if result["threads"] != 1 else "")
+    fig.suptitle(f"{result['device_name']} ({result['device']}, {result['dtype']}, {threads}"
+                 f"{', compiled' if result['compile'] else ''}): dotted lines mark where AR overtakes the student",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def floor_estimate(n_layer, n_embd, vocab_size, length, steps, batch_size, peak_flops, bandwidth, bytes_per_value=2):
+    """A paper estimate of the fastest one sequence can be generated on an accelerator with the given
+    peak (FLOP/s) and memory bandwidth (bytes/s): the larger of compute time and memory time, per
+    sequence, for the student at `steps` steps and for AR with its KV cache. Counts the matmuls with
+    weights (2 FLOPs per weight per token: 12 d^2 per layer and the d x V head), attention (4 L d per
+    token per layer for the student; for AR 4 i d at position i), weights read once per model call,
+    the logits written and read once, and AR's cached keys and values read at every position.
+    Ignores everything else (norms, the sampler's own passes, kernel launches): a floor, not a forecast."""
+    d, L, B, V, b = n_embd, length, batch_size, vocab_size, bytes_per_value
+    weights = 12 * n_layer * d * d + d * V
+    student_flops = B * steps * L * (2 * weights + 4 * n_layer * L * d)
+    student_bytes = steps * (weights * b + B * L * V * (b + 4))  # logits written (b), read as float32 (4)
+    positions = L * (L - 1) / 2  # AR attends to i cached positions at step i
+    ar_flops = B * ((L - 1) * 2 * weights + 4 * n_layer * d * positions)
+    ar_bytes = (L - 1) * weights * b + B * (2 * n_layer * d * b * positions + (L - 1) * V * (b + 4))
+    out = {}
+    for name, flops, moved in (("student", student_flops, student_bytes), ("ar_cache", ar_flops, ar_bytes)):
+        compute, memory = flops / peak_flops, moved / bandwidth
+        out[name] = {"flops": flops, "bytes": moved, "compute_s": compute, "memory_s": memory,
+                     "bound": "compute" if compute >= memory else "memory",
+                     "seconds_per_sequence": max(compute, memory) / B}
+    return out
+
+
+def training_costs(size, path, length, batch_size, recipe, rounds=3, iters=10, seed=0, device="cpu"):
+    """Seconds per training iteration of a DFM model and of its distillation (the student preset's
+    recipe by default), on random tokens, interleaved round by round so that both see the same
+    machine load: {"dfm": s, "student": s, "ratio": student / dfm}."""
+    torch.manual_seed(seed)
+    dfm = random_model("dfm", path.vocab_size, length, **size).to(device).train()
+    student = distill.student_from_dfm(dfm).train()
+    ema = copy.deepcopy(student).eval().requires_grad_(False)
+    optimizers = {"dfm": dfm.optimizer(1e-3, 0.1, (0.9, 0.99), torch.device(device).type),
+                  "student": student.optimizer(5e-4, 0.1, (0.9, 0.99), torch.device(device).type)}
+    g = torch.Generator().manual_seed(seed)
+
+    def iteration(kind):
+        x1 = torch.randint(path.vocab_size, (batch_size, length), generator=g).to(device)
+        if kind == "dfm":
+            loss = batch_loss(dfm, x1, path, generator=g)
+        else:
+            loss = distill.distill_loss(student, ema, x1, path, recipe, g)
+        loss.backward()
+        model = dfm if kind == "dfm" else student
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizers[kind].step()
+        optimizers[kind].zero_grad(set_to_none=True)
+        if kind == "student":
+            distill.ema_update(ema, student, 0.99)
+
+    total = {"dfm": 0.0, "student": 0.0}
+    for _ in tqdm(range(rounds), desc="training cost", leave=False):
+        for kind in total:
+            iteration(kind)  # warm
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                iteration(kind)
+            synchronize(device)
+            total[kind] += time.perf_counter() - start
+    per = {k: v / (rounds * iters) for k, v in total.items()}
+    return {**per, "ratio": per["student"] / per["dfm"]}
+
+
+# ----------------------------------------------------------------------------- modes
+
 def system(cfg, dev):
-    return {"device": str(dev), "device_name": speed.device_name(dev), "torch": torch.__version__,
+    return {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "compile": cfg["compile"]}
 
 
@@ -94,54 +385,51 @@ def overhead(cfg, dev, autocast, dtype):
     rows = []
     for V, L in tqdm(cases, desc="overhead", dynamic_ncols=True):
         torch.manual_seed(cfg["seed"])
-        model = speed.random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
+        model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
         if cfg["compile"]:
-            model = speed.compiled(model)
+            model = compile_model(model)
         for src in sources:
             for steps in int_list("student_steps", cfg["student_steps"]):
                 with autocast:
-                    r = speed.sampler_overhead(model, 1, L, steps, src, True, cfg["warmup"], cfg["repeats"], dev,
-                                               cfg["seed"])
+                    r = sampler_overhead(model, ProbPath(V, src), 1, L, steps, cfg["warmup"], cfg["repeats"], dev,
+                                         cfg["seed"])
                 rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps, "batch_size": 1, **r})
     print(f"{system(cfg, dev)}, {dtype}, {cfg['n_layer']} layers x {cfg['n_embd']} wide, batch 1, student\n")
     print(markdown_table(["V", "L", "source", "steps", "sample (s)", "forwards (s)", "outside the model (quartiles)"],
                                [[r["vocab_size"], r["length"], r["source"], r["steps"], r["total_s"], r["forward_s"],
-                                 speed.share(r)] for r in rows]))
+                                 share(r)] for r in rows]))
     return {"mode": "overhead", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
 
 
 def study(cfg, dev, autocast, dtype):
     size = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd")}
-    lengths, batch_sizes = int_list("lengths", cfg["lengths"]), int_list("batch_sizes", cfg["batch_sizes"])
-    steps = {"student": int_list("student_steps", cfg["student_steps"]), "dfm": int_list("dfm_steps", cfg["dfm_steps"])}
+    batch_sizes = int_list("batch_sizes", cfg["batch_sizes"])
     rows = []
-    for L in lengths:
-        with autocast:
-            rows += speed.study(size, cfg["vocab_size"], L, batch_sizes, steps, cfg["source"], cfg["max_timed_steps"],
-                                cfg["warmup"], cfg["repeats"], cfg["compile"], cfg["seed"], dev, label="small")
-    if cfg["large"]:
-        large = {k: cfg[f"large_{k}"] for k in ("n_layer", "n_head", "n_embd")}
-        with autocast:
-            rows += speed.study(large, cfg["large_vocab_size"], cfg["large_length"], [1], steps, cfg["source"],
-                                cfg["max_timed_steps"], min(cfg["warmup"], 1), cfg["large_repeats"], cfg["compile"],
-                                cfg["seed"], dev, label="large")
-    crossovers = speed.crossovers(rows)
+    with autocast:
+        for L in int_list("lengths", cfg["lengths"]):
+            rows += study_rows(size, ProbPath(cfg["vocab_size"], cfg["source"]), L, batch_sizes, cfg, dev,
+                               repeats=cfg["repeats"])
+        if cfg["large"]:
+            large = {k: cfg[f"large_{k}"] for k in ("n_layer", "n_head", "n_embd")}
+            rows += study_rows(large, ProbPath(cfg["large_vocab_size"], cfg["source"]), cfg["large_length"], [1], cfg,
+                               dev, "large", cfg["large_repeats"])
+    crossings = crossovers(rows)
     print(f"\n{system(cfg, dev)}, {dtype}, source {cfg['source']}\n")
     print(markdown_table(["size", "L", "model", "calls", "batch", "s / sequence", "tokens / s", "timed steps"],
                                [[r["size"], r["length"], r["name"], r["nfe"], r["batch_size"], r["seconds_per_sequence"],
                                  r["tokens_per_s"], r["timed_steps"]] for r in rows]))
     print("\ncrossover (smallest batch size at which AR with its cache is faster per sequence):")
-    for c in crossovers:
+    for c in crossings:
         print(f"  {c['size']} L={c['length']} {c['name']}: "
               f"{c['crossover_batch_size'] or 'none up to batch ' + str(max(c['batch_sizes']))}")
-    return {"mode": "study", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows, "crossovers": crossovers}
+    return {"mode": "study", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows, "crossovers": crossings}
 
 
 def estimate(cfg, dev, autocast, dtype):
     rows = []
     for steps in int_list("student_steps", cfg["student_steps"]):
         for B in int_list("estimate_batch_sizes", cfg["estimate_batch_sizes"]):
-            e = speed.floor_estimate(cfg["large_n_layer"], cfg["large_n_embd"], cfg["large_vocab_size"],
+            e = floor_estimate(cfg["large_n_layer"], cfg["large_n_embd"], cfg["large_vocab_size"],
                                      cfg["large_length"], steps, B, cfg["peak_tflops"] * 1e12, cfg["bandwidth_tbs"] * 1e12)
             rows += [{"name": name, "steps": steps if name == "student" else cfg["large_length"] - 1, "batch_size": B, **v}
                      for name, v in e.items() if name == "student" or steps == int_list("student_steps", cfg["student_steps"])[0]]
@@ -157,8 +445,9 @@ def estimate(cfg, dev, autocast, dtype):
 def train_cost(cfg, dev, autocast, dtype):
     size = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd")}
     with autocast:
-        cost = speed.training_costs(size, cfg["vocab_size"], cfg["train_length"], cfg["train_batch_size"],
-                                    cfg["source"], cfg["train_rounds"], cfg["train_iters"], cfg["seed"], dev)
+        recipe = distill.Recipe("rk4", "logits", "uniform", 6)  # the student preset's
+        cost = training_costs(size, ProbPath(cfg["vocab_size"], cfg["source"]), cfg["train_length"],
+                              cfg["train_batch_size"], recipe, cfg["train_rounds"], cfg["train_iters"], cfg["seed"], dev)
     print(f"{system(cfg, dev)}, {dtype}, source {cfg['source']}: DFM {cost['dfm']:.4g} s / iteration, "
           f"student {cost['student']:.4g} s / iteration, {cost['ratio']:.3g} x")
     return {"mode": "train_cost", **system(cfg, dev), "dtype": dtype, "settings": cfg, **cost}
@@ -184,7 +473,7 @@ def main(argv):
             json.dump(result, f, indent=2)
         print(f"wrote {cfg['out_json']}")
     if cfg["out_png"] and cfg["mode"] == "study":
-        print(f"wrote {cfg['out_png']}" if speed.plot_study(result, cfg["out_png"])
+        print(f"wrote {cfg['out_png']}" if plot_study(result, cfg["out_png"])
               else "matplotlib is not installed: no plot (pip install matplotlib)")
 
 

@@ -1,18 +1,14 @@
-"""Evaluate checkpoints: sample quality, ELBO perplexity, generation speed (docs/method.md section 6).
+"""Evaluate checkpoints: sample quality and ELBO perplexity (docs/method.md section 6).
 
     python eval.py --mode=quality --dfm=out-dfm/ckpt.pt --student=out-student/ckpt.pt --judge=out-ar/ckpt.pt
     python eval.py --mode=elbo --dfm=out-dfm/ckpt.pt
-    python eval.py --mode=speed --dfm=out-dfm/ckpt.pt --student=out-student/ckpt.pt --ar=out-ar/ckpt.pt
-    python eval.py --mode=speed --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --vocab_size=50257
 
 quality: for every S in steps_list, N samples of `length` tokens from DFM + Euler, DFM + cumulative
 and the student (cumulative, h = 1/S), plus two reference rows, held-out text and AR samples, all
 scored by the judge: generative perplexity and unigram entropy. A markdown table on stdout, every
 number in out_json, a plot in out_png.
 elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin.
-speed: seconds per batch and tokens/s at each batch size for the AR model with (and without) its KV
-cache, DFM at dfm_steps and the student at student_steps; from checkpoints, or untrained models of
-the size given by the keys below when no checkpoint is named.
+Generation speed is bench.py's (its speed does not depend on the weights).
 """
 
 import json
@@ -24,11 +20,12 @@ import torch
 from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
-from nanodfm import speed as timing
 from nanodfm.autoregressive import start_token
-from nanodfm.config import UsageError, autocast_for, int_list, parse, pick_device
+from nanodfm.config import RETIRED, UsageError, int_list, parse, pick_device
 from nanodfm.data import dataset_folder, split_path
-from nanodfm.sampler import METHODS
+from nanodfm.model import compile as compile_model
+from nanodfm.path import ProbPath
+from nanodfm.sampler import SAMPLERS
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -56,23 +53,10 @@ out_png = ""  # plot perplexity and entropy against steps to this file (needs ma
 # elbo
 num_batches = 50  # held-out batches of batch_size sequences
 elbo_times = 8  # stratified times t per sequence
-# speed (untrained models of this size when no checkpoint is named)
-speed_batch_sizes = "1,64"  # sequences generated at once, one row each
-speed_length = 0  # 0: block_size
-dfm_steps = 256  # model calls of the DFM model
-student_steps = 8  # model calls of the student
-warmup = 1  # untimed calls before the timed ones
-repeats = 3  # timed calls; the mean is reported
-n_layer = 6
-n_head = 6
-n_embd = 384
-block_size = 256
-vocab_size = 65
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
-# quality and elbo always score in float32: bfloat16 logits would add noise to every probability
-dtype = "auto"  # speed: "auto" (bfloat16 autocast on CUDA if supported, else float32), "bfloat16", "float32"
-compile = False  # torch.compile the generators (quality and speed: all of them or none)
+# quality and elbo always sample and score in float32: bfloat16 logits would add noise to every probability
+compile = False  # torch.compile the generators (all of them or none)
 seed = 1337  # seeds every sample, batch and model
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
@@ -105,8 +89,8 @@ def quality(cfg, dev):
     steps_list = int_list("steps_list", cfg["steps_list"])
     student_steps = int_list("student_steps_list", cfg["student_steps_list"]) if cfg["student_steps_list"] else steps_list
     dfm_methods = [m for m in cfg["dfm_methods"].split(",") if m]
-    if not dfm_methods or any(m not in METHODS for m in dfm_methods):
-        raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(METHODS)}, got {cfg['dfm_methods']!r}")
+    if not dfm_methods or any(m not in SAMPLERS for m in dfm_methods):
+        raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(SAMPLERS)}, got {cfg['dfm_methods']!r}")
     if not cfg["judge"]:
         raise UsageError("quality needs a judge: --judge=PATH to an AR checkpoint (or --judge=gpt2-large)")
     if not (cfg["dfm"] or cfg["student"]):
@@ -121,11 +105,11 @@ def quality(cfg, dev):
     flows += [(label if label.startswith("student") else f"student {label}", model, ck)
               for label, (_, model, ck) in zip(labels, students)]
     if cfg["compile"]:  # every generator or none, so that no row is faster for it
-        flows = [(kind, timing.compiled(model), ck) for kind, model, ck in flows]
+        flows = [(kind, compile_model(model), ck) for kind, model, ck in flows]
     ar_path = cfg["ar"] or ("" if cfg["judge"] in evaluate.GPT2_JUDGES else cfg["judge"])
     ar_model, ar_ck = load_model(ar_path, "ar", dev) if ar_path else (None, None)
     if cfg["compile"] and ar_model is not None:
-        ar_model = timing.compiled(ar_model)
+        ar_model = compile_model(ar_model)
     first_ck = flows[0][2]
     models = [m for _, m, _ in flows] + ([ar_model] if ar_model is not None else [])
     if any(m.config.vocab_size != judge_vocab for m in models):
@@ -149,9 +133,8 @@ def quality(cfg, dev):
         methods = dfm_methods if kind == "dfm" else ("cumulative",)
         for method in methods:
             for S in steps_list if kind == "dfm" else student_steps:
-                def make(model=model, ck=ck, method=method, S=S, kind=kind):
-                    return evaluate.flow_samples(model, N, L, S, method, ck["config"]["source"], ck["config"]["kappa_power"],
-                                                 kind != "dfm", cfg["temperature"], bs, seed, dev)
+                def make(model=model, ck=ck, method=method, S=S):
+                    return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, method, cfg["temperature"], bs, seed, dev)
                 jobs.append((f"{kind} {method}", method, S, file_key(path), make))
     done = previous_rows(cfg, L)
     rows = []
@@ -249,72 +232,28 @@ def elbo(cfg, dev):
         raise UsageError(f"the ELBO bound is for the mask source; {cfg['dfm']} uses {ck['config']['source']!r}")
     L = cfg["length"] or model.config.block_size
     check_length("length", L, model.config.block_size)
-    nats = evaluate.elbo_perplexity(model, val_path(cfg, ck), cfg["num_batches"], cfg["batch_size"], L,
-                                    ck["config"]["kappa_power"], cfg["elbo_times"], cfg["seed"], dev)
+    nats = evaluate.elbo_perplexity(model, ProbPath.of(ck), val_path(cfg, ck), cfg["num_batches"], cfg["batch_size"], L,
+                                    cfg["elbo_times"], cfg["seed"], dev)
     print(f"ELBO bound on held-out data: {nats:.4f} nats/token ({nats / math.log(2):.4f} bits), "
           f"perplexity <= {math.exp(nats):.3f} ({cfg['num_batches']} batches of {cfg['batch_size']} x {L})")
     write_json(cfg["out_json"], {"mode": "elbo", "nats": nats, "perplexity": math.exp(nats), "settings": cfg})
 
 
-def speed(cfg, dev):
-    batch_sizes = int_list("speed_batch_sizes", cfg["speed_batch_sizes"])
-    if any(cfg[k] for k in ("ar", "dfm", "student")):
-        models, paths = {}, {}  # paths: (source, kappa_power) -> the flow checkpoints sampled with it
-        for kind in ("ar", "dfm", "student"):
-            if cfg[kind]:
-                models[kind], ck = load_model(cfg[kind], kind, dev)
-                if kind != "ar":
-                    paths.setdefault((ck["config"]["source"], ck["config"]["kappa_power"]), []).append(kind)
-        if len(paths) > 1:
-            raise UsageError("the flow models were trained on different paths (" + "; ".join(
-                f"{', '.join(kinds)}: source {s}, kappa_power {k}" for (s, k), kinds in paths.items())
-                + "): time a DFM model with its own student")
-        source, n = next(iter(paths), ("mask", 1.0))
-        sizes = {(m.config.n_layer, m.config.n_embd) for m in models.values()}
-        if len(sizes) > 1:
-            print(f"warning: the models differ in size (n_layer, n_embd) {sorted(sizes)}: times are not comparable")
-    else:
-        size = {k: cfg[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")}
-        models, source, n = {k: timing.random_model(k, **size).to(dev).eval() for k in ("ar", "dfm", "student")}, "mask", 1.0
-    L = cfg["speed_length"] or min(m.config.block_size for m in models.values())
-    check_length("speed_length", L, min(m.config.block_size for m in models.values()))
-    if cfg["compile"]:
-        models = {k: timing.compiled(m) for k, m in models.items()}
-    some = next(iter(models.values()))
-    autocast, dtype = autocast_for(dev.type, cfg["dtype"])
-    params = ", ".join(f"{k} {m.num_params() / 1e6:.2f}M" for k, m in models.items())
-    print(f"device {dev}, {dtype}, compile={cfg['compile']}, {some.config.n_layer} layers x {some.config.n_embd} wide "
-          f"(non-embedding parameters: {params}), {L} tokens per sequence")
-    with autocast:
-        result = timing.speed_benchmark(models, batch_sizes, L, cfg["dfm_steps"], cfg["student_steps"], source, n,
-                                          cfg["warmup"], cfg["repeats"], dev)
-    print(evaluate.markdown_table(["model", "batch", "model calls", "s / batch", "tokens / s"],
-                                  [[r["name"], r["batch_size"], r["nfe"], r["seconds"], r["tokens_per_s"]]
-                                   for r in result["rows"]]))
-    print("\nspeed-up (times faster than the AR model with its KV cache):")
-    for name, ratio in result["ratios"].items():
-        print(f"  {name}: {ratio:.3g}x")
-    write_json(cfg["out_json"], {"mode": "speed", "device": str(dev), "dtype": dtype, "compile": cfg["compile"],
-                                 "length": L, "settings": cfg, **result})
-
-
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
-    if cfg["mode"] not in ("quality", "elbo", "speed"):
-        raise UsageError(f"--mode must be quality, elbo or speed, got {cfg['mode']!r}")
-    if cfg["dtype"] not in ("auto", "bfloat16", "float32"):
-        raise UsageError(f"--dtype must be auto, bfloat16 or float32, got {cfg['dtype']!r}")
+    if cfg["mode"] == "speed":
+        raise UsageError(f"--mode=speed {RETIRED['eval.py --mode=speed']}")
+    if cfg["mode"] not in ("quality", "elbo"):
+        raise UsageError(f"--mode must be quality or elbo, got {cfg['mode']!r}")
     if cfg["temperature"] <= 0:
         raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
     if cfg["top_k"] < 0:
         raise UsageError(f"--top_k must be 0 (off) or positive, got {cfg['top_k']}")
-    for key in ("num_samples", "batch_size", "num_batches", "elbo_times", "repeats"):
+    for key in ("num_samples", "batch_size", "num_batches", "elbo_times"):
         if cfg[key] <= 0:
             raise UsageError(f"--{key} must be a positive integer, got {cfg[key]}")
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
-    if cfg["mode"] == "speed":
-        return speed(cfg, dev)
     return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)
 
 

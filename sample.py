@@ -23,12 +23,14 @@ import sys
 
 import torch
 
-from nanodfm import checkpoint
+from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
 from nanodfm.config import UsageError, parse, pick_device
 from nanodfm.display import html_page, legend, render, render_codes
-from nanodfm.sampler import METHODS, sample
-from nanodfm.speed import compiled
+from nanodfm.model import compile as compile_model
+from nanodfm.path import ProbPath
+from nanodfm.sampler import SAMPLERS
+from nanodfm.sampler import sample as reference_sample
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -43,7 +45,8 @@ temperature = 1.0  # divides the logits: below 1 sharper, above 1 more varied
 top_k = 0  # AR checkpoints: draw from the k most likely tokens only; 0: off
 seed = 1337  # the same seed draws the same samples
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
-compile = False  # torch.compile the model: pays off on a GPU and for long runs (README, "Speed")
+compile = False  # torch.compile the model: pays off on a GPU and for long runs (docs/speed.md)
+reference = False  # True: draw with the plain reference sampler (nanodfm/sampler.py): the engine's law, slower
 show = "text"  # "text" (plain), "steps" (coloured by decode step) or "frames" (each step as it fills in)
 html = ""  # write the samples, coloured by decode step, as a standalone HTML page to this file
 color = "auto"  # "auto" (colour when stdout is a terminal), "always" or "never"
@@ -93,25 +96,19 @@ def encode_prompt(text, tokenizer, hole_len):
     return ids
 
 
-def prompt_tensors(prompt_ids, seq_len):
-    """A prompt as (prompt (L,), fixed (L,)) for the sampler; (None, None) without one.
-
-    prompt_ids: token ids from position 0, None where a position is to be sampled (a hole);
-    the positions after the prompt are sampled too.
-    """
+def prompt_tensor(prompt_ids, seq_len):
+    """A prompt as the sampler takes it: (L,) token ids, -1 where a position is to be sampled (a
+    hole, or after the prompt); None without one. prompt_ids: ids from position 0, None at holes."""
     if not prompt_ids:
-        return None, None
+        return None
     if len(prompt_ids) > seq_len or None not in prompt_ids and len(prompt_ids) == seq_len:
         holes = " (holes included)" if None in prompt_ids else ""
         raise UsageError(f"the prompt is {len(prompt_ids)} tokens{holes} but samples are {seq_len} long: "
                          f"shorten it{', lower --hole_len' if holes else ''} or raise --length "
                          f"(at most the model's block_size)")
-    prompt = torch.zeros(seq_len, dtype=torch.long)
-    fixed = torch.zeros(seq_len, dtype=torch.bool)
-    for i, token in enumerate(prompt_ids):
-        if token is not None:
-            prompt[i], fixed[i] = token, True
-    return prompt, fixed
+    prompt = torch.full((seq_len,), -1, dtype=torch.long)
+    prompt[:len(prompt_ids)] = torch.tensor([-1 if token is None else token for token in prompt_ids])
+    return prompt
 
 
 def frame_printer(tokenizer, steps, color):
@@ -149,8 +146,8 @@ def main(argv):
         raise UsageError(f"--num_samples must be a positive integer, got {cfg['num_samples']}")
     if cfg["steps"] <= 0:
         raise UsageError(f"--steps must be a positive integer, got {cfg['steps']}")
-    if cfg["sampler"] not in METHODS:
-        raise UsageError(f"--sampler must be one of {', '.join(METHODS)}, got {cfg['sampler']!r}")
+    if cfg["sampler"] not in SAMPLERS:
+        raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {cfg['sampler']!r}")
     if cfg["temperature"] <= 0:
         raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
     if cfg["show"] not in ("text", "steps", "frames"):
@@ -167,7 +164,7 @@ def main(argv):
         raise UsageError("a few-step student was distilled for the cumulative step: drop --sampler (or use cumulative)")
     model = checkpoint.build_model(ck, weights="ema" if student else "model").to(dev).eval()
     if cfg["compile"]:
-        model = compiled(model)
+        model = compile_model(model)
     tokenizer = load_tokenizer(ck["meta"])
     prompt_ids = encode_prompt(read_prompt(cfg["start"]), tokenizer, cfg["hole_len"])
     infill = None in prompt_ids
@@ -180,16 +177,15 @@ def main(argv):
     if ck["kind"] == "dfm" and cfg["steps"] < FEW_STEPS:
         print(f"warning: this DFM model was not distilled for few steps; with {cfg['steps']} steps expect poor "
               f"samples. Distil it: {distil_command(cfg['ckpt'], ck)}", file=sys.stderr)
-    prompt, fixed = prompt_tensors(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
+    prompt = prompt_tensor(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
         return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
     frames = cfg["show"] == "frames"
     on_step = frame_printer(tokenizer, cfg["steps"], color) if frames else None
-    x, last_change = sample(model, cfg["num_samples"], seq_len, cfg["steps"], ck["config"]["source"],
-                            cfg["sampler"], ck["config"]["kappa_power"], cfg["temperature"], prompt, fixed,
-                            step_size_input=student, generator=generator, device=dev, progress=not frames,
-                            on_step=on_step)
+    sample = reference_sample if cfg["reference"] else engine.sample
+    x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, cfg["steps"], cfg["sampler"],
+                            cfg["temperature"], prompt, generator, dev, on_step, progress=not frames)
     samples = list(zip(x.tolist(), last_change.tolist()))
     for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
         print(f"---------- sample {i + 1}/{len(x)}, {cfg['steps']} steps, {cfg['sampler']}")

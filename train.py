@@ -28,9 +28,8 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
 from nanodfm.config import UsageError, autocast_for, parse, pick_device
-from nanodfm.data import dataset_folder, get_batch, load_meta, same_vocabulary, split_path
-from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import SOURCES, dfm_loss, elbo_bound, sample_path, sample_times
+from nanodfm.data import dataset_folder, get_batch, load_meta, split_path
+from nanodfm.path import LOSS_WEIGHTINGS, SOURCES, ProbPath, batch_loss, elbo_bound
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -83,15 +82,13 @@ peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look up known GPUs
 seed = 1337  # seeds the model, the batches and the noise
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "n_cond", "dropout")  # a resumed or distilled model keeps its own
-PATH_KEYS = ("source", "kappa_power")  # and the probability path it was trained on
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
 
 
 def check(cfg):
     """Reject settings that cannot work, with the fix in the message."""
-    choices = {"kind": checkpoint.KINDS, "source": SOURCES, "loss_weighting": ("elbo", "ce"),
-               "teacher": ("rk4", "rk2"), "dtype": ("auto", "bfloat16", "float32"),
+    choices = {"kind": checkpoint.KINDS, "source": SOURCES, "loss_weighting": LOSS_WEIGHTINGS,
+               "teacher": distill.TEACHERS, "dtype": ("auto", "bfloat16", "float32"),
                "teacher_average": distill.TEACHER_AVERAGES, "step_size_weighting": distill.STEP_SIZE_WEIGHTINGS}
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
@@ -140,90 +137,143 @@ def set_rng_state(state, generator):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def batch_loss(model, teacher_model, x1, cfg, vocab_size, generator):
+def loss_of(model, teacher_model, x1, cfg, path, generator):
     """The training loss of one batch of data x1 (B, L) for the configured kind."""
     if cfg["kind"] == "ar":
         logits = model(x1[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1).float(), x1[:, 1:].flatten())
     if cfg["kind"] == "student":
-        if x1.device.type != "cpu":  # the half steps draw (N, V) float64 noise: draw it where the logits are
+        if x1.device.type != "cpu":  # the half steps draw their noise where the logits are
             seed = int(torch.randint(2**62, (), generator=generator))
             generator = torch.Generator(x1.device).manual_seed(seed)
-        return distill.distill_loss(model, teacher_model, x1, vocab_size, cfg["source"], cfg["kappa_power"],
-                                    cfg["max_step_exponent"], cfg["teacher"], generator,
-                                    cfg["step_size_weighting"], cfg["teacher_average"])
-    t = sample_times(x1.shape[0], generator=generator, device=x1.device)
-    x_t = sample_path(x1, t, vocab_size, cfg["source"], cfg["kappa_power"], generator=generator)
-    return dfm_loss(model(x_t, t), x1, x_t, t, vocab_size, cfg["source"], cfg["kappa_power"], cfg["loss_weighting"])
+        return distill.distill_loss(model, teacher_model, x1, path, distill.Recipe.of(cfg), generator)
+    return batch_loss(model, x1, path, cfg["loss_weighting"], generator)
+
+
+def evaluate(model, teacher_model, cfg, path, files, dev, autocast):
+    """Mean loss of eval_iters batches per split (the same batches every time) and, for a
+    mask-source DFM model, the ELBO on one val batch."""
+    model.eval()
+    g = torch.Generator().manual_seed(cfg["seed"] + 999)
+    out = {}
+    with torch.no_grad(), autocast:
+        for split, file in files.items():
+            out[split] = sum(loss_of(model, teacher_model, get_batch(file, cfg["batch_size"], cfg["block_size"], g, dev),
+                                     cfg, path, g).item() for _ in range(cfg["eval_iters"])) / cfg["eval_iters"]
+        if cfg["kind"] == "dfm" and cfg["source"] == "mask":
+            x1 = get_batch(files["val"], cfg["batch_size"], cfg["block_size"], g, dev)
+            out["val_elbo"] = elbo_bound(model, x1, path, num_times=4, generator=g)
+    model.train()
+    return out
+
+
+def throughput(loss, tokens, seconds, flops_per_token, peak):
+    """The progress bar's figures: loss, tokens/s and, where the peak FLOP/s is known, MFU."""
+    stats = {"loss": f"{loss:.4f}", "tok/s": f"{tokens / seconds:,.0f}"}
+    if peak:
+        stats["mfu"] = f"{100 * flops_per_token * tokens / seconds / peak:.1f}%"
+    return stats
+
+
+def eval_line(step, losses):
+    """The evaluation's line; an ELBO too large to exponentiate reads as inf."""
+    line = f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+    if "val_elbo" in losses:
+        line += f", val ELBO perplexity <= {math.exp(min(losses['val_elbo'], 700.0)):.3f}"
+    return line
+
+
+def write_log(log_file, row):
+    try:
+        log_file.write(json.dumps(row) + "\n")
+        log_file.flush()
+    except OSError as e:
+        raise UsageError(f"cannot write {log_file.name}: {e.strerror}; the checkpoint there is intact: free some "
+                         f"space and resume with --init_from=resume") from None
 
 
 def open_log(path, resume_step):
     """log.jsonl for appending: a new run starts a new log; a resumed one keeps the rows up to its
-    checkpoint's step (a killed run may have logged steps past it, which the resumed run repeats)."""
+    checkpoint's step (a killed run may have logged steps past it, which the resumed run repeats,
+    and may have left a torn last line, which is dropped)."""
     rows = []
     if resume_step is not None and os.path.isfile(path):
         with open(path) as f:
-            rows = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-    log = open(path, "w")
+            for line in f:
+                try:
+                    if json.loads(line)["step"] <= resume_step:
+                        rows.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue
+    try:
+        log = open(path, "w")
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from None
     log.writelines(rows)
     return log
 
 
-def adopt_checkpoint(cfg, ckpt, path, meta, data_dir):
-    """Take the probability path and the model's shape from the checkpoint a run starts from (resume,
-    or a student's parent), after checking that it was trained on the same tokens and that no shape
-    or path key set for this run (to a value other than the default) contradicts it."""
-    if not same_vocabulary(ckpt["meta"], meta):
-        raise UsageError(f"{path} was trained on another vocabulary than {data_dir} (its tokens differ, "
-                         f"not only their number): use the dataset it was trained on")
-    theirs = {**{k: ckpt["model_config"][k] for k in SHAPE_KEYS}, **{k: ckpt["config"][k] for k in PATH_KEYS}}
-    differ = [f"{k}={cfg[k]!r} (checkpoint: {v!r})" for k, v in theirs.items() if cfg[k] != v and cfg[k] != DEFAULTS[k]]
-    if differ:
-        raise UsageError(f"the model comes from {path}, but {', '.join(differ)}: drop these keys or set them "
-                         f"to the checkpoint's values")
-    for key in SHAPE_KEYS:  # so the config recorded in the new checkpoints is the model's
-        cfg[key] = ckpt["model_config"][key]
-    for key in PATH_KEYS:  # the path is part of the model: keep the one it was trained on
-        cfg[key] = ckpt["config"][key]
+def seed_everything(seed):
+    """Seed torch (dropout), numpy and random (unused here, but seeded and saved: a fork that draws
+    from them resumes exactly); returns the generator of the batches, times and noise."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def peak_flops(cfg, dev):
+    """The accelerator's peak FLOP/s for MFU: --peak_flops, else a known GPU's, else 0 (no MFU)."""
+    if cfg["peak_flops"] or torch.device(dev).type != "cuda":
+        return cfg["peak_flops"]
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(dev)), 0.0)
+
+
+def restore(start, optimizer, teacher_model, generator, seed, world_size):
+    """Load the optimiser, the EMA and the RNG states of the checkpoint a run resumes from."""
+    optimizer.load_state_dict(start["optimizer"])
+    if teacher_model is not None:
+        teacher_model.load_state_dict(start["ema"])
+    if world_size == 1 and start["world_size"] == 1:
+        set_rng_state(start["rng"], generator)
+    else:  # another process layout: restore the step, draw fresh but reproducible data streams
+        generator.manual_seed(seed + 1000003 * start["step"])
+
+
+def distributed(cfg):
+    """(ddp, rank, local_rank, world_size, device): DDP only when torchrun set RANK; TF32 on CUDA."""
+    dev = pick_device(cfg["device"])
+    if dev.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if int(os.environ.get("RANK", -1)) == -1:
+        if dev.startswith("cuda"):
+            torch.cuda.set_device(dev)  # so that syncs and pinned memory use this device, not cuda:0
+        return False, 0, 0, 1, dev
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
+    if dev.startswith("cuda"):
+        dev = f"cuda:{local_rank}"
+        torch.cuda.set_device(dev)
+    return True, rank, local_rank, world_size, dev
 
 
 def main(argv):
     """Train as configured by argv; returns the trained model and, for a student, its EMA."""
-    cfg = parse(DEFAULTS, argv, __doc__, __file__)
+    explicit = set()
+    cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
     check(cfg)
-    # one code path for a single process and for torchrun: DDP only when RANK is set
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    rank, local_rank, world_size = 0, 0, 1
-    dev = pick_device(cfg["device"])
-    if ddp:
-        rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-        backend = "nccl" if dev.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-        if dev.startswith("cuda"):
-            dev = f"cuda:{local_rank}"
-            torch.cuda.set_device(dev)
-    master = rank == 0
-    device_type = "cuda" if dev.startswith("cuda") else dev.split(":")[0]
+    ddp, rank, local_rank, world_size, dev = distributed(cfg)
+    master, device_type = rank == 0, torch.device(dev).type
     autocast, dtype_name = autocast_for(device_type, cfg["dtype"])
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
-    ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
-    ckpt = parent = None
-    if cfg["init_from"] == "resume":
-        ckpt = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
-    elif cfg["init_from"] != "scratch":
-        if cfg["kind"] != "student":
-            raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
-        parent = checkpoint.load(cfg["init_from"], kinds=("dfm",))
-    if (ckpt or parent) and not cfg["data_dir"]:  # resume and students read the data the model was trained on
-        trained = (ckpt or parent)["config"]
-        cfg["dataset"], cfg["data_dir"] = trained["dataset"], trained.get("data_dir", "")
+    start, start_path = checkpoint.starting_point(cfg)
+    if start is not None and not cfg["data_dir"]:  # resume and students read the data the model was trained on
+        cfg["dataset"], cfg["data_dir"] = start["config"]["dataset"], start["config"].get("data_dir", "")
     data_dir = dataset_folder(cfg)
     meta = load_meta(data_dir)
-    vocab_size = meta["vocab_size"]
-    train_bin, val_bin = split_path(data_dir, "train", vocab_size), split_path(data_dir, "val", vocab_size)
+    files = {split: split_path(data_dir, split, meta["vocab_size"]) for split in ("train", "val")}
+    ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
     if master:  # one run per out_dir, and a new run never silently replaces a finished one
         release_out_dir = checkpoint.lock_out_dir(cfg["out_dir"])
         if cfg["init_from"] != "resume" and not cfg["overwrite"] and os.path.exists(ckpt_path):
@@ -231,142 +281,93 @@ def main(argv):
                              f"or start over there with --overwrite=True (or pick another --out_dir)")
 
     torch.manual_seed(cfg["seed"])  # every rank builds the same model (DDP would broadcast it anyway)
-    iter_num, best_val_loss, teacher_model = 0, float("inf"), None
-    if ckpt is not None:
-        adopt_checkpoint(cfg, ckpt, ckpt_path, meta, data_dir)
-        model = checkpoint.build_model(ckpt)
-        iter_num, best_val_loss = ckpt["step"], ckpt["best_val_loss"]
-    elif parent is not None:
-        adopt_checkpoint(cfg, parent, cfg["init_from"], meta, data_dir)
-        model = distill.student_from_dfm(checkpoint.build_model(parent))
-        parent = None
-    else:
-        model = Transformer(ModelConfig(vocab_size=vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
-                                        n_head=cfg["n_head"], n_embd=cfg["n_embd"], n_cond=cfg["n_cond"],
-                                        dropout=cfg["dropout"], causal=cfg["kind"] == "ar"))
-    if model.config.vocab_size != vocab_size:
-        raise UsageError(f"checkpoint vocabulary ({model.config.vocab_size}) differs from {data_dir}'s ({vocab_size})")
-    if cfg["block_size"] > model.config.block_size:
-        raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}")
-    model.to(dev)
-    torch.manual_seed(cfg["seed"] + rank)  # dropout differs across ranks, as their data does
-    np.random.seed(cfg["seed"] + rank)  # unused here, but seeded and saved: a fork that draws from them resumes exactly
-    random.seed(cfg["seed"] + rank)
-    generator = torch.Generator().manual_seed(cfg["seed"] + rank)  # batches, times, noise
+    model = checkpoint.model_to_train(cfg, explicit, start, start_path, meta, data_dir).to(dev)
+    path = ProbPath(meta["vocab_size"], cfg["source"], cfg["kappa_power"])
+    resuming = cfg["init_from"] == "resume"
+    iter_num, best_val_loss = (start["step"], start["best_val_loss"]) if resuming else (0, float("inf"))
+    generator = seed_everything(cfg["seed"] + rank)  # ranks differ in dropout, as in their data
     optimizer = model.optimizer(cfg["learning_rate"], cfg["weight_decay"], (cfg["beta1"], cfg["beta2"]), device_type)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if world_size == 1 and ckpt["world_size"] == 1:
-            set_rng_state(ckpt["rng"], generator)
-        else:  # another process layout: restore the step, draw fresh but reproducible data streams
-            generator.manual_seed(cfg["seed"] + rank + 1000003 * iter_num)
+    teacher_model = None
+    if cfg["kind"] == "student":  # the EMA of the student is the shortcut teacher, and what samples
+        teacher_model = copy.deepcopy(model).requires_grad_(False).eval()
+    if resuming:
+        restore(start, optimizer, teacher_model, generator, cfg["seed"] + rank, world_size)
+    start = None  # free the memory
     raw_model = model
     if cfg["compile"]:
         model = torch.compile(model)
     if ddp:  # wrapping broadcasts rank 0's weights into raw_model, in place
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
-    if cfg["kind"] == "student":  # the EMA of the student is the shortcut teacher, and what samples
-        teacher_model = copy.deepcopy(raw_model).requires_grad_(False).eval()
-        if ckpt is not None:
-            teacher_model.load_state_dict(ckpt["ema"])
-    ckpt = None  # free the memory
-
-    eval_generator_seed = cfg["seed"] + 999  # evaluations see the same batches every time
-    def evaluate():
-        raw_model.eval()
-        g = torch.Generator().manual_seed(eval_generator_seed)
-        out = {}
-        with torch.no_grad(), autocast:
-            for split, path in (("train", train_bin), ("val", val_bin)):
-                losses = [batch_loss(raw_model, teacher_model, get_batch(path, cfg["batch_size"], cfg["block_size"], g, dev),
-                                     cfg, vocab_size, g).item() for _ in range(cfg["eval_iters"])]
-                out[split] = sum(losses) / len(losses)
-            if cfg["kind"] == "dfm" and cfg["source"] == "mask":
-                x1 = get_batch(val_bin, cfg["batch_size"], cfg["block_size"], g, dev)
-                out["val_elbo"] = elbo_bound(raw_model, x1, vocab_size, cfg["kappa_power"], num_times=4, generator=g)
-        raw_model.train()
-        return out
 
     tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"] * world_size
-    flops_per_iter = raw_model.flops_per_token(cfg["block_size"]) * tokens_per_iter
-    peak = cfg["peak_flops"] or next((v for k, v in PEAK_BF16_FLOPS.items() if device_type == "cuda"
-                                      and k in torch.cuda.get_device_name(dev)), 0.0)
+    flops_per_token = raw_model.flops_per_token(cfg["block_size"])
+    peak = peak_flops(cfg, dev)
     if master:
         print(f"{cfg['kind']} model, {raw_model.num_params() / 1e6:.2f}M non-embedding parameters, "
               f"{tokens_per_iter:,} tokens per iteration, device {dev}, {dtype_name}")
-    log_file = open_log(os.path.join(cfg["out_dir"], "log.jsonl"), iter_num if cfg["init_from"] == "resume" else None) \
-        if master else None
-    resumed_at = saved_step = iter_num if cfg["init_from"] == "resume" else None  # saved_step: the checkpoint on disk
+    log_file = open_log(os.path.join(cfg["out_dir"], "log.jsonl"), iter_num if resuming else None) if master else None
+    resumed_at = saved_step = iter_num if resuming else None  # saved_step: the checkpoint on disk
+    intact = lambda: f"{ckpt_path} (step {saved_step}) is intact" if saved_step is not None else "no checkpoint was written"
     bar = tqdm(total=cfg["max_iters"], initial=iter_num, disable=not master, dynamic_ncols=True, desc="train")
     t_last, tokens_since = time.time(), 0
-    while True:
-        lr = learning_rate_at(iter_num, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        done = cfg["eval_only"] or iter_num >= cfg["max_iters"]
-        # a resumed run does not redo the evaluation its checkpoint was written at
-        if (iter_num % cfg["eval_interval"] == 0 or done) and (iter_num != resumed_at or cfg["eval_only"]) and master:
-            losses = evaluate()
-            line = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-            if "val_elbo" in losses:
-                line += f", val ELBO perplexity <= {math.exp(losses['val_elbo']):.3f}"
-            bar.write(line)
-            log_file.write(json.dumps({"step": iter_num, **losses}) + "\n")
-            log_file.flush()
-            improved = losses["val"] < best_val_loss
-            best_val_loss = min(best_val_loss, losses["val"])
-            # ckpt.pt is always the latest state, the one resume reads; best.pt the best val loss so far
-            try:
+    try:  # the bar ends its line first, so an error is a line of its own
+        while True:
+            lr = learning_rate_at(iter_num, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            done = cfg["eval_only"] or iter_num >= cfg["max_iters"]
+            # a resumed run does not redo the evaluation its checkpoint was written at
+            if (iter_num % cfg["eval_interval"] == 0 or done) and (iter_num != resumed_at or cfg["eval_only"]) and master:
+                losses = evaluate(raw_model, teacher_model, cfg, path, files, dev, autocast)
+                bar.write(eval_line(iter_num, losses))
+                if not all(math.isfinite(v) for v in losses.values()):  # never saved over a finite checkpoint
+                    raise UsageError(f"training diverged by step {iter_num}: the evaluation is not finite; {intact()}: "
+                                     f"lower --learning_rate (or raise --warmup_iters) and resume")
+                write_log(log_file, {"step": iter_num, **losses})
+                improved = losses["val"] < best_val_loss
+                best_val_loss = min(best_val_loss, losses["val"])
+                # ckpt.pt is always the latest state, the one resume reads; best.pt the best val loss so far
                 checkpoint.save(ckpt_path, {
-                    "kind": cfg["kind"], "model_config": asdict(raw_model.config),
-                    "model": checkpoint.model_state(raw_model), "optimizer": optimizer.state_dict(),
-                    "ema": teacher_model.state_dict() if teacher_model is not None else None,
+                    "kind": cfg["kind"], "model_config": asdict(raw_model.config), "model": checkpoint.model_state(raw_model),
+                    "optimizer": optimizer.state_dict(), "ema": teacher_model and teacher_model.state_dict(),
                     "config": cfg, "step": iter_num, "val_loss": losses["val"], "best_val_loss": best_val_loss,
                     "rng": rng_state(generator), "world_size": world_size, "meta": meta})
                 saved_step = iter_num
                 if improved:
                     checkpoint.copy(ckpt_path, best_path)
-            except UsageError:
-                bar.close()  # the bar ends its line, so the error is a line of its own
-                raise
-            t_last, tokens_since = time.time(), 0  # throughput counts training only
-        if done:
-            break
-        for micro in range(cfg["gradient_accumulation_steps"]):
-            x1 = get_batch(train_bin, cfg["batch_size"], cfg["block_size"], generator, dev)
-            # DDP: all-reduce gradients only on the last micro-step
-            sync = not ddp or micro == cfg["gradient_accumulation_steps"] - 1
-            with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
-                loss = batch_loss(model, teacher_model, x1, cfg, vocab_size, generator)
-            (loss / cfg["gradient_accumulation_steps"]).backward()
-        # the norm of all gradients (clipped to grad_clip if > 0); inf leaves them as they are
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] if cfg["grad_clip"] > 0 else math.inf)
-        if not torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()])).all():
-            # stop before the step: the weights, and the checkpoint on disk, stay finite
-            good = f"{ckpt_path} (step {saved_step}) is intact" if saved_step is not None else "no checkpoint was written"
-            bar.close()
-            raise UsageError(f"training diverged at step {iter_num + 1}: loss {loss.item():.4g}, gradient norm "
-                             f"{grad_norm.item():.4g}; {good}: lower --learning_rate (or raise --warmup_iters) "
-                             f"and resume")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if teacher_model is not None:
-            distill.ema_update(teacher_model, raw_model, cfg["ema_decay"])
-        iter_num += 1
-        tokens_since += tokens_per_iter
-        bar.update(1)
-        if iter_num % cfg["log_interval"] == 0 and master:
-            if device_type == "cuda":
-                torch.cuda.synchronize()
-            elapsed, lossf = time.time() - t_last, loss.item()
-            stats = {"loss": f"{lossf:.4f}", "tok/s": f"{tokens_since / elapsed:,.0f}"}
-            if peak:
-                stats["mfu"] = f"{100 * flops_per_iter * tokens_since / tokens_per_iter / elapsed / (peak * world_size):.1f}%"
-            bar.set_postfix(stats)
-            log_file.write(json.dumps({"step": iter_num, "loss": lossf, "lr": lr}) + "\n")
-            log_file.flush()
-            t_last, tokens_since = time.time(), 0
-    bar.close()
+                t_last, tokens_since = time.time(), 0  # throughput counts training only
+            if done:
+                break
+            for micro in range(cfg["gradient_accumulation_steps"]):
+                x1 = get_batch(files["train"], cfg["batch_size"], cfg["block_size"], generator, dev)
+                # DDP: all-reduce gradients only on the last micro-step
+                sync = not ddp or micro == cfg["gradient_accumulation_steps"] - 1
+                with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+                    loss = loss_of(model, teacher_model, x1, cfg, path, generator)
+                (loss / cfg["gradient_accumulation_steps"]).backward()
+            # the norm of all gradients (clipped to grad_clip if > 0); inf leaves them as they are
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] if cfg["grad_clip"] > 0 else math.inf)
+            if not torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()])).all():
+                # stop before the step: the weights, and the checkpoint on disk, stay finite
+                raise UsageError(f"training diverged at step {iter_num + 1}: loss {loss.item():.4g}, gradient norm "
+                                 f"{grad_norm.item():.4g}; {intact()}: lower --learning_rate (or raise --warmup_iters) "
+                                 f"and resume")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if teacher_model is not None:
+                distill.ema_update(teacher_model, raw_model, cfg["ema_decay"])
+            iter_num += 1
+            tokens_since += tokens_per_iter
+            bar.update(1)
+            if iter_num % cfg["log_interval"] == 0 and master:
+                if device_type == "cuda":
+                    torch.cuda.synchronize()
+                lossf = loss.item()
+                bar.set_postfix(throughput(lossf, tokens_since, time.time() - t_last, flops_per_token, peak * world_size))
+                write_log(log_file, {"step": iter_num, "loss": lossf, "lr": lr})
+                t_last, tokens_since = time.time(), 0
+    finally:
+        bar.close()
     if master:
         log_file.close()
         release_out_dir()

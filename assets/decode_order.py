@@ -15,9 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 
 from nanodfm import checkpoint  # noqa: E402
 from nanodfm.display import html_page  # noqa: E402
-from nanodfm.sampler import sample  # noqa: E402
+from nanodfm.engine import sample  # noqa: E402
+from nanodfm.path import ProbPath  # noqa: E402
 from nanodfm.tokenizer import load_tokenizer  # noqa: E402
-from sample import encode_prompt, prompt_tensors  # noqa: E402
+from sample import encode_prompt, prompt_tensor  # noqa: E402
 
 INFILL = "ROMEO:\n____\n\nJULIET:\n____"
 
@@ -32,9 +33,7 @@ def main(dfm_path, student_path, out_path, seed=1337):
         tokenizer = load_tokenizer(ck["meta"])
         prompt_ids = encode_prompt(start, tokenizer, hole_len=20)
         seq_len = len(prompt_ids) if start else model.config.block_size
-        prompt, fixed = prompt_tensors(prompt_ids, seq_len)
-        x, last_change = sample(model, 1, seq_len, steps, ck["config"]["source"], "cumulative",
-                                ck["config"]["kappa_power"], prompt=prompt, fixed=fixed, step_size_input=student,
+        x, last_change = sample(model, ProbPath.of(ck), 1, seq_len, steps, prompt=prompt_tensor(prompt_ids, seq_len),
                                 generator=torch.Generator().manual_seed(seed))
         what = "FS-DFM student" if student else "DFM"
         infill = ", filling two holes (grey: given text)" if start else ""

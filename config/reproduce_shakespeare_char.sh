@@ -125,8 +125,7 @@ python eval.py --mode=quality --device=cpu --dfm="$OUT/dfm-uniform/best.pt" --st
     --num_samples="$HEADLINE_SAMPLES" --previous="$OUT/headline-uniform.json" --out_json="$OUT/ablation-uniform.json" \
     > "$OUT/ablation-uniform.md" 2> "$OUT/ablation-uniform.log"
 
-# 6. speed of the trained models (same size): AR with KV cache, DFM at 256 steps, student at 8
-python eval.py --mode=speed --device=cpu --ar="$OUT/ar/best.pt" --dfm="$OUT/dfm-uniform/best.pt" \
-    --student="$OUT/student-uniform/ckpt.pt" --speed_batch_sizes=1,32 --out_json="$OUT/speed.json" > "$OUT/speed.md"
+# 6. speed at the trained models' size (it does not depend on the weights): AR with KV cache, the student, DFM
+python bench.py --mode=study --device=cpu --lengths=128 --batch_sizes=1,32 --large=False --out_json="$OUT/speed.json" > "$OUT/speed.md"
 
 python results/tables.py "$OUT" --plots="$OUT"

@@ -1,6 +1,7 @@
-"""Exact categorical draws from logits at about the cost of one pass over them.
+"""The engine's draw: exact categorical draws from logits at about the cost of one pass over them.
 
-docs/method.md section 4. Every sampler step draws, for each moving position, one token from
+For speed only (engine.py); the reference draws from float64 probabilities (`sampler.draw`), and
+this module draws the same law (tests/test_categorical.py). docs/speed.md. Every sampler step draws, for each moving position, one token from
 softmax(z / temperature) over V entries, and under the uniform source it first needs p(x_t) of
 every position. With GPT-2's vocabulary that work can exceed the model's forward (a narrow model's
 output layer costs 2 n_embd FLOPs per logit), so it is done in two levels:

@@ -20,10 +20,14 @@ import pickle
 import torch
 
 from nanodfm.config import UsageError
+from nanodfm.data import same_vocabulary
+from nanodfm.distill import student_from_dfm
 from nanodfm.model import ModelConfig, Transformer
 
 FORMAT = "nanodfm-2"  # 2: loads with weights_only=True (1 held numpy RNG state, which needs unpickling)
 KINDS = ("dfm", "ar", "student")
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "n_cond", "dropout")  # a resumed or distilled model keeps its own
+PATH_KEYS = ("source", "kappa_power")  # and the probability path it was trained on
 
 
 def _remove_temporaries(pattern):
@@ -115,6 +119,44 @@ def build_model(ckpt, weights="model"):
     model = Transformer(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt[weights] if ckpt.get(weights) is not None else ckpt["model"])
     return model
+
+
+def starting_point(cfg):
+    """(checkpoint, its path) a training run starts from: out_dir/ckpt.pt to resume (init_from =
+    "resume"), the DFM model a student distils (init_from = PATH), or (None, None) from scratch."""
+    if cfg["init_from"] == "resume":
+        path = os.path.join(cfg["out_dir"], "ckpt.pt")
+        return load(path, kinds=(cfg["kind"],)), path
+    if cfg["init_from"] != "scratch":
+        if cfg["kind"] != "student":
+            raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
+        return load(cfg["init_from"], kinds=("dfm",)), cfg["init_from"]
+    return None, None
+
+
+def model_to_train(cfg, explicit, start, start_path, meta, data_dir):
+    """The model a run trains: new, of cfg's shape (start None); the resumed one; or the student of
+    a DFM parent, which before training computes what its parent does. From a checkpoint, cfg takes
+    its shape and path keys, once checked that it was trained on the same tokens and that no key
+    set for this run (`explicit`: by a config file or on the command line) contradicts it."""
+    if start is None:
+        return Transformer(ModelConfig(vocab_size=meta["vocab_size"], block_size=cfg["block_size"],
+                                       n_layer=cfg["n_layer"], n_head=cfg["n_head"], n_embd=cfg["n_embd"],
+                                       n_cond=cfg["n_cond"], dropout=cfg["dropout"], causal=cfg["kind"] == "ar"))
+    if not same_vocabulary(start["meta"], meta):
+        raise UsageError(f"{start_path} was trained on another vocabulary than {data_dir} (its tokens differ, "
+                         f"not only their number): use the dataset it was trained on")
+    theirs = {**{k: start["model_config"][k] for k in SHAPE_KEYS}, **{k: start["config"][k] for k in PATH_KEYS}}
+    differ = [f"{k}={cfg[k]!r} (checkpoint: {v!r})" for k, v in theirs.items()
+              if cfg[k] != v and k in explicit]
+    if differ:
+        raise UsageError(f"the model comes from {start_path}, but {', '.join(differ)}: drop these keys or set them "
+                         f"to the checkpoint's values")
+    cfg.update(theirs)  # the config recorded in the new checkpoints is the model's
+    model = build_model(start)
+    if cfg["block_size"] > model.config.block_size:
+        raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}")
+    return student_from_dfm(model) if start["kind"] == "dfm" and cfg["kind"] == "student" else model
 
 
 def _pid_alive(pid):

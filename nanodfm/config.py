@@ -44,10 +44,12 @@ def _coerce(key, value, default):
 
 # keys that existed once: naming what replaced them beats "unknown key"
 RETIRED = {"always_save_checkpoint": "train.py now writes ckpt.pt (the latest state) at every evaluation and "
-                                     "at the end, and best.pt (the best val loss) beside it: drop the key"}
+                                     "at the end, and best.pt (the best val loss) beside it: drop the key",
+           "eval.py --mode=speed": "moved to bench.py: `python bench.py --mode=study` times AR with its KV cache, the "
+                                   "student and the DFM model (speed does not depend on the weights: give the size)"}
 
 
-def _set(config, key, value, where):
+def _set(config, key, value, where, explicit):
     if key in RETIRED and key not in config:
         raise UsageError(f"{key} (in {where}) was removed: {RETIRED[key]}")
     if key not in config:
@@ -55,6 +57,7 @@ def _set(config, key, value, where):
         hint = f"did you mean {' or '.join(close)}?" if close else "the keys are the names at the top of the script"
         raise UsageError(f"unknown config key {key!r} in {where}: {hint}")
     config[key] = _coerce(key, value, config[key])
+    explicit.add(key)
 
 
 def pick_device(name):
@@ -132,12 +135,13 @@ def usage(defaults, doc, script=None):
     return "\n".join(lines)
 
 
-def parse(defaults, argv, doc="", script=None):
+def parse(defaults, argv, doc="", script=None, explicit=None):
     """Return a new dict: defaults updated by config files and --key=value arguments, in order.
+    explicit: a set to which the keys that a file or an argument set are added.
 
     --help (or -h) prints doc and every key with its default and the comments of the script's block
     of defaults (script: the script's file, its __file__), then exits."""
-    config = dict(defaults)
+    config, explicit = dict(defaults), set() if explicit is None else explicit
     if "--help" in argv or "-h" in argv:
         print(usage(defaults, doc, script))
         raise SystemExit(0)
@@ -146,12 +150,12 @@ def parse(defaults, argv, doc="", script=None):
             key, sep, value = arg[2:].partition("=")
             if not sep:
                 raise UsageError(f"expected --key=value, got {arg!r}")
-            _set(config, key, value, "the command line")
+            _set(config, key, value, "the command line", explicit)
         else:
             if not os.path.isfile(arg):
                 raise UsageError(f"config file {arg!r} not found (arguments are config files or --key=value)")
             values = runpy.run_path(arg)
             for key, value in values.items():
                 if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
-                    _set(config, key, value, arg)
+                    _set(config, key, value, arg, explicit)
     return config

@@ -9,7 +9,8 @@ should land where the teacher lands with two half steps:
   draws on the smallest h, the data anchor); `weighting="uniform"` draws every exponent equally, so
   the step sizes that few-step sampling uses (1/4, 1/8) get as many draws as the tiny ones;
 - the teacher is an exponential moving average of the student (no gradient flows through it);
-- RK4 target from half steps h' = h/2, the states advanced by the cumulative step of sampler.py:
+- RK4 target from half steps h' = h/2, the states advanced by the cumulative step (sampler.step's
+  law, run by `engine.step`: float64 probabilities over GPT-2's vocabulary would not fit):
       l1 = T(x_t, t, h'),      x_a = step(x_t, l1, t, h')
       l2 = T(x_a, t + h', h'), x_b = step(x_a, l2, t + h', h')
       l3 = T(x_b, t + h', h'), x_c = step(x_b, l3, t + h', h')
@@ -25,13 +26,17 @@ should land where the teacher lands with two half steps:
   positions that can still change (masked ones for the mask source, all for the uniform one). The
   anchor uses the ELBO weighting whatever the parent was trained with: it is the loss whose
   minimiser is the true posterior at every t, which is what the shortcut targets bootstrap from.
+
+The four choices of a distillation travel together as one value, `Recipe`, named as train.py's keys.
 """
+
+from dataclasses import dataclass
 
 import torch
 
+from nanodfm import engine
 from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import LOG_ZERO, dfm_loss, mask_id, posterior_log_probs, sample_path, uniform
-from nanodfm.sampler import step
+from nanodfm.path import LOG_ZERO, uniform
 
 def student_from_dfm(dfm_model):
     """A step-conditioned copy of a DFM model that, untrained, computes exactly what it computes."""
@@ -49,26 +54,42 @@ def ema_update(ema_model, model, decay):
     torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
+TEACHERS = ("rk4", "rk2")
 STEP_SIZE_WEIGHTINGS = ("inverse_h", "uniform")
 TEACHER_AVERAGES = ("logits", "probs")
 
 
-def step_size_probabilities(max_exponent, weighting="inverse_h"):
+@dataclass(frozen=True)
+class Recipe:
+    teacher: str = "rk4"  # "rk4" or "rk2" shortcut teacher
+    teacher_average: str = "logits"  # average the half steps' "logits" (the paper) or "probs"
+    step_size_weighting: str = "inverse_h"  # P(h): "inverse_h" (the paper) or "uniform" over exponents
+    max_step_exponent: int = 8  # h in {1, 1/2, ..., 2**-max_step_exponent}
+
+    def __post_init__(self):
+        for key, allowed in (("teacher", TEACHERS), ("teacher_average", TEACHER_AVERAGES),
+                             ("step_size_weighting", STEP_SIZE_WEIGHTINGS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"unknown {key} {getattr(self, key)!r}: use one of {allowed}")
+
+    @classmethod
+    def of(cls, config):
+        """The recipe of a training config (train.py's keys)."""
+        return cls(config["teacher"], config["teacher_average"], config["step_size_weighting"],
+                   config["max_step_exponent"])
+
+
+def step_size_probabilities(recipe):
     """P(h = 2^-k) for k = 0..K: proportional to 1/h = 2^k (the paper), or uniform over k."""
-    k = torch.arange(max_exponent + 1, dtype=torch.float64)
-    if weighting == "inverse_h":
-        weights = 2.0 ** k
-    elif weighting == "uniform":
-        weights = torch.ones_like(k)
-    else:
-        raise ValueError(f"unknown step size weighting {weighting!r}: use one of {STEP_SIZE_WEIGHTINGS}")
+    k = torch.arange(recipe.max_step_exponent + 1, dtype=torch.float64)
+    weights = 2.0 ** k if recipe.step_size_weighting == "inverse_h" else torch.ones_like(k)
     return weights / weights.sum()
 
 
-def sample_step_sizes(batch_size, max_exponent, generator=None, device="cpu", weighting="inverse_h"):
+def sample_step_sizes(batch_size, recipe, generator=None, device="cpu"):
     """(t, h), each (B,): h = 2^-k with k drawn by `step_size_probabilities`, t = j 2^-K, t + h <= 1."""
-    K = max_exponent
-    cdf = torch.cumsum(step_size_probabilities(K, weighting), 0)
+    K = recipe.max_step_exponent
+    cdf = torch.cumsum(step_size_probabilities(recipe), 0)
     u = uniform((batch_size,), generator, "cpu", torch.float64)
     k = torch.searchsorted(cdf, u, right=True).clamp(max=K)  # (B,) exponents
     num_starts = 2 ** K - 2 ** (K - k) + 1  # j in [0, 2^K - 2^(K-k)]: t + h <= 1
@@ -77,24 +98,22 @@ def sample_step_sizes(batch_size, max_exponent, generator=None, device="cpu", we
 
 
 @torch.no_grad()
-def shortcut_target(teacher, x_t, t, h, vocab_size, source, n=1.0, method="rk4", generator=None, average="logits"):
-    """Target log-probabilities (B, L, V) for one step of size h from x_t at t (B,), by RK2 or RK4,
-    averaging the half steps' log-probabilities ("logits") or probabilities ("probs")."""
-    if average not in TEACHER_AVERAGES:
-        raise ValueError(f"unknown teacher average {average!r}: use one of {TEACHER_AVERAGES}")
+def shortcut_target(teacher, x_t, t, h, path, recipe, generator=None):
+    """Target log-probabilities (B, L, V) for one step of size h (B,) from x_t at t (B,), by RK2 or
+    RK4, averaging the half steps' log-probabilities ("logits") or probabilities ("probs")."""
     def mean(terms, weights):
-        if average == "logits":
+        if recipe.teacher_average == "logits":
             return sum(w * l for w, l in zip(weights, terms)) / sum(weights)
         return (sum(w * l.exp() for w, l in zip(weights, terms)) / sum(weights)).log().clamp_min(LOG_ZERO)
     half = h / 2
     def posterior(x, time):
-        return posterior_log_probs(teacher(x, time, half), x, vocab_size, source)
+        return path.posterior_log_probs(teacher(x, time, half), x)
     def advance(x, log_p, time):
-        return step(x, log_p, time, half, source, "cumulative", n, generator=generator)
+        return engine.step(x, log_p, time, half, path, "cumulative", generator=generator)
     l1 = posterior(x_t, t)
     x_a = advance(x_t, l1, t)
     l2 = posterior(x_a, t + half)
-    if method == "rk2":
+    if recipe.teacher == "rk2":
         return mean((l1, l2), (1, 1))
     x_b = advance(x_a, l2, t + half)
     l3 = posterior(x_b, t + half)
@@ -103,23 +122,21 @@ def shortcut_target(teacher, x_t, t, h, vocab_size, source, n=1.0, method="rk4",
     return mean((l1, l2, l3, l4), (1, 2, 2, 1))
 
 
-def distill_loss(student, teacher, x1, vocab_size, source, n=1.0, max_exponent=8, method="rk4", generator=None,
-                 weighting="inverse_h", average="logits"):
+def distill_loss(student, teacher, x1, path, recipe, generator=None):
     """Mean per-token loss of the student on data x1 (B, L); see the module docstring."""
-    t, h = sample_step_sizes(x1.shape[0], max_exponent, generator, x1.device, weighting)
-    x_t = sample_path(x1, t, vocab_size, source, n, generator=generator)
+    t, h = sample_step_sizes(x1.shape[0], recipe, generator, x1.device)
+    x_t = path.x_t(x1, t, generator)
     logits = student(x_t, t, h)
-    smallest = h <= 2.0 ** -max_exponent  # (B,) samples trained on the data directly
-    loss = dfm_loss(logits, x1, x_t, t, vocab_size, source, n, reduce=False)  # (B, L)
+    smallest = h <= 2.0 ** -recipe.max_step_exponent  # (B,) samples trained on the data directly
+    loss = path.loss(logits, x1, x_t, t, reduce=False)  # (B, L)
     if not smallest.all():
         rows = ~smallest
-        target = shortcut_target(teacher, x_t[rows], t[rows], h[rows], vocab_size, source, n, method, generator,
-                                 average)
-        student_log_p = posterior_log_probs(logits[rows], x_t[rows], vocab_size, source)
+        target = shortcut_target(teacher, x_t[rows], t[rows], h[rows], path, recipe, generator)
+        student_log_p = path.posterior_log_probs(logits[rows], x_t[rows])
         target = target.log_softmax(-1)  # the average of log-probabilities is not normalised
         kl = (target.exp() * (target - student_log_p)).sum(-1)  # (b, L)
-        if source == "mask":  # decoded positions are certain for both; they carry no signal
-            kl = kl * (x_t[rows] == mask_id(vocab_size))
+        if path.source == "mask":  # decoded positions are certain for both; they carry no signal
+            kl = kl * (x_t[rows] == path.mask_id)
         loss = loss.clone()
         loss[rows] = kl
     return loss.mean()

@@ -15,7 +15,7 @@ docs/method.md section 6 (and section 3 for the ELBO). Choices:
   the interval of the ratio (`ratio_interval`): with 64 samples a cell the interval is about
   +-8%, too wide to settle a 5% question, hence the 256 samples by default in eval.py.
 - ELBO perplexity: exp of the mean of `path.elbo_bound` over held-out batches.
-- Speed is timed in speed.py.
+- Samples are drawn by the engine (`engine.sample`, the reference sampler's law, faster).
 """
 
 import math
@@ -27,8 +27,8 @@ from nanodfm import checkpoint
 from nanodfm.autoregressive import generate
 from nanodfm.config import UsageError
 from nanodfm.data import get_batch
+from nanodfm.engine import sample
 from nanodfm.path import elbo_bound
-from nanodfm.sampler import sample
 
 GPT2_JUDGES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
@@ -100,14 +100,14 @@ def score(judge, ids, batch_size=32):
             "entropy_ci95": ent_ci, "entropy_std": std(ent), "num_samples": len(ids)}
 
 
-def flow_samples(model, num_samples, length, steps, method, source, n=1.0, student=False, temperature=1.0,
-                 batch_size=32, seed=0, device="cpu"):
+def flow_samples(model, path, num_samples, length, steps, sampler="cumulative", temperature=1.0, batch_size=32, seed=0,
+                 device="cpu"):
     """num_samples (N, length) ids from a DFM model or student in `steps` steps, in batches."""
     generator = torch.Generator(device).manual_seed(seed)
     out = []
     for b in range(0, num_samples, batch_size):
-        x, _ = sample(model, min(batch_size, num_samples - b), length, steps, source, method, n, temperature,
-                      step_size_input=student, generator=generator, device=device)
+        x, _ = sample(model, path, min(batch_size, num_samples - b), length, steps, sampler, temperature,
+                      generator=generator, device=device)
         out.append(x)
     return torch.cat(out)
 
@@ -123,19 +123,19 @@ def ar_samples(model, num_samples, length, start_id, temperature=1.0, top_k=None
     return torch.cat(out)
 
 
-def real_samples(path, num_samples, length, seed=0):
+def real_samples(val_file, num_samples, length, seed=0):
     """num_samples random windows (N, length) of held-out text, the reference row."""
-    return get_batch(path, num_samples, length, torch.Generator().manual_seed(seed))
+    return get_batch(val_file, num_samples, length, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
-def elbo_perplexity(model, path, num_batches, batch_size, length, n=1.0, num_times=8, seed=0, device="cpu"):
+def elbo_perplexity(model, path, val_file, num_batches, batch_size, length, num_times=8, seed=0, device="cpu"):
     """Mean negative ELBO (nats per token) of a mask-source DFM model over held-out batches."""
     generator = torch.Generator().manual_seed(seed)
     total = 0.0
     for _ in range(num_batches):
-        x1 = get_batch(path, batch_size, length, generator, device)
-        total += elbo_bound(model, x1, model.config.vocab_size, n, num_times, generator)
+        x1 = get_batch(val_file, batch_size, length, generator, device)
+        total += elbo_bound(model, x1, path, num_times, generator)
     return total / num_batches
 
 

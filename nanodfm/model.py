@@ -175,8 +175,6 @@ def conditioning_mlp(n_freq, n_cond):
 
 
 class Transformer(nn.Module):
-    fused_head = True  # logits = features @ head.weight^T: the sampler may apply the head itself
-
     N_FREQ = 256  # sinusoidal features of t and h
 
     def __init__(self, config):
@@ -222,12 +220,10 @@ class Transformer(nn.Module):
             c = c + self.step_mlp(timestep_embedding(h, self.N_FREQ))
         return c
 
-    def forward(self, idx, t=None, h=None, cache=None, positions=None, features=False):
-        """idx (B, T) token ids (MASK allowed); t, h: floats or (B,). Returns logits (B, T, V), or
-        (N, V) at the N True entries of positions (B, T), in row-major order: the output layer, the
-        largest matmul with a large vocabulary, then runs only where logits are wanted. features:
-        return what enters the output layer (B, T, D) or (N, D) instead, for a caller that applies
-        `head` itself (the sampler fuses it with its softmax pass)."""
+    def trunk(self, idx, t=None, h=None, cache=None, positions=None):
+        """What enters the output layer: features (B, T, D) of idx (B, T) token ids (MASK allowed) at
+        times t (and step sizes h), floats or (B,); or (N, D) at the N True entries of positions
+        (B, T), in row-major order. The engine applies `head` itself, fused with its draw."""
         B, T = idx.shape
         if cache is None or not cache.static:  # the static cache's position is a tensor: not read here
             start = cache.pos if cache is not None else 0
@@ -249,8 +245,12 @@ class Transformer(nn.Module):
             x = modulate(x, shift, scale)
         if cache is not None:
             cache.pos += T  # in place when it is a tensor
-        x = x if positions is None else x[positions]
-        return x if features else self.head(x)
+        return x if positions is None else x[positions]
+
+    def forward(self, idx, t=None, h=None, cache=None, positions=None):
+        """Logits (B, T, V), or (N, V) at positions: the output layer, the largest matmul with a
+        large vocabulary, then runs only where logits are wanted. Arguments as `trunk`."""
+        return self.head(self.trunk(idx, t, h, cache, positions))
 
     def new_cache(self, batch_size, device, dtype=torch.float32, static=False):
         c = self.config
@@ -276,3 +276,16 @@ class Transformer(nn.Module):
         ]
         fused = device_type == "cuda"
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+
+def compile(model, **options):
+    """torch.compile a Transformer's trunk in place, and return the model: forward, generation and
+    the engine (which applies the head itself) all run the compiled trunk; the weights, the state
+    dict and every attribute stay the module's."""
+    model.trunk = torch.compile(model.trunk, **options)
+    return model
+
+
+def is_compiled(model):
+    """Whether `compile` compiled this model's trunk."""
+    return "trunk" in vars(model)

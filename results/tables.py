@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nanodfm.evaluate import plot_quality, ratio_interval  # noqa: E402
-from nanodfm.speed import share  # noqa: E402
+from bench import share  # noqa: E402
 
 
 def load(folder, name):

@@ -1,4 +1,4 @@
-"""bench.py and speed.py: the timing is of what it says, the study's JSON has its fields, and the
+"""bench.py: the timing is of what it says, the study's JSON has its fields, and the
 GPU command's code paths (bfloat16 autocast, compile) run on a CPU."""
 
 import json
@@ -8,7 +8,7 @@ import torch
 
 import bench
 from conftest import run_script
-from nanodfm import speed
+from nanodfm.path import ProbPath
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--repeats=1", "--device=cpu"]
 STUDY = ["--mode=study", "--lengths=8,12", "--batch_sizes=1,2", "--student_steps=2", "--dfm_steps=6",
@@ -40,9 +40,9 @@ def test_gpu_command_smoke_run_on_cpu_writes_the_study(tmp_path):
 def test_compile_wraps_every_model(monkeypatch):
     """--compile=True compiles the AR model, the student and the DFM model (both sides or neither)."""
     compiled = []
-    def fake_compile(model):
-        compiled.append(model)
-        return model  # called as it is: compiling itself is torch's business and slow on a CPU
+    def fake_compile(trunk, **options):
+        compiled.append(trunk.__self__)  # model.compile compiles the trunk, a bound method
+        return trunk  # called as it is: compiling itself is torch's business and slow on a CPU
     monkeypatch.setattr(torch, "compile", fake_compile)
     bench.main([*STUDY, *TINY, "--large=False", "--lengths=8", "--compile=True"])
     kinds = sorted("ar" if m.config.causal else "student" if m.config.step_conditioned else "dfm" for m in compiled)
@@ -66,16 +66,17 @@ def test_overhead_counts_the_model_calls_and_splits_the_time(tmp_path):
 
 def test_strided_timing_runs_every_kth_step_only_for_the_uniform_source():
     calls = []
-    model = speed.random_model("dfm", 11, 8, n_layer=1, n_head=2, n_embd=16)
+    model = bench.random_model("dfm", 11, 8, n_layer=1, n_head=2, n_embd=16)
+    trunk = model.trunk
     def counting(x, t, h=None, positions=None):
         calls.append(round(t[0].item() * 20))
-        return model(x, t, h, positions=positions)
-    counting.config = model.config
-    seconds, timed = speed.time_sampling(counting, 1, 8, 20, "uniform", False, 4, "cpu")
+        return trunk(x, t, h, positions=positions)
+    model.trunk = counting
+    seconds, timed = bench.time_sampling(model, ProbPath(11, "uniform"), 1, 8, 20, 4, "cpu")
     assert timed == 4 and seconds > 0  # steps 4, 9, 14, 19 of 20 (stride 5)
     assert set(calls) <= {4, 9, 14, 19} and 19 in calls  # the final step always runs
     calls.clear()
-    _, timed = speed.time_sampling(counting, 1, 8, 20, "mask", False, 4, "cpu")
+    _, timed = bench.time_sampling(model, ProbPath(11, "mask"), 1, 8, 20, 4, "cpu")
     assert timed == 20 and 0 < len(calls) <= 20  # timed whole: its steps depend on what is still masked
 
 
@@ -84,7 +85,7 @@ def test_crossover_is_the_first_batch_size_where_ar_is_faster():
         return {"size": "small", "length": 8, "name": name, "nfe": nfe, "batch_size": B, "seconds_per_sequence": s}
     rows = [row("ar_cache", 7, 1, 1.0), row("ar_cache", 7, 4, 0.3), row("ar_cache", 7, 16, 0.1),
             row("student", 8, 1, 0.2), row("student", 8, 4, 0.25), row("student", 8, 16, 0.2)]
-    (c,) = speed.crossovers(rows)
+    (c,) = bench.crossovers(rows)
     assert c["name"] == "student@8" and c["crossover_batch_size"] == 16
     assert c["speedup_vs_ar"] == pytest.approx([5.0, 1.2, 0.5])
 
@@ -103,12 +104,12 @@ def test_bad_input_is_one_line(args, message):
 def test_floor_estimate_counts_flops_and_bytes():
     """One layer of width 2, V = 3, L = 4: weights 12*4 + 6 = 54; the student's 2 steps at batch 1
     do 2 * 4 * (2 * 54 + 4 * 1 * 4 * 2) FLOPs; AR's attention covers 0 + 1 + 2 + 3 = 6 positions."""
-    e = speed.floor_estimate(1, 2, 3, 4, 2, 1, peak_flops=1.0, bandwidth=1.0, bytes_per_value=2)
+    e = bench.floor_estimate(1, 2, 3, 4, 2, 1, peak_flops=1.0, bandwidth=1.0, bytes_per_value=2)
     assert e["student"]["flops"] == 2 * 4 * (2 * 54 + 32)
     assert e["student"]["bytes"] == 2 * (54 * 2 + 4 * 3 * 6)
     assert e["ar_cache"]["flops"] == 3 * 2 * 54 + 4 * 1 * 2 * 6
     assert e["ar_cache"]["bytes"] == 3 * 54 * 2 + (2 * 1 * 2 * 2 * 6 + 3 * 3 * 6)
-    big = speed.floor_estimate(1, 2, 3, 4, 2, 8, peak_flops=1.0, bandwidth=1.0)
+    big = bench.floor_estimate(1, 2, 3, 4, 2, 8, peak_flops=1.0, bandwidth=1.0)
     assert big["student"]["seconds_per_sequence"] == pytest.approx(e["student"]["seconds_per_sequence"])  # compute-bound
 
 
@@ -127,9 +128,9 @@ def test_sample_py_compile_flag_compiles_the_model_it_samples_with(kind, tmp_pat
     from test_autoregressive import save_checkpoint, tiny_model
     ckpt = save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32), kind)
     compiled = []
-    def fake_compile(model):
-        compiled.append(model)
-        return model
+    def fake_compile(trunk, **options):
+        compiled.append(trunk.__self__)
+        return trunk
     monkeypatch.setattr(torch, "compile", fake_compile)
     sample_script.main([f"--ckpt={ckpt}", "--length=12", "--steps=64", "--device=cpu", "--compile=True"])
     assert len(compiled) == 1 and compiled[0].config.causal == (kind == "ar")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanodfm.display import MASK_CHAR, html_page, pieces, render, render_codes
-from nanodfm.path import mask_id
+from nanodfm.path import ProbPath
 from nanodfm.sampler import sample
 from nanodfm.tokenizer import CharTokenizer, GPT2Tokenizer
 
@@ -31,7 +31,7 @@ class FakeDenoiser(torch.nn.Module):
 
     def __init__(self, vocab_size, block_size, seed=0):
         super().__init__()
-        self.config = SimpleNamespace(vocab_size=vocab_size, block_size=block_size)
+        self.config = SimpleNamespace(vocab_size=vocab_size, block_size=block_size, step_conditioned=False)
         self.logits = torch.randn(block_size, vocab_size, generator=torch.Generator().manual_seed(seed)) * 3
 
     def forward(self, x, t, h=None, positions=None):
@@ -43,7 +43,7 @@ class FakeDenoiser(torch.nn.Module):
 @pytest.mark.parametrize("steps", [1, 8, 64])
 def test_last_change_is_a_step(source, steps):
     model = FakeDenoiser(len(CHARS), 48)
-    x, last_change = sample(model, 3, 48, steps, source, generator=torch.Generator().manual_seed(1))
+    x, last_change = sample(model, ProbPath(len(CHARS), source), 3, 48, steps, generator=torch.Generator().manual_seed(1))
     assert last_change.min() >= 0 and last_change.max() <= steps - 1
     assert (x < len(CHARS)).all()
 
@@ -52,10 +52,10 @@ def test_last_change_is_a_step(source, steps):
 def test_mask_source_decodes_each_position_exactly_once(method):
     V, L, steps = len(CHARS), 64, 16
     frames = []
-    x, last_change = sample(FakeDenoiser(V, L), 4, L, steps, "mask", method,
+    x, last_change = sample(FakeDenoiser(V, L), ProbPath(V, "mask"), 4, L, steps, method,
                             generator=torch.Generator().manual_seed(2), on_step=lambda s, x, last_change: frames.append(x.clone()))
     assert len(frames) == steps
-    history = torch.stack([torch.full_like(x, mask_id(V))] + frames)  # (S + 1, B, L)
+    history = torch.stack([torch.full_like(x, ProbPath(V).mask_id)] + frames)  # (S + 1, B, L)
     changes = history[1:] != history[:-1]
     assert (changes.sum(0) == 1).all()  # once, from MASK to its final token
     assert torch.equal(changes.int().argmax(0), last_change)  # ...at the recorded step
@@ -88,7 +88,7 @@ def test_gpt2_pieces_are_valid_text_and_take_the_latest_step():
 
 def test_frame_draws_one_placeholder_per_masked_token():
     for tok in (char_tokenizer(), gpt2_tokenizer()):
-        ids = tok.encode("To be, or not") + [mask_id(tok.vocab_size)] * 3 + tok.encode(" to be")
+        ids = tok.encode("To be, or not") + [ProbPath(tok.vocab_size).mask_id] * 3 + tok.encode(" to be")
         frame = render(ids, [0] * len(ids), 4, tok, color=False)
         assert frame == "To be, or not" + MASK_CHAR * 3 + " to be"
 
@@ -131,7 +131,7 @@ class TagChecker(html.parser.HTMLParser):
 def test_html_is_well_formed_and_holds_every_character():
     tok = char_tokenizer()
     V, L, steps = tok.vocab_size, 40, 8
-    x, last_change = sample(FakeDenoiser(V, L, seed=3), 1, L, steps, "mask", generator=torch.Generator().manual_seed(0))
+    x, last_change = sample(FakeDenoiser(V, L, seed=3), ProbPath(V, "mask"), 1, L, steps, generator=torch.Generator().manual_seed(0))
     prompt_text = "<b>\"Tom & Jerry's\"</b>\n"
     prompt = torch.tensor(tok.encode(prompt_text))
     ids = torch.cat([prompt, x[0]]).tolist()

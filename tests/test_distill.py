@@ -5,17 +5,16 @@ import copy
 import pytest
 import torch
 
-from nanodfm.distill import distill_loss, ema_update, sample_step_sizes, shortcut_target, student_from_dfm
-from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import LOG_ZERO, mask_id, posterior_log_probs, sample_path
-from nanodfm.sampler import step
+from nanodfm import engine
+from nanodfm.distill import Recipe, distill_loss, ema_update, sample_step_sizes, shortcut_target, student_from_dfm
+from nanodfm.path import LOG_ZERO, ProbPath
 from test_sampler import PerfectDenoiser, V, tiny_model
 
 
 @pytest.mark.parametrize("weighting", ["inverse_h", "uniform"])
 def test_step_sizes_lie_on_the_grid_with_the_chosen_frequencies(weighting):
     K, N = 5, 200_000
-    t, h = sample_step_sizes(N, K, torch.Generator().manual_seed(0), weighting=weighting)
+    t, h = sample_step_sizes(N, Recipe(step_size_weighting=weighting, max_step_exponent=K), torch.Generator().manual_seed(0))
     grid = 2.0 ** -K
     assert torch.equal(t / grid, (t / grid).round()) and (t >= 0).all()
     assert (t + h <= 1).all()
@@ -54,14 +53,14 @@ def test_perfect_teacher_gives_exact_targets_and_zero_loss(source, method, avera
     x1 = torch.randint(0, V, (1, 40), generator=g)
     perfect = PerfectDenoiser(x1)
     data = x1.expand(64, -1)
-    t, h = sample_step_sizes(64, 4, g)
-    x_t = sample_path(data, t, V, source, generator=g)
-    target = shortcut_target(perfect, x_t, t, h, V, source, method=method, generator=g, average=average)
+    path, recipe = ProbPath(V, source), Recipe(teacher=method, teacher_average=average, max_step_exponent=4)
+    t, h = sample_step_sizes(64, recipe, g)
+    x_t = path.x_t(data, t, generator=g)
+    target = shortcut_target(perfect, x_t, t, h, path, recipe, generator=g)
     assert torch.isfinite(target).all()
     assert torch.equal(target.log_softmax(-1).argmax(-1), data)
-    torch.testing.assert_close(target.log_softmax(-1).exp(), posterior_log_probs(perfect(x_t, t), x_t, V, source).exp())
-    assert distill_loss(perfect, perfect, data, V, source, max_exponent=4, method=method, generator=g,
-                        average=average).item() == 0.0
+    torch.testing.assert_close(target.log_softmax(-1).exp(), path.posterior_log_probs(perfect(x_t, t), x_t).exp())
+    assert distill_loss(perfect, perfect, data, path, recipe, generator=g).item() == 0.0
 
 
 @pytest.mark.parametrize("source", ["mask", "uniform"])
@@ -70,14 +69,15 @@ def test_rk2_target_averages_log_probabilities_or_probabilities(source):
     of their probabilities ("probs", the mean velocity), the second half step taken from x_a."""
     teacher = tiny_model(seed=10)
     g = torch.Generator().manual_seed(11)
-    x_t = sample_path(torch.randint(0, V, (4, 32), generator=g), torch.full((4,), 0.3), V, source, generator=g)
+    path = ProbPath(V, source)
+    x_t = path.x_t(torch.randint(0, V, (4, 32), generator=g), torch.full((4,), 0.3), generator=g)
     t, h = torch.full((4,), 0.25), torch.full((4,), 0.5)
-    l1 = posterior_log_probs(teacher(x_t, t, h / 2), x_t, V, source)
-    x_a = step(x_t, l1, t, h / 2, source, "cumulative", generator=torch.Generator().manual_seed(12))
-    l2 = posterior_log_probs(teacher(x_a, t + h / 2, h / 2), x_a, V, source)
+    l1 = path.posterior_log_probs(teacher(x_t, t, h / 2), x_t)
+    x_a = engine.step(x_t, l1, t, h / 2, path, "cumulative", generator=torch.Generator().manual_seed(12))
+    l2 = path.posterior_log_probs(teacher(x_a, t + h / 2, h / 2), x_a)
     geometric, arithmetic = (l1 + l2) / 2, ((l1.exp() + l2.exp()) / 2).log().clamp_min(LOG_ZERO)
     for average, expected in (("logits", geometric), ("probs", arithmetic)):
-        target = shortcut_target(teacher, x_t, t, h, V, source, method="rk2", average=average,
+        target = shortcut_target(teacher, x_t, t, h, path, Recipe(teacher="rk2", teacher_average=average),
                                  generator=torch.Generator().manual_seed(12))
         torch.testing.assert_close(target, expected)
     # the geometric mean is the sharper of the two where the half steps disagree (here: on average)
@@ -88,9 +88,10 @@ def test_rk2_target_averages_log_probabilities_or_probabilities(source):
 def test_targets_stay_finite_where_half_steps_decode():
     """Positions decoded inside a half step are point masses; their average with l1 stays finite."""
     teacher = tiny_model(seed=4)
-    x_t = torch.full((8, 32), mask_id(V))
+    path = ProbPath(V, "mask")
+    x_t = torch.full((8, 32), path.mask_id)
     t, h = torch.zeros(8), torch.ones(8)  # one step over the whole path: the half steps decode a lot
-    target = shortcut_target(teacher, x_t, t, h, V, "mask", generator=torch.Generator().manual_seed(5))
+    target = shortcut_target(teacher, x_t, t, h, path, Recipe(), generator=torch.Generator().manual_seed(5))
     assert torch.isfinite(target).all() and (target >= LOG_ZERO).all()
 
 
@@ -112,16 +113,23 @@ def test_a_short_distillation_lowers_the_distillation_loss():
     student = student_from_dfm(dfm)
     teacher = copy.deepcopy(student).requires_grad_(False)
     data = torch.randint(0, V, (16, 32), generator=torch.Generator().manual_seed(9))
+    path, recipe = ProbPath(V, "mask"), Recipe(max_step_exponent=3)
     def loss():
         with torch.no_grad():
-            return sum(distill_loss(student, teacher, data, V, "mask", max_exponent=3,
+            return sum(distill_loss(student, teacher, data, path, recipe,
                                     generator=torch.Generator().manual_seed(s)).item() for s in range(8)) / 8
     start = loss()
     optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
     for i in range(60):
-        distill_loss(student, teacher, data, V, "mask", max_exponent=3,
-                     generator=torch.Generator().manual_seed(100 + i)).backward()
+        distill_loss(student, teacher, data, path, recipe, generator=torch.Generator().manual_seed(100 + i)).backward()
         optimizer.step()
         optimizer.zero_grad()
         ema_update(teacher, student, 0.9)
     assert loss() < 0.8 * start
+
+
+def test_a_recipe_is_one_value_named_as_the_config_keys():
+    config = {"teacher": "rk2", "teacher_average": "probs", "step_size_weighting": "uniform", "max_step_exponent": 6}
+    assert Recipe.of(config) == Recipe(**config)
+    with pytest.raises(ValueError, match="teacher"):
+        Recipe(teacher="rk3")

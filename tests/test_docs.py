@@ -16,7 +16,7 @@ FILE_TYPES = (".py", ".md", ".sh", ".png", ".html", ".json")
 PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./-]*\w)" % "|".join(map(re.escape, TOP_FOLDERS)))
 SECTION = re.compile(r"docs/method\.md,? sections? ([\d, and]+)")
 FUNCTION = re.compile(r"`(path|model|sampler|distill|evaluate|data|tokenizer|display|autoregressive|checkpoint|config"
-                      r"|categorical|speed)"
+                      r"|categorical|engine)"
                       r"\.(\w+)`")
 OUTSIDE = re.compile(r"\.\./shared|/work/|parent\s*/\s*\"shared\"")
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from nanodfm.evaluate import ar_samples, flow_samples, generative_perplexity, mean_interval, ratio_interval, unigram_entropy
 from nanodfm.model import ModelConfig, Transformer
+from nanodfm.path import ProbPath
 from test_autoregressive import save_checkpoint, tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,34 +88,15 @@ def test_sample_helpers_return_full_length_batches():
     ar, dfm = tiny_model("ar", dtype=torch.float32), tiny_model("dfm", dtype=torch.float32)
     x = ar_samples(ar, 5, 10, start_id=0, batch_size=2, seed=1)
     assert x.shape == (5, 10) and (x[:, 0] == 0).all()
-    y = flow_samples(dfm, 5, 10, steps=3, method="cumulative", source="mask", batch_size=2, seed=1)
+    path = ProbPath(dfm.config.vocab_size, "mask")
+    y = flow_samples(dfm, path, 5, 10, steps=3, sampler="cumulative", batch_size=2, seed=1)
     assert y.shape == (5, 10) and (y < dfm.config.vocab_size).all()  # no MASK left
-    assert torch.equal(y, flow_samples(dfm, 5, 10, 3, "cumulative", "mask", batch_size=2, seed=1))  # seeded
+    assert torch.equal(y, flow_samples(dfm, path, 5, 10, 3, "cumulative", batch_size=2, seed=1))  # seeded
 
 
-def test_speed_mode_runs_and_reports_positive_times(tmp_path):
-    out = tmp_path / "speed.json"
-    result = run_eval("--mode=speed", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--vocab_size=11",
-                      "--speed_batch_sizes=1,4", "--dfm_steps=8", "--student_steps=2", "--repeats=1",
-                      f"--out_json={out}")
-    assert result.returncode == 0, result.stderr
-    assert "device cpu, float32, compile=False" in result.stdout
-    report = json.loads(out.read_text())
-    assert {"device", "dtype", "compile", "length", "settings", "rows", "ratios"} <= report.keys()
-    names = {(r["name"], r["batch_size"]) for r in report["rows"]}
-    assert names == {(n, b) for n in ("ar_cache", "ar_nocache", "dfm@8", "student@2") for b in (1, 4)}
-    for row in report["rows"]:
-        assert row["seconds"] > 0 and row["tokens_per_s"] > 0 and row["length"] == 16
-    assert {"student@2 vs ar_cache, B=1", "dfm@8 vs ar_cache, B=4"} <= report["ratios"].keys()
-
-
-def test_speed_mode_refuses_flow_models_of_different_sources(tmp_path):
-    dfm = save_checkpoint(tmp_path / "dfm.pt", tiny_model("dfm", dtype=torch.float32), "dfm", source="mask")
-    student = save_checkpoint(tmp_path / "student.pt", tiny_model("student", dtype=torch.float32), "student",
-                              source="uniform")
-    result = run_eval("--mode=speed", f"--dfm={dfm}", f"--student={student}", "--repeats=1")
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "dfm: source mask" in result.stderr and "student: source uniform" in result.stderr
+def test_speed_mode_points_to_the_benchmark():
+    result = run_eval("--mode=speed")
+    assert result.returncode != 0 and "Traceback" not in result.stderr and "bench.py --mode=study" in result.stderr
 
 
 @pytest.mark.skipif(not SHAKESPEARE_VAL.is_file(), reason="run data/shakespeare_char/prepare.py first")

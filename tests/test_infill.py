@@ -14,10 +14,10 @@ from nanodfm import checkpoint
 from nanodfm.config import UsageError
 from nanodfm.display import MASK_CHAR
 from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import mask_id
-from nanodfm.sampler import sample
+from nanodfm.engine import sample
+from nanodfm.path import ProbPath
 from nanodfm.tokenizer import CharTokenizer, GPT2Tokenizer
-from sample import encode_prompt, prompt_tensors
+from sample import encode_prompt, prompt_tensor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # Tiny Shakespeare's
@@ -39,10 +39,11 @@ def test_holes_become_none_runs_between_separately_encoded_pieces():
     assert ids == tok.encode("AB") + [None] * 3 + tok.encode("C") + [None] * 3 + tok.encode("D")
     assert encode_prompt("no holes, ___ is text", CharTokenizer({**META["stoi"], "_": 99}, META["itos"]), 3) \
         .count(None) == 0
-    prompt, fixed = prompt_tensors(ids, 20)
-    assert fixed.tolist() == [i < len(ids) and ids[i] is not None for i in range(20)]
+    prompt = prompt_tensor(ids, 20)
+    assert (prompt >= 0).tolist() == [i < len(ids) and ids[i] is not None for i in range(20)]
+    assert prompt[:len(ids)].tolist() == [-1 if i is None else i for i in ids]
     with pytest.raises(UsageError):
-        prompt_tensors(ids, len(ids) - 1)
+        prompt_tensor(ids, len(ids) - 1)
     with pytest.raises(UsageError):
         encode_prompt("A____B", tok, hole_len=0)
 
@@ -60,13 +61,14 @@ def test_infilling_keeps_given_tokens_and_fills_every_hole(kind):
     ids = encode_prompt(text, tok, hole_len=4)
     if kind == "gpt2":  # pieces are encoded apart: the same tokens as encoding each alone
         assert ids[:len(tok.encode("ROMEO:\n"))] == tok.encode("ROMEO:\n")
-    prompt, fixed = prompt_tensors(ids, len(ids))
+    prompt = prompt_tensor(ids, len(ids))
+    fixed = prompt >= 0
     model = random_model(tok.vocab_size)
     for source in ("mask", "uniform"):
-        x, last_change = sample(model, 3, len(ids), 4, source, prompt=prompt, fixed=fixed, step_size_input=True,
+        x, last_change = sample(model, ProbPath(tok.vocab_size, source), 3, len(ids), 4, prompt=prompt,
                                 generator=torch.Generator().manual_seed(0))
         assert (x[:, fixed] == prompt[fixed]).all()
-        assert (x < mask_id(tok.vocab_size)).all()  # no MASK left in any hole
+        assert (x < tok.vocab_size).all()  # no MASK left in any hole
         assert (last_change[:, fixed] == -1).all() and (last_change[:, ~fixed] >= 0).all()
 
 

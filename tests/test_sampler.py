@@ -1,4 +1,5 @@
-"""The Euler and cumulative-scalar samplers (docs/method.md section 4)."""
+"""The reference sampler, the Euler and cumulative-scalar steps (docs/method.md section 4).
+tests/test_engine.py holds the engine to the same law."""
 
 import math
 
@@ -7,10 +8,12 @@ import torch
 
 from nanodfm.config import UsageError
 from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import LOG_ZERO, kappa, mask_id, sample_source
-from nanodfm.sampler import jump_probability, output_layer, sample, step
+from nanodfm import engine
+from nanodfm.path import LOG_ZERO, ProbPath
+from nanodfm.sampler import jump_probability, sample, step
 
 V = 7
+MASK = ProbPath(V).mask_id
 
 
 class PerfectDenoiser(torch.nn.Module):
@@ -20,20 +23,19 @@ class PerfectDenoiser(torch.nn.Module):
         super().__init__()
         self.x1, self.config = x1, ModelConfig(vocab_size=V)
 
-    def forward(self, x, t, h=None, positions=None):
-        logits = torch.full((*x.shape, V), LOG_ZERO).scatter(-1, self.x1.expand(x.shape).unsqueeze(-1), 0.0)
-        return logits if positions is None else logits[positions]  # (C, V) where sample asks
+    def forward(self, x, t, h=None):
+        return torch.full((*x.shape, V), LOG_ZERO).scatter(-1, self.x1.expand(x.shape).unsqueeze(-1), 0.0)
 
 
 def masked_fractions(model, steps, method, n=1.0, num_samples=200, seq_len=100, seed=0):
     """Fraction of the still-masked positions that each step unmasks."""
     fractions, masked = [], [float(num_samples * seq_len)]
     def on_step(s, x, last_change):
-        now = (x == mask_id(V)).sum().item()
+        now = (x == MASK).sum().item()
         fractions.append(1 - now / masked[-1] if masked[-1] else float("nan"))
         masked.append(now)
-    x, _ = sample(model, num_samples, seq_len, steps, "mask", method, n, generator=torch.Generator().manual_seed(seed),
-                  on_step=on_step)
+    x, _ = sample(model, ProbPath(V, "mask", n), num_samples, seq_len, steps, method,
+                  generator=torch.Generator().manual_seed(seed), on_step=on_step)
     return x, fractions, masked
 
 
@@ -42,9 +44,10 @@ def masked_fractions(model, steps, method, n=1.0, num_samples=200, seq_len=100, 
 def test_cumulative_step_unmasks_the_exact_fraction(steps, n):
     h = 1.0 / steps
     t = torch.arange(steps, dtype=torch.float64) * h
-    exact = (kappa(t + h, n) - kappa(t, n)) / (1 - kappa(t, n))
+    path = ProbPath(V, "mask", n)
+    exact = (path.kappa(t + h) - path.kappa(t)) / (1 - path.kappa(t))
     # the jump probability itself is exact, not only in expectation ...
-    probs = jump_probability(torch.zeros(steps, 1), t, h, "cumulative", n)[:, 0]
+    probs = jump_probability(torch.zeros(steps, 1), t, torch.full((steps,), h), path, "cumulative")[:, 0]
     assert torch.allclose(probs[:-1], exact[:-1], atol=1e-12)
     # ... and the sampler draws it: every step within 5 binomial standard deviations
     x1 = torch.randint(0, V, (1, 100), generator=torch.Generator().manual_seed(1))
@@ -74,13 +77,14 @@ def test_euler_step_is_flow_matchings_euler_solver(source):
     p = torch.tensor([0.5, 0.3, 0.2, 0.0, 0.0, 0.0, 0.0])  # p(x1 | x_t) at every position
     p_xt = 0.0 if source == "mask" else 0.5  # x_t is MASK, or the token 0
     exact = (1 - p_xt) * (1 - math.exp(-h * g))
-    formula = jump_probability(torch.full((1, 1), p_xt), torch.tensor([t]), h, "euler")
+    path = ProbPath(V, source)
+    formula = jump_probability(torch.full((1, 1), p_xt), torch.tensor([t]), torch.tensor([h]), path, "euler")
     assert formula.item() == pytest.approx(exact, abs=1e-12)
     # the h -> 0 form differs by 0.012 here; the sampler follows the exact one within 5 sigma
     N = 200_000
-    x = torch.full((1, N), mask_id(V) if source == "mask" else 0)
+    x = torch.full((1, N), MASK if source == "mask" else 0)
     logits = p.clamp_min(1e-30).log().expand(1, N, V)
-    moved = step(x, logits, torch.tensor([t]), h, source, "euler", generator=torch.Generator().manual_seed(9))
+    moved = step(x, logits, torch.tensor([t]), h, path, "euler", generator=torch.Generator().manual_seed(9))
     changed = moved != x
     assert abs(changed.float().mean().item() - exact) < 5 * math.sqrt(exact * (1 - exact) / N)
     new = p.clone()
@@ -92,66 +96,6 @@ def test_euler_step_is_flow_matchings_euler_solver(source):
     assert counts[new == 0].sum() == 0
     chi2 = (((counts - expected) ** 2 / expected)[new > 0]).sum().item()
     assert chi2 < 20  # degrees of freedom <= 2: p < 1e-4 under the right distribution
-
-
-class RowwiseModel(torch.nn.Module):
-    """Logits that depend on each row's own tokens and t only, and a count of the rows it saw."""
-
-    def __init__(self):
-        super().__init__()
-        self.table, self.config = torch.randn(V + 1, V, generator=torch.Generator().manual_seed(0)), ModelConfig(vocab_size=V)
-        self.rows_seen = self.positions_seen = 0
-
-    def forward(self, x, t, h=None, positions=None):
-        self.rows_seen += x.shape[0]
-        self.positions_seen += x.numel() if positions is None else int(positions.sum())
-        logits = self.table[x] * (1 + t[:, None, None]) + x.float().mean(-1)[:, None, None]
-        return logits if positions is None else logits[positions]
-
-
-@pytest.mark.parametrize("source", ["mask", "uniform"])
-@pytest.mark.parametrize("method", ["cumulative", "euler"])
-def test_model_is_asked_only_where_a_position_may_move_and_draws_the_same(source, method):
-    """The jump test passes only if it passes at p(x_t) = 0, so `sample` asks the model for logits
-    only at those candidates, on the rows that have any: the samples are those of calling it on
-    every row and position at every step."""
-    B, L, S = 16, 24, 64
-    model = RowwiseModel()
-    fixed = torch.zeros(L, dtype=torch.bool)
-    fixed[:3] = True
-    prompt = torch.randint(0, V, (L,), generator=torch.Generator().manual_seed(1))
-    x, _ = sample(model, B, L, S, source, method, prompt=prompt, fixed=fixed, generator=torch.Generator().manual_seed(2))
-    # 21 changeable positions over 64 steps: rows idle at many steps, positions at most
-    assert model.rows_seen < B * S * (0.5 if source == "mask" else 0.75)
-    assert model.positions_seen < B * L * S // 8
-    g = torch.Generator().manual_seed(2)
-    reference = torch.where(fixed, prompt, sample_source((B, L), V, source, generator=g))
-    for s in range(S):
-        t = torch.full((B,), s / S)
-        reference = step(reference, model(reference, t), t, 1 / S, source, method, generator=g, fixed=fixed.expand(B, L))
-    assert torch.equal(x, reference)
-
-
-@pytest.mark.parametrize("source", ["mask", "uniform"])
-def test_fused_output_layer_draws_what_the_logits_draw(source):
-    """`sample` applies a Transformer's output layer itself, fused with the softmax pass
-    (categorical.output_blocks); a model it cannot do that for returns logits. Same draws."""
-    model = tiny_model(vocab_size=600)  # three blocks of the vocabulary
-
-    class LogitsOnly:  # the same model, seen without its output layer
-        config = model.config
-
-        def __call__(self, *args, **kwargs):
-            return model(*args, **kwargs)
-
-    assert output_layer(model) is model.head.weight and output_layer(LogitsOnly()) is None
-    fused, _ = sample(model, 4, 24, 8, source, generator=torch.Generator().manual_seed(5))
-    plain, _ = sample(LogitsOnly(), 4, 24, 8, source, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(fused, plain)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # bfloat16 features meet the float32 bands
-        assert sample(model, 2, 24, 4, source)[0].shape == (2, 24)
-    features = model(fused, torch.full((4,), 0.5), features=True)
-    torch.testing.assert_close(model.head(features), model(fused, torch.full((4,), 0.5)))
 
 
 def test_model_logits_at_positions_are_the_full_logits_there():
@@ -170,34 +114,40 @@ def tiny_model(seed=0, vocab_size=V):
     return model.eval()
 
 
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
 @pytest.mark.parametrize("source", ["mask", "uniform"])
 @pytest.mark.parametrize("method", ["cumulative", "euler"])
-def test_prompt_is_kept_and_decoded_tokens_are_final(source, method):
+def test_prompt_is_kept_and_decoded_tokens_are_final(source, method, sample_fn):
     model = tiny_model()
     prompt = torch.randint(0, V, (32,), generator=torch.Generator().manual_seed(3))
     fixed = torch.zeros(32, dtype=torch.bool)
     fixed[:5] = fixed[20:24] = True
     frames = []
-    x, last_change = sample(model, 16, 32, 8, source, method, prompt=prompt, fixed=fixed,
-                            generator=torch.Generator().manual_seed(4), on_step=lambda s, x, last_change: frames.append(x.clone()))
+    x, last_change = sample_fn(model, ProbPath(V, source), 16, 32, 8, method, prompt=prompt.masked_fill(~fixed, -1),
+                               generator=torch.Generator().manual_seed(4),
+                               on_step=lambda s, x, last_change: frames.append(x.clone()))
     assert (x < V).all() and (x >= 0).all()
     assert torch.equal(x[:, fixed], prompt[fixed].expand(16, -1))
     assert (last_change[:, fixed] == -1).all() and ((last_change[:, ~fixed] >= 0) & (last_change[:, ~fixed] < 8)).all()
     if source == "mask":
         for before, after in zip(frames, frames[1:]):
-            decoded = before != mask_id(V)
+            decoded = before != MASK
             assert torch.equal(after[decoded], before[decoded])
         changed = sum((a != b).long() for a, b in zip(frames[1:], frames[:-1]))
-        assert ((changed + (frames[0] != mask_id(V)).long())[:, ~fixed] == 1).all()  # each position once
+        assert ((changed + (frames[0] != MASK).long())[:, ~fixed] == 1).all()  # each position once
 
 
-def test_same_seed_same_samples():
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
+def test_same_seed_same_samples(sample_fn):
     model = tiny_model()
-    a, _ = sample(model, 4, 32, 4, "mask", generator=torch.Generator().manual_seed(5))
-    b, _ = sample(model, 4, 32, 4, "mask", generator=torch.Generator().manual_seed(5))
+    a, _ = sample_fn(model, ProbPath(V), 4, 32, 4, generator=torch.Generator().manual_seed(5))
+    b, _ = sample_fn(model, ProbPath(V), 4, 32, 4, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
 
 
-def test_zero_steps_is_a_usage_error():
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
+def test_zero_steps_and_unknown_samplers_are_usage_errors(sample_fn):
     with pytest.raises(UsageError, match="steps must be a positive integer"):
-        sample(tiny_model(), 1, 8, 0, "mask")
+        sample_fn(tiny_model(), ProbPath(V), 1, 8, 0)
+    with pytest.raises(UsageError, match="unknown sampler"):
+        sample_fn(tiny_model(), ProbPath(V), 1, 8, 2, "heun")
