@@ -3,10 +3,13 @@
     python results/tables.py results/shakespeare_char_cpu
     python results/tables.py results/shakespeare_char_cpu --plots=assets   # and the README's quality plots
     python results/tables.py results/speed
+    python results/tables.py --readme        # write results/README.md: every table of both folders
 
 Every number in the README's results comes from these files; this script only formats them.
 """
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -99,6 +102,16 @@ def overhead_table(stages, reruns=()):
     return "\n".join(lines)
 
 
+def versus_table(versus):
+    lines = ["| V | L | source | steps | previous (s) | engine (s) | engine / previous (quartiles) | same samples |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in versus["rows"]:
+        lines.append(f"| {r['vocab_size']} | {r['length']} | {r['source']} | {r['steps']} | {r['previous_s']:.3g} | "
+                     f"{r['engine_s']:.3g} | {r['engine_over_previous']:.2f} ({r['quartiles'][0]:.2f} to "
+                     f"{r['quartiles'][1]:.2f}) | {'yes' if r['same_samples'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def study_table(study):
     """Seconds per sequence, generators down, (length, batch size) across; the large size apart."""
     rows = study["rows"]
@@ -136,12 +149,23 @@ def speed(folder):
     after = load(folder, "overhead.json")
     if after:
         print("## the sampler's time outside the model, batch 1\n")
-        stages = [("Gumbel draw", load(folder, "overhead-gumbel.json")), ("one pass", load(folder, "overhead-onepass.json"))]
+        stages = [("Gumbel draw", load(folder, "overhead-gumbel.json")), ("one pass", load(folder, "overhead-onepass.json")),
+                  ("fused", after)]
         reruns = [load(folder, n) for n in sorted(os.listdir(folder)) if n.startswith("overhead-rerun")]
-        print(overhead_table([s for s in stages if s[1]] + [("fused", after)], reruns) + "\n")
+        print(overhead_table([s for s in stages if s[1]], reruns) + "\n")
+        engine = load(folder, "overhead-engine.json")
+        if engine:
+            print("## the same, the fused sampler (overhead.json, a quiet machine) against the engine in its own module "
+                  "(overhead-engine.json, two training runs sharing the cores)\n")
+            print(overhead_table([("fused", after), ("engine", engine)]) + "\n")
+    versus = load(folder, "engine-vs-previous.json")
+    if versus:
+        print(f"## the engine against the sampler it was split from ({versus['previous']}), interleaved, "
+              f"batch {versus['batch_size']}, {versus['threads']} thread (results/engine_vs_previous.py)\n")
+        print(versus_table(versus) + "\n")
     for name in sorted(os.listdir(folder)):
         if name.startswith("overhead-") and not name.startswith("overhead-rerun") and \
-                name not in ("overhead-gumbel.json", "overhead-onepass.json"):
+                name not in ("overhead-gumbel.json", "overhead-onepass.json", "overhead-engine.json"):
             other = load(folder, name)
             print(f"## {name}: {other['threads']} threads, {other['settings']['n_layer']} layers x "
                   f"{other['settings']['n_embd']} wide\n")
@@ -206,7 +230,39 @@ def main(folder, plots=None):
         print(ratio_table([("uniform", ablation)]) + "\n")
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = """# Results
+
+Every table here is written by `python results/tables.py --readme` from the JSON files beside it,
+which `eval.py` and `bench.py` wrote (each file's `settings` holds the command's keys). The
+README quotes the headline; this page holds the rest. All figures are from a 2-core CPU (AMD EPYC),
+float32, one thread unless a table says otherwise. A quality cell is generative perplexity ± its
+95% interval / unigram entropy in bits, judged by the AR preset trained on the same text; a ratio
+is to the reference row (the DFM model, cumulative step, 1024 steps) with the interval of the
+ratio. `bash config/reproduce_shakespeare_char.sh` redoes the Shakespeare folder from scratch.
+
+"""
+
+
+def readme():
+    """results/README.md: the Shakespeare tables, then the speed tables."""
+    parts = [README]
+    for title, folder in (("Shakespeare characters, CPU presets", "shakespeare_char_cpu"), ("Speed", "speed")):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            main(os.path.join(HERE, folder))
+        parts.append(f"# {title} (`{folder}/`)\n\n" + out.getvalue().replace("\n## ", "\n### ").lstrip("\n"))
+        if parts[-1].startswith(f"# {title} (`{folder}/`)\n\n## "):
+            parts[-1] = parts[-1].replace("\n\n## ", "\n\n### ", 1)
+    with open(os.path.join(HERE, "README.md"), "w") as f:
+        f.write("\n".join(p.rstrip("\n") + "\n" for p in parts))
+    print(f"wrote {os.path.join(HERE, 'README.md')}")
+
+
 if __name__ == "__main__":
+    if "--readme" in sys.argv:
+        readme()
+        raise SystemExit(0)
     args = [a for a in sys.argv[1:] if not a.startswith("--plots=")]
     plots = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--plots=")), None)
     main(args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "shakespeare_char_cpu"), plots)

@@ -18,6 +18,8 @@ SECTION = re.compile(r"docs/method\.md,? sections? ([\d, and]+)")
 FUNCTION = re.compile(r"`(path|model|sampler|distill|evaluate|data|tokenizer|display|autoregressive|checkpoint|config"
                       r"|categorical|engine)"
                       r"\.(\w+)`")
+METHOD = re.compile(r"`(ProbPath|Recipe|Transformer)\.(\w+)`")  # a method of the package's values
+CLASSES = {"ProbPath": "path", "Recipe": "distill", "Transformer": "model"}
 OUTSIDE = re.compile(r"\.\./shared|/work/|parent\s*/\s*\"shared\"")
 
 
@@ -72,7 +74,30 @@ def test_every_named_function_exists():
             for module, name in FUNCTION.findall(text):
                 if not hasattr(importlib.import_module(f"nanodfm.{module}"), name):
                     missing.append(f"{rel}: {module}.{name}")
+            for cls, name in METHOD.findall(text):
+                if not hasattr(getattr(importlib.import_module(f"nanodfm.{CLASSES[cls]}"), cls), name):
+                    missing.append(f"{rel}: {cls}.{name}")
     assert not missing, "named but not defined:\n" + "\n".join(missing)
+
+
+def test_readme_teaches_in_about_300_lines_and_links_what_moved_out():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300
+    for linked in ("docs/method.md", "docs/speed.md", "docs/training.md", "docs/sampling.md", "results/README.md"):
+        assert f"]({linked})" in readme, linked
+    assert "nanodfm/engine.py" in readme and "nanodfm/sampler.py" in readme  # the file map names both
+
+
+def test_results_readme_is_what_tables_py_writes(tmp_path, monkeypatch):
+    """results/README.md is generated from the JSON beside it, never edited by hand."""
+    import runpy
+    import shutil
+    copy = tmp_path / "results"
+    shutil.copytree(ROOT / "results", copy)
+    tables = runpy.run_path(str(ROOT / "results" / "tables.py"))
+    monkeypatch.setitem(tables["readme"].__globals__, "HERE", str(copy))
+    tables["readme"]()
+    assert (copy / "README.md").read_text(encoding="utf-8") == (ROOT / "results" / "README.md").read_text(encoding="utf-8")
 
 
 def test_nothing_a_user_reads_points_outside_the_checkout():

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole story on a CPU, in one command: prepare Tiny Shakespeare as characters, train the DFM
+# model (config/shakespeare_char_cpu.py), distil the few-step student from it
+# (config/shakespeare_char_cpu_student.py), then sample both at 8 steps, side by side.
+#
+#   bash config/quickstart_cpu.sh                                          # downloads the text (1.1 MB)
+#   INPUT=path/to/tinyshakespeare.txt bash config/quickstart_cpu.sh        # offline, from a local copy
+#   TRAIN_ARGS="--max_iters=20 --eval_interval=10" bash config/quickstart_cpu.sh   # a smoke run
+#
+# Everything lands in $OUT (default out-quickstart); a rerun starts the training over.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-out-quickstart}
+TRAIN_ARGS=${TRAIN_ARGS:-}
+STEPS=${STEPS:-8}
+mkdir -p "$OUT"
+
+python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}
+python train.py config/shakespeare_char_cpu.py --out_dir="$OUT/dfm" --overwrite=True $TRAIN_ARGS
+python train.py config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm/best.pt" --out_dir="$OUT/student" \
+    --overwrite=True $TRAIN_ARGS
+
+# the same seed for both: the DFM model was not trained for few steps (sample.py warns), the student was
+python sample.py --ckpt="$OUT/dfm/best.pt" --steps="$STEPS" --num_samples=1 --color=never 2>/dev/null \
+    | tail -n +2 > "$OUT/dfm-$STEPS.txt"
+python sample.py --ckpt="$OUT/student/ckpt.pt" --steps="$STEPS" --num_samples=1 --color=never \
+    | tail -n +2 > "$OUT/student-$STEPS.txt"
+echo
+printf '%-60s%s\n' "DFM model, $STEPS steps" "FS-DFM student, $STEPS steps"
+printf '%-60s%s\n' "------------------------------" "------------------------------"
+pr -m -t -w 120 "$OUT/dfm-$STEPS.txt" "$OUT/student-$STEPS.txt"
