@@ -18,7 +18,7 @@ n_embd = 768
 n_cond = 128
 dropout = 0.0
 
-source = "uniform"  # the source the few-step student gains most from (README, "Results"); "mask" has the ELBO
+source = "uniform"  # the source the few-step student gains most from (results/README.md); "mask" has the ELBO
 learning_rate = 3e-4
 min_lr = 3e-5
 max_iters = 200000

@@ -14,7 +14,7 @@ n_embd = 384
 n_cond = 128
 dropout = 0.2  # 300k training tokens: a BPE model of this size overfits quickly
 
-source = "uniform"  # the source the few-step student gains most from (README, "Results"); "mask" has the ELBO
+source = "uniform"  # the source the few-step student gains most from (results/README.md); "mask" has the ELBO
 learning_rate = 6e-4
 min_lr = 6e-5
 max_iters = 3000

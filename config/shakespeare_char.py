@@ -15,7 +15,7 @@ n_embd = 384
 n_cond = 128
 dropout = 0.1  # 10M parameters on 1M characters: diffusion overfits later than AR, but it does
 
-source = "uniform"  # the source the few-step student gains most from (README, "Results"); "mask" has the ELBO
+source = "uniform"  # the source the few-step student gains most from (results/README.md); "mask" has the ELBO
 learning_rate = 1e-3
 min_lr = 1e-4
 max_iters = 10000

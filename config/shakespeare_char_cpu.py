@@ -1,6 +1,5 @@
-# DFM on Shakespeare characters, sized for a laptop CPU: about 8 minutes on 2 CPU cores (7 min 36 s
-# measured on a 2-core machine with nothing else running, with the mask source; the uniform source
-# trains the same model on the same batches; give each process OMP_NUM_THREADS=1 when two share the cores).
+# DFM on Shakespeare characters, sized for a laptop CPU (minutes on 2 cores; give each process
+# OMP_NUM_THREADS=1 when two share the cores).
 # python train.py config/shakespeare_char_cpu.py            (MASK instead: --source=mask --out_dir=out-shakespeare-char-cpu-mask)
 out_dir = "out-shakespeare-char-cpu"
 dataset = "shakespeare_char"
@@ -16,7 +15,7 @@ n_embd = 128
 n_cond = 64
 dropout = 0.0  # a small model on 8M tokens does not overfit
 
-source = "uniform"  # the source the few-step student gains most from (README, "Results"); "mask" has the ELBO
+source = "uniform"  # the source the few-step student gains most from (results/README.md); "mask" has the ELBO
 learning_rate = 2e-3  # small models take a large rate
 min_lr = 2e-4
 max_iters = 2000

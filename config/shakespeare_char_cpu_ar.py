@@ -2,9 +2,8 @@
 #   python train.py config/shakespeare_char_cpu_ar.py
 # The same blocks as the DFM model with a causal mask (kind = "ar"), trained with next-token
 # cross-entropy. eval.py uses it to score samples (generative perplexity) and as the AR row of the
-# quality and speed tables. About 0.8M parameters; 1500 iterations of 16 x 128 characters (about 3
-# passes over the 1M training characters) take about 5 minutes on 2 CPU cores (measured on a 2-core
-# machine, nothing else running).
+# quality tables. About 0.8M parameters; 1500 iterations of 16 x 128 characters are about 3 passes
+# over the 1M training characters.
 
 out_dir = "out-shakespeare-char-ar"
 kind = "ar"

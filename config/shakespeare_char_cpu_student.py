@@ -1,7 +1,5 @@
-# Few-step student distilled from the CPU DFM model (config/shakespeare_char_cpu.py): 10 min 34 s
-# measured with one thread on a 2-core machine while another job used the second core; 800
-# iterations, each measured at 2.2 times a DFM iteration (bench.py --mode=train_cost), so 0.87 times
-# the DFM model's training.
+# Few-step student distilled from the CPU DFM model (config/shakespeare_char_cpu.py). What an
+# iteration costs against a DFM one: bench.py --mode=train_cost (docs/speed.md).
 # python train.py config/shakespeare_char_cpu_student.py --init_from=out-shakespeare-char-cpu/best.pt
 # The student inherits the DFM model's size, source, kappa and data; only the distillation is set
 # here, so it distils a CPU-sized model of any dataset (give it its own --out_dir).
@@ -14,7 +12,7 @@ log_interval = 25
 batch_size = 32
 block_size = 128
 
-# The recipe, chosen by measurement (README, "Results"; config/reproduce_shakespeare_char.sh):
+# The recipe, chosen by measurement (results/README.md, the ablation; config/reproduce_shakespeare_char.sh):
 # h in {1, 1/2, ..., 1/64}, every exponent equally often: the paper's weights proportional to 1/h spend
 # 94% of the draws on h <= 1/8, while 4-8 step sampling uses h = 1/4 and 1/8, and each level of the
 # shortcut bootstraps from the one below it; short sequences need no 1/1024 steps
@@ -26,6 +24,6 @@ ema_decay = 0.99  # a half-life of ~70 steps: a short run needs a teacher that k
 
 learning_rate = 5e-4
 min_lr = 5e-5
-max_iters = 800  # 1,600 measured no better at 4 or 8 steps, 400 worse at 4
+max_iters = 800  # against 400 and 1,600: results/README.md, the ablation
 warmup_iters = 50
 device = "cpu"

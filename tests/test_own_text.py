@@ -1,4 +1,4 @@
-"""Your own text, start to finish (README, "Your own text"): data/text/prepare.py on a small generated
+"""Your own text, start to finish (docs/training.md, "Your own text"): data/text/prepare.py on a small generated
 corpus, at the character level and with GPT-2 BPE, then a few training steps, a student, sampling
 and evaluation, each found from the checkpoint before it."""
 

@@ -184,7 +184,7 @@ def main(argv=None):
           f"train {meta['tokens']['train']:,} tokens, val {meta['tokens']['val']:,} tokens -> {out_dir}")
     dataset = f"--dataset={name}" if out_dir.resolve() == (REPO_ROOT / "data" / name).resolve() else f"--data_dir={out_dir}"
     smaller = " --batch_size=8" if args.tokenizer == "gpt2" else ""  # GPT-2's 50,257-way output is most of the work
-    print(f"next (README, 'Your own text'): python train.py config/shakespeare_char_cpu.py {dataset} "
+    print(f"next (docs/training.md, 'Your own text'): python train.py config/shakespeare_char_cpu.py {dataset} "
           f"--out_dir=out-{name.replace('_', '-')}{smaller}")
 
 
