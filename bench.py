@@ -48,11 +48,12 @@ from tqdm import tqdm
 
 from nanodfm import distill, engine
 from nanodfm.autoregressive import generate
-from nanodfm.config import UsageError, autocast_for, int_list, parse, pick_device
+from nanodfm.config import (NON_NEGATIVE, OUTPUT, OUTPUT_IN_NEW_FOLDER, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, SEED, Rule,
+                            UsageError, at_least, autocast_for, check, int_list, one_of, output_file, parse, pick_device)
 from nanodfm.evaluate import markdown_table
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.model import compile as compile_model
-from nanodfm.path import ProbPath, batch_loss
+from nanodfm.path import SOURCES, ProbPath, batch_loss
 
 # ----------------------------------------------------------------------------- defaults
 mode = "study"  # "overhead", "study", "estimate" or "train_cost"
@@ -457,11 +458,7 @@ def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
     if cfg["mode"] not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {cfg['mode']!r}")
-    if cfg["dtype"] not in ("auto", "bfloat16", "float32"):
-        raise UsageError(f"--dtype must be auto, bfloat16 or float32, got {cfg['dtype']!r}")
-    for key in ("repeats", "large_repeats", "train_rounds", "train_iters", "train_batch_size", "train_length"):
-        if cfg[key] <= 0:
-            raise UsageError(f"--{key} must be a positive integer, got {cfg[key]}")
+    check(cfg, RULES, heads=[("n_head", "n_embd"), ("large_n_head", "large_n_embd")])
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     dev = torch.device(pick_device(cfg["device"]))
@@ -469,7 +466,7 @@ def main(argv):
     result = MODES[cfg["mode"]](cfg, dev, autocast, dtype)
     if cfg["out_json"]:
         os.makedirs(os.path.dirname(os.path.abspath(cfg["out_json"])), exist_ok=True)
-        with open(cfg["out_json"], "w") as f:
+        with output_file(cfg["out_json"]) as f:
             json.dump(result, f, indent=2)
         print(f"wrote {cfg['out_json']}")
     if cfg["out_png"] and cfg["mode"] == "study":
@@ -478,6 +475,26 @@ def main(argv):
 
 
 MODES = {"overhead": overhead, "study": study, "estimate": estimate, "train_cost": train_cost}
+
+
+def _cases(text):
+    try:
+        return all(int(v) >= 2 and int(n) >= 1 for v, n in (case.split(":") for case in text.split(",")))
+    except ValueError:
+        return False
+
+
+RULES = {**dict.fromkeys(("n_layer", "n_head", "n_embd", "large_n_layer", "large_n_head", "large_n_embd", "large_length",
+                          "train_batch_size", "train_length", "train_rounds", "train_iters", "repeats", "large_repeats"),
+                         POSITIVE),
+         "overhead_cases": Rule("vocabulary:length pairs like 65:1024 (a vocabulary of 2 or more)", _cases),
+         "sources": Rule(f"a comma-separated subset of {','.join(SOURCES)}",
+                         lambda v: bool(v) and all(s in SOURCES for s in v.split(","))),
+         "vocab_size": at_least(2), "large_vocab_size": at_least(2), "source": one_of(*SOURCES),
+         **dict.fromkeys(("lengths", "batch_sizes", "student_steps", "dfm_steps", "estimate_batch_sizes"), POSITIVE_INTS),
+         "max_timed_steps": NON_NEGATIVE, "peak_tflops": POSITIVE_FLOAT, "bandwidth_tbs": POSITIVE_FLOAT,
+         "warmup": NON_NEGATIVE, "dtype": one_of("auto", "bfloat16", "float32"), "threads": NON_NEGATIVE, "seed": SEED,
+         "out_json": OUTPUT_IN_NEW_FOLDER, "out_png": OUTPUT}
 
 
 if __name__ == "__main__":

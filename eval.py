@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
-from nanodfm.config import RETIRED, UsageError, int_list, parse, pick_device
-from nanodfm.data import dataset_folder, split_path
+from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, RETIRED, SEED, UsageError,
+                            check, int_list, output_file, parse, pick_device)
+from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
 from nanodfm.sampler import SAMPLERS
@@ -60,6 +61,9 @@ compile = False  # torch.compile the generators (all of them or none)
 seed = 1337  # seeds every sample, batch and model
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+RULES = {"steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE, "num_samples": POSITIVE, "length": NON_NEGATIVE,
+         "temperature": POSITIVE_FLOAT, "top_k": NON_NEGATIVE, "batch_size": POSITIVE, "num_batches": POSITIVE,
+         "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT, "out_png": OUTPUT}
 
 
 def load_model(path, kind, dev):
@@ -69,8 +73,13 @@ def load_model(path, kind, dev):
 
 
 def val_path(cfg, ck):
-    """--data_dir or --dataset if given, else the folder the checkpoint was trained on."""
-    return split_path(dataset_folder(cfg if cfg["data_dir"] or cfg["dataset"] else ck["config"]), "val")
+    """--data_dir or --dataset if given, else the folder the checkpoint was trained on; its tokens
+    must be the checkpoint's, and every id in val.bin inside the vocabulary."""
+    folder = dataset_folder(cfg if cfg["data_dir"] or cfg["dataset"] else ck["config"])
+    if not same_vocabulary(load_meta(folder), ck["meta"]):
+        raise UsageError(f"{folder} holds another vocabulary than {ck['loaded_from']} was trained on (its tokens "
+                         f"differ, not only their number): use the dataset it was trained on")
+    return split_path(folder, "val", ck["model_config"]["vocab_size"])
 
 
 def check_length(key, L, block_size):
@@ -80,7 +89,7 @@ def check_length(key, L, block_size):
 
 def write_json(path, result):
     if path:
-        with open(path, "w") as f:
+        with output_file(path) as f:
             json.dump(result, f, indent=2)
         print(f"wrote {path}")
 
@@ -106,15 +115,18 @@ def quality(cfg, dev):
               for label, (_, model, ck) in zip(labels, students)]
     if cfg["compile"]:  # every generator or none, so that no row is faster for it
         flows = [(kind, compile_model(model), ck) for kind, model, ck in flows]
-    ar_path = cfg["ar"] or ("" if cfg["judge"] in evaluate.GPT2_JUDGES else cfg["judge"])
+    ar_path = cfg["ar"] or ("" if evaluate.is_gpt2(cfg["judge"]) else cfg["judge"])
     ar_model, ar_ck = load_model(ar_path, "ar", dev) if ar_path else (None, None)
     if cfg["compile"] and ar_model is not None:
         ar_model = compile_model(ar_model)
     first_ck = flows[0][2]
     models = [m for _, m, _ in flows] + ([ar_model] if ar_model is not None else [])
-    if any(m.config.vocab_size != judge_vocab for m in models):
-        raise UsageError(f"the judge's vocabulary ({judge_vocab}) differs from the models' "
-                         f"({models[0].config.vocab_size}): judge with a model trained on the same data")
+    judge_meta = evaluate.judge_meta(cfg["judge"])
+    if any(m.config.vocab_size != judge_vocab for m in models) or not all(
+            same_vocabulary(ck["meta"], judge_meta) for ck in [c for _, _, c in flows] + [ar_ck] if ck is not None):
+        raise UsageError(f"the judge's vocabulary ({judge_vocab} tokens) differs from the models' "
+                         f"({models[0].config.vocab_size}; the tokens, not only their number): judge with a model "
+                         f"trained on the same data")
     max_len = min([judge_block] + [m.config.block_size for m in models])
     L = cfg["length"] or max_len
     if not 2 <= L <= max_len:
@@ -147,7 +159,7 @@ def quality(cfg, dev):
     has_reference = cfg["dfm"] and "cumulative" in dfm_methods
     reference = add_ratios(rows, cfg["reference_steps"] or max(steps_list)) if has_reference else None
 
-    judge_val_loss = None if cfg["judge"] in evaluate.GPT2_JUDGES else checkpoint.load(cfg["judge"])["best_val_loss"]
+    judge_val_loss = None if evaluate.is_gpt2(cfg["judge"]) else checkpoint.load(cfg["judge"]).get("best_val_loss")
     judge_loss = "" if judge_val_loss is None else f" (its val loss {judge_val_loss:.4f})"
     print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}{judge_loss}, seed {seed}; "
           f"every value is a mean with its 95% confidence interval")
@@ -234,9 +246,10 @@ def elbo(cfg, dev):
     check_length("length", L, model.config.block_size)
     nats = evaluate.elbo_perplexity(model, ProbPath.of(ck), val_path(cfg, ck), cfg["num_batches"], cfg["batch_size"], L,
                                     cfg["elbo_times"], cfg["seed"], dev)
+    perplexity = math.exp(nats) if nats < 700 else math.inf  # a bound too large to exponentiate reads as inf
     print(f"ELBO bound on held-out data: {nats:.4f} nats/token ({nats / math.log(2):.4f} bits), "
-          f"perplexity <= {math.exp(nats):.3f} ({cfg['num_batches']} batches of {cfg['batch_size']} x {L})")
-    write_json(cfg["out_json"], {"mode": "elbo", "nats": nats, "perplexity": math.exp(nats), "settings": cfg})
+          f"perplexity <= {perplexity:.3f} ({cfg['num_batches']} batches of {cfg['batch_size']} x {L})")
+    write_json(cfg["out_json"], {"mode": "elbo", "nats": nats, "perplexity": perplexity, "settings": cfg})
 
 
 def main(argv):
@@ -245,13 +258,7 @@ def main(argv):
         raise UsageError(f"--mode=speed {RETIRED['eval.py --mode=speed']}")
     if cfg["mode"] not in ("quality", "elbo"):
         raise UsageError(f"--mode must be quality or elbo, got {cfg['mode']!r}")
-    if cfg["temperature"] <= 0:
-        raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
-    if cfg["top_k"] < 0:
-        raise UsageError(f"--top_k must be 0 (off) or positive, got {cfg['top_k']}")
-    for key in ("num_samples", "batch_size", "num_batches", "elbo_times"):
-        if cfg[key] <= 0:
-            raise UsageError(f"--{key} must be a positive integer, got {cfg[key]}")
+    check(cfg, RULES)
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
     return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)

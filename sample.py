@@ -25,7 +25,8 @@ import torch
 
 from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
-from nanodfm.config import UsageError, parse, pick_device
+from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, SEED, UsageError, check, one_of, output_file,
+                            parse, pick_device)
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
@@ -54,6 +55,9 @@ color = "auto"  # "auto" (colour when stdout is a terminal), "always" or "never"
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 FEW_STEPS = 64  # below this, a model that was not distilled is sampled far from its accuracy
 HOLE = re.compile(r"_{4,}")  # a hole in --start: four or more underscores
+RULES = {"steps": POSITIVE, "sampler": one_of(*SAMPLERS), "num_samples": POSITIVE, "length": NON_NEGATIVE,
+         "hole_len": POSITIVE, "temperature": POSITIVE_FLOAT, "top_k": NON_NEGATIVE, "seed": SEED,
+         "show": one_of("text", "steps", "frames"), "color": one_of("auto", "always", "never"), "html": OUTPUT}
 MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
 
 
@@ -77,6 +81,8 @@ def read_prompt(text):
             return f.read()
     except OSError as e:
         raise UsageError(f"cannot read prompt file {path!r}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"prompt file {path!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def encode_prompt(text, tokenizer, hole_len):
@@ -130,8 +136,6 @@ def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
     if None in prompt_ids:
         raise UsageError("an autoregressive model cannot fill holes: remove the ____ from --start")
     prompt_ids = prompt_ids or [start_token(tokenizer)]
-    if cfg["top_k"] < 0:
-        raise UsageError(f"--top_k must be 0 (off) or positive, got {cfg['top_k']}")
     prompt = torch.tensor(prompt_ids, device=dev).expand(cfg["num_samples"], -1)  # (B, T0)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
     x = generate(model, prompt, seq_len - len(prompt_ids), cfg["temperature"], cfg["top_k"] or None, generator=generator)
@@ -142,20 +146,7 @@ def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
 
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
-    if cfg["num_samples"] <= 0:
-        raise UsageError(f"--num_samples must be a positive integer, got {cfg['num_samples']}")
-    if cfg["steps"] <= 0:
-        raise UsageError(f"--steps must be a positive integer, got {cfg['steps']}")
-    if cfg["sampler"] not in SAMPLERS:
-        raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {cfg['sampler']!r}")
-    if cfg["temperature"] <= 0:
-        raise UsageError(f"--temperature must be positive, got {cfg['temperature']}")
-    if cfg["show"] not in ("text", "steps", "frames"):
-        raise UsageError(f"--show must be one of text, steps, frames, got {cfg['show']!r}")
-    if cfg["color"] not in ("auto", "always", "never"):
-        raise UsageError(f"--color must be one of auto, always, never, got {cfg['color']!r}")
-    if cfg["html"] and not os.path.isdir(os.path.dirname(os.path.abspath(cfg["html"]))):
-        raise UsageError(f"--html: folder {os.path.dirname(os.path.abspath(cfg['html']))} does not exist")
+    check(cfg, RULES)
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])
     ck = checkpoint.load(cfg["ckpt"], kinds=("dfm", "student", "ar"))
@@ -198,11 +189,8 @@ def main(argv):
     if cfg["html"]:
         sections = [(f"{cfg['ckpt']} ({ck['kind']}), sample {i + 1}, {cfg['steps']} steps, {cfg['sampler']}",
                      ids, lc, cfg["steps"]) for i, (ids, lc) in enumerate(samples)]
-        try:
-            with open(cfg["html"], "w", encoding="utf-8") as f:
-                f.write(html_page(sections, tokenizer))
-        except OSError as e:
-            raise UsageError(f"cannot write --html file {cfg['html']!r}: {e.strerror}") from None
+        with output_file(cfg["html"]) as f:
+            f.write(html_page(sections, tokenizer))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
-from nanodfm.config import UsageError, autocast_for, parse, pick_device
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, SEED, UsageError, autocast_for, one_of,
+                            parse, pick_device)
+from nanodfm.config import check as check_values
 from nanodfm.data import dataset_folder, get_batch, load_meta, split_path
 from nanodfm.path import LOSS_WEIGHTINGS, SOURCES, ProbPath, batch_loss, elbo_bound
 
@@ -85,18 +87,20 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
 
 
+POSITIVE_KEYS = ("batch_size", "block_size", "eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps",
+                 "n_layer", "n_head", "n_embd", "n_cond")
+RULES = {"kind": one_of(*checkpoint.KINDS), "source": one_of(*SOURCES), "loss_weighting": one_of(*LOSS_WEIGHTINGS),
+         "teacher": one_of(*distill.TEACHERS), "teacher_average": one_of(*distill.TEACHER_AVERAGES),
+         "step_size_weighting": one_of(*distill.STEP_SIZE_WEIGHTINGS), "dtype": one_of("auto", "bfloat16", "float32"),
+         **dict.fromkeys(POSITIVE_KEYS, POSITIVE), "dropout": PROBABILITY, "ema_decay": PROBABILITY,
+         "beta1": PROBABILITY, "beta2": PROBABILITY, "kappa_power": POSITIVE_FLOAT, "learning_rate": POSITIVE_FLOAT,
+         **dict.fromkeys(("max_iters", "warmup_iters", "lr_decay_iters", "max_step_exponent", "min_lr", "weight_decay",
+                          "grad_clip", "peak_flops"), NON_NEGATIVE), "seed": SEED}
+
+
 def check(cfg):
     """Reject settings that cannot work, with the fix in the message."""
-    choices = {"kind": checkpoint.KINDS, "source": SOURCES, "loss_weighting": LOSS_WEIGHTINGS,
-               "teacher": distill.TEACHERS, "dtype": ("auto", "bfloat16", "float32"),
-               "teacher_average": distill.TEACHER_AVERAGES, "step_size_weighting": distill.STEP_SIZE_WEIGHTINGS}
-    for key, allowed in choices.items():
-        if cfg[key] not in allowed:
-            raise UsageError(f"{key}={cfg[key]!r} is not one of {', '.join(allowed)}")
-    for key in ("batch_size", "block_size", "max_iters", "eval_interval", "eval_iters", "log_interval",
-                "gradient_accumulation_steps"):
-        if cfg[key] <= 0 and not (key == "max_iters" and cfg[key] == 0):
-            raise UsageError(f"{key} must be positive, got {cfg[key]}")
+    check_values(cfg, RULES, heads=[("n_head", "n_embd")])
     if cfg["kind"] == "student" and cfg["init_from"] == "scratch":
         raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
 

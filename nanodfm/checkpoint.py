@@ -13,9 +13,12 @@ write one out_dir; a run that was killed leaves a lock whose pid is dead, which 
 """
 
 import atexit
+import contextlib
+import dataclasses
 import glob
 import os
 import pickle
+import time
 
 import torch
 
@@ -23,6 +26,7 @@ from nanodfm.config import UsageError
 from nanodfm.data import same_vocabulary
 from nanodfm.distill import student_from_dfm
 from nanodfm.model import ModelConfig, Transformer
+from nanodfm.path import SOURCES
 
 FORMAT = "nanodfm-2"  # 2: loads with weights_only=True (1 held numpy RNG state, which needs unpickling)
 KINDS = ("dfm", "ar", "student")
@@ -102,9 +106,49 @@ def load(path, kinds=KINDS, map_location="cpu"):
         raise UsageError(f"{path} is not a nanodfm checkpoint")
     if ckpt["format"] != FORMAT:
         raise UsageError(f"{path} is a {ckpt['format']} checkpoint; this version reads {FORMAT}: retrain it")
+    problem = _unreadable(ckpt)
+    if problem:
+        raise UsageError(f"{path} is not a readable checkpoint ({problem})")
+    ckpt["loaded_from"] = path  # for build_model's errors
     if ckpt["kind"] not in kinds:
         raise UsageError(f"{path} holds a model of kind {ckpt['kind']!r}; this needs one of {', '.join(kinds)}")
     return ckpt
+
+
+def _unreadable(ckpt):
+    """What in a nanodfm-2 dict keeps it from being a model (None if nothing): what build_model,
+    ProbPath.of and load_tokenizer read is there, of the right type and shape."""
+    if not isinstance(ckpt.get("kind"), str) or ckpt["kind"] not in KINDS:
+        return f"its kind is {ckpt.get('kind')!r}, not one of {', '.join(KINDS)}"
+    for key in ("model_config", "model", "config", "meta"):
+        if not isinstance(ckpt.get(key), dict):
+            return f"no {key}"
+    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    given = ckpt["model_config"]
+    if given.keys() != fields.keys():
+        extra, missing = sorted(given.keys() - fields.keys()), sorted(fields.keys() - given.keys())
+        return f"model_config {'has unknown keys ' + ', '.join(extra) if extra else 'lacks ' + ', '.join(missing)}"
+    types = {"int": int, "float": (float, int), "bool": bool}
+    wrong = [k for k, t in fields.items() if not isinstance(given[k], types[getattr(t, "__name__", t)])
+             or types[getattr(t, "__name__", t)] is int and (isinstance(given[k], bool) or given[k] < 1)]
+    if wrong:
+        return f"model_config {wrong[0]}={given[wrong[0]]!r}"
+    if given["n_embd"] % (2 * given["n_head"]) or not 0 <= given["dropout"] < 1:
+        return f"model_config n_head={given['n_head']}, n_embd={given['n_embd']}, dropout={given['dropout']}"
+    for name in ("model", "ema"):  # their shapes are checked as they are loaded (build_model)
+        weights = ckpt.get(name)
+        if not (weights is None and name == "ema") and not (
+                isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
+            return f"its {name} weights are not tensors"
+    config, meta = ckpt["config"], ckpt["meta"]
+    if config.get("source") not in SOURCES or not isinstance(config.get("kappa_power"), (int, float)):
+        return "its config has no probability path (source, kappa_power)"
+    if meta.get("tokenizer") not in ("char", "gpt2") or meta.get("vocab_size") != given["vocab_size"]:
+        return f"its meta's tokenizer and vocab_size do not fit its model (vocab_size {given['vocab_size']})"
+    if meta["tokenizer"] == "char" and not all(isinstance(meta.get(k), dict) and len(meta[k]) == given["vocab_size"]
+                                               for k in ("itos", "stoi")):
+        return "its meta lacks the char vocabulary (itos and stoi)"
+    return None
 
 
 def model_state(model):
@@ -117,7 +161,12 @@ def model_state(model):
 def build_model(ckpt, weights="model"):
     """The Transformer a checkpoint describes, with its weights ("model" or "ema")."""
     model = Transformer(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt[weights] if ckpt.get(weights) is not None else ckpt["model"])
+    try:
+        model.load_state_dict(ckpt[weights] if ckpt.get(weights) is not None else ckpt["model"])
+    except RuntimeError as e:  # shapes or names that another model_config would have
+        detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise UsageError(f"{ckpt.get('loaded_from', 'the checkpoint')} is not a readable checkpoint (its weights do "
+                         f"not fit its model_config: {detail})") from None
     return model
 
 
@@ -169,34 +218,73 @@ def _pid_alive(pid):
     return True
 
 
+STALE_EMPTY_LOCK_S = 10  # an empty or unreadable lock older than this is a dead run's; a younger one is being taken
+
+
+def _try_lock(lock, out_dir):
+    """Take the lock if it is free: True if this process now holds it. The lock appears with the pid
+    in it (written beside it, then hard-linked into place, which fails if a lock is there), so no other
+    run ever reads an empty one; where links fail (or the pid does not fit a full disk) the lock is
+    created empty and the pid written next, which the rule on young empty locks covers."""
+    tmp = f"{lock}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here, or a full disk
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        # the lock is ours: first free what a killed write left (on a full disk the pid would not fit)
+        _remove_temporaries(os.path.join(glob.escape(out_dir), "*.pt.tmp*"))
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
 def lock_out_dir(out_dir):
     """Create out_dir if needed and take its lock; returns a function that releases it (also called
     at exit, so only a killed process leaves its lock behind, and the next run takes that one over).
 
-    A UsageError if another live process holds it, or if out_dir cannot be created or written."""
+    A UsageError if another live process holds it (or an empty lock younger than a few seconds says
+    one is taking it), or if out_dir cannot be created or written."""
     lock = os.path.join(out_dir, "lock")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"out_dir {out_dir} is a file, not a folder: pick another --out_dir")
     try:
         os.makedirs(out_dir, exist_ok=True)
-        for _ in range(2):  # a second try after removing a dead run's lock
+        for _ in range(3):  # more tries after removing a dead run's lock
+            if _try_lock(lock, out_dir):
+                break
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
                 with open(lock) as f:
                     text = f.read().strip()
-                if text == str(os.getpid()):  # this process took it already (main called twice)
-                    break
-                if text.isdigit() and _pid_alive(int(text)):
-                    raise UsageError(f"{out_dir} is in use by a running training (pid {text}): wait for it, pick "
-                                     f"another --out_dir, or delete {lock} if that process is not training") from None
-                os.remove(lock)  # its run is gone (killed, or the machine restarted)
+                age = time.time() - os.stat(lock).st_mtime
+            except FileNotFoundError:  # released meanwhile
                 continue
-            # the lock is ours: first free what a killed write left (on a full disk the pid would not fit)
-            _remove_temporaries(os.path.join(glob.escape(out_dir), "*.pt.tmp*"))
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            break
+            except (OSError, UnicodeDecodeError):
+                text, age = "", time.time() - os.lstat(lock).st_mtime
+            if text == str(os.getpid()):  # this process took it already (main called twice)
+                break
+            if text.isdigit() and _pid_alive(int(text)):
+                raise UsageError(f"{out_dir} is in use by a running training (pid {text}): wait for it, pick "
+                                 f"another --out_dir, or delete {lock} if that process is not training") from None
+            if not text.isdigit() and age < STALE_EMPTY_LOCK_S:
+                raise UsageError(f"{out_dir} is being taken by another training ({lock} is empty, written "
+                                 f"{max(age, 0):.0f} s ago): try again in a few seconds, or pick another --out_dir")
+            os.remove(lock)  # its run is gone (killed, or the machine restarted)
+        else:
+            raise UsageError(f"cannot take {lock}: other runs keep taking it; pick another --out_dir")
+        _remove_temporaries(os.path.join(glob.escape(out_dir), "*.pt.tmp*"))
     except OSError as e:
         raise UsageError(f"cannot use out_dir {out_dir}: {e.strerror} ({e.filename or out_dir})") from None
 

@@ -9,10 +9,13 @@ unknown key or a value of the wrong type is caught and named instead of silently
 import ast
 import contextlib
 import difflib
+import math
 import os
 import re
 import runpy
 import tokenize
+import traceback
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -135,6 +138,111 @@ def usage(defaults, doc, script=None):
     return "\n".join(lines)
 
 
+def run_config_file(path):
+    """The names a config file assigns; a file that does not run is a UsageError naming it."""
+    try:
+        return runpy.run_path(path)
+    except SyntaxError as e:
+        raise UsageError(f"config file {path}: {e.msg} at line {e.lineno}") from None
+    except Exception as e:  # the file is Python, and any error in it is the user's
+        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+                     if os.path.abspath(f.filename) == os.path.abspath(path)), "?")
+        raise UsageError(f"config file {path} failed at line {line}: {type(e).__name__}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- checking values
+# One pass per script: a script declares RULES, {key: Rule}, for the keys it reads, and its main
+# calls check(cfg, RULES) once, before any work. A rule says in words what a value must be.
+
+class Rule(NamedTuple):
+    what: str  # "a positive integer": the error says "--key must be <what>, got <value>"
+    ok: Callable  # value -> True, or False (or a string: why not)
+
+
+def _finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_list(text):
+    try:
+        return bool(text) and all(int(v) >= 1 for v in text.split(",") if v.strip())
+    except ValueError:
+        return False
+
+
+def unwritable(path, create=False):
+    """Why a file cannot be written at path (None if it can, or if path is ""): its folder is missing
+    (create: the nearest folder that exists above it is the one to write in), a file, or read-only."""
+    if not path:
+        return None
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return f"{path} is a folder"
+    folder = os.path.dirname(path)
+    while create and not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.exists(folder):
+        return f"folder {folder} does not exist"
+    if not os.path.isdir(folder):
+        return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK) or os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{path if os.path.exists(path) else folder}: Permission denied"
+    return None
+
+
+POSITIVE = Rule("a positive integer", lambda v: v >= 1)
+NON_NEGATIVE = Rule("0 or more", lambda v: _finite(v) and v >= 0)
+POSITIVE_FLOAT = Rule("a finite number above 0", lambda v: _finite(v) and v > 0)
+PROBABILITY = Rule("in [0, 1)", lambda v: _finite(v) and 0 <= v < 1)
+SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # numpy seeds below 2**32, and runs add to it
+POSITIVE_INTS = Rule("comma-separated positive integers", _int_list)
+OUTPUT = Rule("a file that can be written", lambda v: unwritable(v) or True)  # "" is no output
+OUTPUT_IN_NEW_FOLDER = Rule("a file that can be written", lambda v: unwritable(v, create=True) or True)
+
+
+def one_of(*choices):
+    return Rule(f"one of {', '.join(map(str, choices))}", lambda v: v in choices)
+
+
+def at_least(low):
+    return Rule(f"an integer of at least {low}", lambda v: v >= low)
+
+
+def check(cfg, rules, heads=()):
+    """Raise a UsageError for the first key of cfg that breaks its rule in rules {key: Rule}; heads:
+    pairs of keys (n_head, n_embd) whose head width, n_embd / n_head, must be a whole even number
+    (rotary position embedding turns pairs of features)."""
+    for key, rule in rules.items():
+        verdict = rule.ok(cfg[key])
+        if verdict is not True:
+            why = f": {verdict}" if isinstance(verdict, str) else ""
+            raise UsageError(f"--{key} must be {rule.what}, got {cfg[key]!r}{why}")
+    for n_head, n_embd in heads:
+        if cfg[n_embd] % (2 * cfg[n_head]):
+            raise UsageError(f"--{n_head}={cfg[n_head]} does not fit --{n_embd}={cfg[n_embd]}: each head is "
+                             f"{n_embd} / {n_head} wide, which must be a whole even number")
+
+
+@contextlib.contextmanager
+def output_file(path, mode="w"):
+    """open(path, mode) for writing, atomically: the data goes to path.tmp, flushed to disk, then
+    renamed over path. A failed write (a full disk, a read-only folder) is a UsageError naming path
+    and the cause, and leaves neither a partial file nor a temporary; a file at path stays as it was."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+
+
 def parse(defaults, argv, doc="", script=None, explicit=None):
     """Return a new dict: defaults updated by config files and --key=value arguments, in order.
     explicit: a set to which the keys that a file or an argument set are added.
@@ -154,7 +262,7 @@ def parse(defaults, argv, doc="", script=None, explicit=None):
         else:
             if not os.path.isfile(arg):
                 raise UsageError(f"config file {arg!r} not found (arguments are config files or --key=value)")
-            values = runpy.run_path(arg)
+            values = run_config_file(arg)
             for key, value in values.items():
                 if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
                     _set(config, key, value, arg, explicit)

@@ -3,23 +3,24 @@
 Batches are random windows of block_size tokens, as in nanoGPT. A fresh np.memmap is opened for
 every batch: a long-lived memmap keeps every page it ever touched resident and grows without bound.
 
-meta.json says which tokenizer the ids belong to and records, per split, the number of tokens and
-the largest id, so a .bin that does not fit its vocabulary is caught when the data is opened, not
-as an index error some steps into training. It is JSON, not pickle: reading a downloaded dataset
+meta.json says which tokenizer the ids belong to and records, per split, the number of tokens, the
+largest id and the file's size and modification time, so a .bin that does not fit its vocabulary is
+caught when the data is opened, not as an index error some steps into training: a file that is
+still the one prepared is trusted to hold the ids recorded, any other is read through once. It is JSON, not pickle: reading a downloaded dataset
 must never run code (nanoGPT's meta.pkl would).
 """
 
+import contextlib
 import json
 import os
 
 import numpy as np
 import torch
 
-from nanodfm.config import UsageError
+from nanodfm.config import UsageError, output_file
 
 SPLITS = ("train", "val")
-CHUNK = 1 << 20  # write_meta reads the ids in chunks of this many
-SAMPLE = (64, 4096)  # split_path checks this many runs of so many ids, evenly spaced: cheap on a 10 GB file
+CHUNK = 1 << 22  # the largest id of a file is found in chunks of this many ids
 
 
 def _prepare_hint(data_dir):
@@ -32,26 +33,77 @@ def _prepare_hint(data_dir):
             f"--name={os.path.basename(os.path.abspath(data_dir))}`")
 
 
-def write_meta(folder, meta):
-    """Write folder/meta.json for the train.bin and val.bin already in folder (prepare scripts call this).
+def make_folder(path):
+    """os.makedirs(path), or a UsageError naming it and why it cannot be."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{path} is a file, not a folder: pick another output folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create folder {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write in folder {path}: Permission denied")
+    return path
 
-    meta: {"tokenizer": "char" | "gpt2", "vocab_size": V, ...}. Adds each split's token count and
-    largest id; an empty split or an id >= vocab_size is a UsageError and no meta.json is written."""
+
+def write_split(path, chunks):
+    """Write the uint16 arrays of chunks, one after another, to path.tmp (write_meta moves it to path):
+    a failed write is a UsageError naming path and the cause, and leaves nothing behind."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(np.asarray(chunk, dtype=np.uint16).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def largest_id(path):
+    """The largest token id in a .bin file, read through once in chunks (0 if it is empty)."""
+    if not os.path.getsize(path):
+        return 0
+    ids = np.memmap(path, dtype=np.uint16, mode="r")
+    return max(int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK))
+
+
+def write_meta(folder, meta):
+    """Write folder/meta.json for its train and val splits (prepare scripts call this): a split is
+    `<split>.bin.tmp` where write_split left it, moved into place here, else `<split>.bin`.
+
+    meta: {"tokenizer": "char" | "gpt2", "vocab_size": V, ...}. Adds each split's token count, largest
+    id, size and modification time. An empty split or an id >= vocab_size is a UsageError, and so is
+    a write that fails; then no meta.json is written and the splits written by write_split are removed."""
     meta = dict(meta)
-    meta["tokens"], meta["max_token_id"] = {}, {}
-    for split in SPLITS:
-        path = os.path.join(folder, f"{split}.bin")
-        ids = np.memmap(path, dtype=np.uint16, mode="r") if os.path.getsize(path) else np.zeros(0, np.uint16)
-        if len(ids) == 0:
-            raise UsageError(f"{path} is empty: the corpus holds no text for the {split} split")
-        largest = max(int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK))
-        if largest >= meta["vocab_size"]:
-            raise UsageError(f"{path} holds token id {largest}, outside the vocabulary of {meta['vocab_size']}")
-        meta["tokens"][split], meta["max_token_id"][split] = len(ids), largest
-    tmp = os.path.join(folder, "meta.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(meta, f, ensure_ascii=False, indent=1)
-    os.replace(tmp, os.path.join(folder, "meta.json"))
+    meta["tokens"], meta["max_token_id"], meta["files"] = {}, {}, {}
+    final = {split: os.path.join(folder, f"{split}.bin") for split in SPLITS}
+    staged = {split: f"{path}.tmp" for split, path in final.items() if os.path.exists(f"{path}.tmp")}
+    try:
+        for split in SPLITS:
+            path = staged.get(split, final[split])
+            size = os.path.getsize(path)
+            if size == 0:
+                raise UsageError(f"{final[split]} is empty: the corpus holds no text for the {split} split")
+            largest = largest_id(path)
+            if largest >= meta["vocab_size"]:
+                raise UsageError(f"{final[split]} holds token id {largest}, outside the vocabulary of {meta['vocab_size']}")
+            meta["tokens"][split], meta["max_token_id"][split] = size // 2, largest
+        for split, tmp in staged.items():
+            os.replace(tmp, final[split])
+        for split in SPLITS:  # as the files are now: a later change to one is seen when it is opened
+            st = os.stat(final[split])
+            meta["files"][split] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        with output_file(os.path.join(folder, "meta.json")) as f:
+            json.dump(meta, f, ensure_ascii=False, indent=1)
+    except OSError as e:
+        raise UsageError(f"cannot write in {folder}: {e.strerror}") from None
+    finally:
+        for tmp in staged.values():
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
 def load_meta(data_dir):
@@ -78,10 +130,23 @@ def load_meta(data_dir):
     return meta
 
 
+def _recorded_largest(data_dir, split, path):
+    """meta.json's largest id of a split, if the file is still the one it was recorded for."""
+    try:
+        with open(os.path.join(data_dir, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        st = os.stat(path)
+        if meta["files"][split] == {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}:
+            return int(meta["max_token_id"][split])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def split_path(data_dir, split, vocab_size=None):
     """data_dir/<split>.bin, checked: present, a whole number of uint16 ids, not empty and, when
-    vocab_size is given, the ids of an evenly spaced sample inside the vocabulary (meta.json's
-    recorded largest id covers the rest, unless the file was replaced)."""
+    vocab_size is given, every id inside the vocabulary (meta.json's record, if the file is still the
+    one prepared; else the file is read through once)."""
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.isfile(path):
         raise UsageError(f"{path} not found: {_prepare_hint(data_dir)}")
@@ -90,9 +155,8 @@ def split_path(data_dir, split, vocab_size=None):
         what = "empty" if size == 0 else f"{size} bytes, not a whole number of uint16 token ids"
         raise UsageError(f"{path} is {what}: {_prepare_hint(data_dir)}")
     if vocab_size is not None:
-        ids = np.memmap(path, dtype=np.uint16, mode="r")
-        runs, run = SAMPLE
-        largest = max(int(ids[i:i + run].max()) for i in np.linspace(0, max(0, len(ids) - run), runs, dtype=np.int64))
+        largest = _recorded_largest(data_dir, split, path)
+        largest = largest_id(path) if largest is None else largest
         if largest >= vocab_size:
             raise UsageError(f"{path} holds token id {largest}, outside the vocabulary of {vocab_size}: "
                              f"{_prepare_hint(data_dir)}")

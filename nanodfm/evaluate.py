@@ -18,7 +18,9 @@ docs/method.md section 6 (and section 3 for the ELBO). Choices:
 - Samples are drawn by the engine (`engine.sample`, the reference sampler's law, faster).
 """
 
+import json
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +33,34 @@ from nanodfm.engine import sample
 from nanodfm.path import elbo_bound
 
 GPT2_JUDGES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+GPT2_VOCAB = 50257
+
+
+def is_gpt2(spec):
+    """Whether a --judge is a GPT-2 model: a name of GPT2_JUDGES, or a folder that GPT-2's
+    save_pretrained wrote (config.json of model_type gpt2); else it is an AR checkpoint path."""
+    if spec in GPT2_JUDGES:
+        return True
+    try:
+        with open(os.path.join(spec, "config.json"), encoding="utf-8") as f:
+            return json.load(f).get("model_type") == "gpt2"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def judge_meta(spec):
+    """The vocabulary a judge reads, as a dataset's meta: GPT-2's, or the AR checkpoint's."""
+    if is_gpt2(spec):
+        return {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
+    return checkpoint.load(spec, kinds=("ar",))["meta"]
 
 
 def load_judge(spec, device):
-    """A judge from an AR checkpoint path or a GPT-2 name: (logits_fn, block_size, vocab_size).
+    """A judge from an AR checkpoint path, a GPT-2 name or a GPT-2 folder: (logits_fn, block_size,
+    vocab_size).
 
     logits_fn(ids (B, T)) returns next-token logits (B, T, V)."""
-    if spec in GPT2_JUDGES:
+    if is_gpt2(spec):
         try:
             from transformers import GPT2LMHeadModel
         except ImportError:
@@ -47,6 +70,8 @@ def load_judge(spec, device):
         except OSError as e:  # offline and not in the Hugging Face cache
             raise UsageError(f"--judge={spec}: cannot load it ({str(e).splitlines()[0]}); download it once with "
                              f"a network, or pass an AR checkpoint path") from None
+        if hf.config.vocab_size != GPT2_VOCAB:
+            raise UsageError(f"--judge={spec} has {hf.config.vocab_size} tokens, not GPT-2's {GPT2_VOCAB}")
         return (lambda ids: hf(ids).logits), hf.config.n_positions, hf.config.vocab_size
     model = checkpoint.build_model(checkpoint.load(spec, kinds=("ar",))).to(device).eval()
     return model, model.config.block_size, model.config.vocab_size

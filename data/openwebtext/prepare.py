@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # so `import nanodfm` works when run as a script
 
 from nanodfm.config import UsageError  # noqa: E402
-from nanodfm.data import write_meta  # noqa: E402
+from nanodfm.data import make_folder, write_meta  # noqa: E402
 from nanodfm.tokenizer import GPT2_EOT, gpt2_encoding  # noqa: E402
 
 
@@ -130,6 +130,13 @@ def main():
 
     if args.input is not None and not Path(args.input).exists():
         sys.exit(f"error: --input {args.input} does not exist")
+    if args.num_proc < 1 or not args.batch_mb > 0 or not 0 <= args.val_fraction < 1:
+        sys.exit(f"error: --num_proc must be a positive integer (got {args.num_proc}), --batch_mb above 0 (got "
+                 f"{args.batch_mb}) and --val_fraction in [0, 1) (got {args.val_fraction})")
+    try:
+        make_folder(args.out_dir)
+    except UsageError as e:
+        sys.exit(f"error: {e}")
     try:
         gpt2_encoding()  # fail here, with the one-line reason, rather than in every worker
     except RuntimeError as e:
@@ -140,7 +147,6 @@ def main():
         documents = documents_from_hub(args.num_proc)
 
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tmp_paths = {split: out_dir / f"{split}.bin.tmp" for split in ("train", "val")}
     counts = {split: {"documents": 0, "tokens": 0} for split in ("train", "val")}
     work = functools.partial(tokenize, key=str(args.seed).encode(), val_fraction=args.val_fraction)
@@ -157,9 +163,11 @@ def main():
                     split["tokens"] += len(ids)
                     bytes_read += n_bytes
                     bar.update(n_bytes)
-    except BaseException:  # a half-written .bin must not look like a finished one
+    except BaseException as e:  # a half-written .bin must not look like a finished one
         for path in tmp_paths.values():
             path.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk, a folder made read-only
+            sys.exit(f"error: cannot write {e.filename or out_dir}: {e.strerror}; nothing was kept")
         raise
     for split, path in tmp_paths.items():
         path.replace(out_dir / f"{split}.bin")

@@ -18,13 +18,14 @@ sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a sc
 
 from data.shakespeare_char.prepare import read_arguments, save_meta  # noqa: E402
 from data.text.prepare import write_gpt2  # noqa: E402
+from nanodfm.config import UsageError  # noqa: E402
 
 
 def main():
     text, out_dir = read_arguments(__doc__.splitlines()[0], HERE)
     try:
         meta = write_gpt2([text], out_dir, val_fraction=0.1)
-    except RuntimeError as e:  # GPT-2's BPE files cannot be had
+    except (RuntimeError, UsageError) as e:  # GPT-2's BPE files cannot be had, or a write failed
         sys.exit(f"error: {e}")
     save_meta(out_dir, meta)
     for split in ("train", "val"):

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a sc
 
 from data.text.prepare import write_char  # noqa: E402
 from nanodfm.config import UsageError  # noqa: E402
-from nanodfm.data import write_meta  # noqa: E402
+from nanodfm.data import make_folder, write_meta  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
@@ -31,7 +31,10 @@ def tiny_shakespeare_text(input_path: str | None, cache_dir: Path) -> str:
     if input_path is not None:
         if not Path(input_path).is_file():
             sys.exit(f"error: --input {input_path} is not a file")
-        return Path(input_path).read_text(encoding="utf-8")
+        try:
+            return Path(input_path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            sys.exit(f"error: {input_path} is not UTF-8 text ({e.reason} at byte {e.start})")
     cached = cache_dir / "input.txt"
     if not cached.is_file():
         try:
@@ -58,16 +61,23 @@ def read_arguments(description, default_out_dir):
     parser.add_argument("--out_dir", default=str(default_out_dir), help="where train.bin, val.bin, meta.json go")
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     text = tiny_shakespeare_text(args.input, default_out_dir)
     if not text:
         sys.exit(f"error: {args.input or default_out_dir / 'input.txt'} is empty: there is no text to prepare")
+    try:
+        make_folder(out_dir)
+    except UsageError as e:
+        sys.exit(f"error: {e}")
     return text, out_dir
 
 
 def main():
     text, out_dir = read_arguments(__doc__.splitlines()[0], HERE)
-    save_meta(out_dir, write_char(text, out_dir, val_fraction=0.1))
+    try:
+        meta = write_char(text, out_dir, val_fraction=0.1)
+    except UsageError as e:  # a write that failed
+        sys.exit(f"error: {e}")
+    save_meta(out_dir, meta)
     ids = {split: (out_dir / f"{split}.bin").stat().st_size // 2 for split in ("train", "val")}
     print(f"{len(text):,} characters, vocab size {len(set(text))}")
     print(f"train {ids['train']:,} tokens, val {ids['val']:,} tokens -> {out_dir}")

@@ -41,7 +41,7 @@ REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a script
 
 from nanodfm.config import UsageError  # noqa: E402
-from nanodfm.data import load_meta, write_meta  # noqa: E402
+from nanodfm.data import load_meta, make_folder, write_meta, write_split  # noqa: E402
 from nanodfm.tokenizer import gpt2_encoding  # noqa: E402
 
 DOCUMENTS = ("files", "paragraphs", "lines")
@@ -91,8 +91,8 @@ def write_char(text: str, out_dir: Path, val_fraction: float):
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point per character
     ids = np.searchsorted(np.array([ord(c) for c in chars], dtype=np.uint32), codes)  # its rank in chars
     n_train = int((1 - val_fraction) * len(ids))
-    (out_dir / "train.bin").write_bytes(ids[:n_train].astype(np.uint16).tobytes())
-    (out_dir / "val.bin").write_bytes(ids[n_train:].astype(np.uint16).tobytes())
+    write_split(out_dir / "train.bin", [ids[:n_train]])  # beside the final files: write_meta puts them in place
+    write_split(out_dir / "val.bin", [ids[n_train:]])
     return {"tokenizer": "char", "vocab_size": len(chars), "itos": dict(enumerate(chars)),
             "stoi": {c: i for i, c in enumerate(chars)}}
 
@@ -109,11 +109,9 @@ def write_gpt2(documents, out_dir: Path, val_fraction: float):
         splits["train"] += [head] if head else []
         splits["val"] += [tail] if tail else []
         seen += len(doc)
-    for split, docs in splits.items():
-        with open(out_dir / f"{split}.bin", "wb") as f:
-            for start in range(0, len(docs), 1024):  # in batches: a Python list of every id would not fit
-                for ids in enc.encode_ordinary_batch(docs[start:start + 1024]):
-                    f.write(np.array(ids + [enc.eot_token], dtype=np.uint16).tobytes())
+    for split, docs in splits.items():  # in batches: a Python list of every id would not fit
+        write_split(out_dir / f"{split}.bin", (ids + [enc.eot_token] for start in range(0, len(docs), 1024)
+                                               for ids in enc.encode_ordinary_batch(docs[start:start + 1024])))
     return {"tokenizer": "gpt2", "vocab_size": enc.n_vocab, "eot": enc.eot_token}
 
 
@@ -157,8 +155,9 @@ def main(argv=None):
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val_fraction must be between 0 and 1, got {args.val_fraction}")
     name = args.name or source.name.split(".")[0]
-    if not re.fullmatch(r"[\w.-]+", name):
-        raise UsageError(f"--name {name!r}: use letters, digits, '_', '-' and '.' only")
+    if not re.fullmatch(r"[\w-][\w.-]*", name):  # a plain folder name: not . or .., nothing hidden
+        raise UsageError(f"--name {name!r} is not a plain folder name: use letters, digits, '_', '-' and '.' "
+                         f"(not first)")
     out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "data" / name
     check_out_dir(out_dir, str(source), args.overwrite)
 
@@ -167,7 +166,7 @@ def main(argv=None):
         print(f"skipped {skipped} files that are not UTF-8 text")
     if not any(texts):
         raise UsageError(f"{args.input} holds no text" + (f" in files matching {args.glob!r}" if source.is_dir() else ""))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     if args.tokenizer == "char":
         meta = write_char("".join(texts), out_dir, args.val_fraction)
         what = f"{len(texts):,} files" if source.is_dir() else "1 file"
