@@ -246,7 +246,7 @@ def elbo(cfg, dev):
     check_length("length", L, model.config.block_size)
     nats = evaluate.elbo_perplexity(model, ProbPath.of(ck), val_path(cfg, ck), cfg["num_batches"], cfg["batch_size"], L,
                                     cfg["elbo_times"], cfg["seed"], dev)
-    perplexity = math.exp(nats) if nats < 700 else math.inf  # a bound too large to exponentiate reads as inf
+    perplexity = math.exp(nats) if not nats > 700 else math.inf  # a bound too large to exponentiate reads as inf
     print(f"ELBO bound on held-out data: {nats:.4f} nats/token ({nats / math.log(2):.4f} bits), "
           f"perplexity <= {perplexity:.3f} ({cfg['num_batches']} batches of {cfg['batch_size']} x {L})")
     write_json(cfg["out_json"], {"mode": "elbo", "nats": nats, "perplexity": perplexity, "settings": cfg})

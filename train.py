@@ -183,7 +183,8 @@ def eval_line(step, losses):
     """The evaluation's line; an ELBO too large to exponentiate reads as inf."""
     line = f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
     if "val_elbo" in losses:
-        line += f", val ELBO perplexity <= {math.exp(min(losses['val_elbo'], 700.0)):.3f}"
+        nats = losses["val_elbo"]
+        line += f", val ELBO perplexity <= {math.exp(nats) if not nats > 700 else math.inf:.3f}"
     return line
 
 

@@ -33,12 +33,12 @@ def tiny_model(kind="ar", vocab_size=len(CHARS), block_size=24, dtype=torch.floa
     return model
 
 
-def save_checkpoint(path, model, kind, dataset="shakespeare_char", source="mask"):
+def save_checkpoint(path, model, kind, dataset="shakespeare_char", source="mask", meta=CHAR_META):
     """A checkpoint as train.py writes it, holding what sample.py and eval.py read."""
     config = {"dataset": dataset, "source": source, "kappa_power": 1.0, "teacher": "rk4"}
     weights = {k: v.float() for k, v in model.state_dict().items()}  # as training saves them
     checkpoint.save(str(path), {"kind": kind, "model_config": asdict(model.config), "model": weights, "ema": None,
-                                "config": config, "meta": CHAR_META, "best_val_loss": 2.5})
+                                "config": config, "meta": meta, "best_val_loss": 2.5})
     return str(path)
 
 

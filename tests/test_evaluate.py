@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nanodfm.data import load_meta
 from nanodfm.evaluate import ar_samples, flow_samples, generative_perplexity, mean_interval, ratio_interval, unigram_entropy
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import ProbPath
@@ -102,8 +103,9 @@ def test_speed_mode_points_to_the_benchmark():
 @pytest.mark.skipif(not SHAKESPEARE_VAL.is_file(), reason="run data/shakespeare_char/prepare.py first")
 def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     vocab = {"vocab_size": 65, "block_size": 16}
-    paths = {kind: save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32, **vocab), kind)
-             for kind in ("ar", "dfm", "student")}
+    meta = load_meta(SHAKESPEARE_VAL.parent)  # the checkpoints' tokens are the held-out data's
+    paths = {kind: save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32, **vocab), kind,
+                                   meta=meta) for kind in ("ar", "dfm", "student")}
     out = tmp_path / "quality.json"
     result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--student={paths['student']}",
                       f"--judge={paths['ar']}", "--steps_list=1,2", "--num_samples=3", f"--out_json={out}")
@@ -122,7 +124,8 @@ def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     # --previous reuses the rows of the same models and settings, and samples only the new ones
     again = tmp_path / "again.json"
     (tmp_path / "b").mkdir()
-    other = save_checkpoint(tmp_path / "b" / "ckpt.pt", tiny_model("student", dtype=torch.float32, **vocab), "student")
+    other = save_checkpoint(tmp_path / "b" / "ckpt.pt", tiny_model("student", dtype=torch.float32, **vocab), "student",
+                            meta=meta)
     result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--student={paths['student']},{other}",
                       f"--judge={paths['ar']}", "--steps_list=1,2", "--num_samples=3", f"--previous={out}",
                       "--student_steps_list=2,4", f"--out_json={again}")

@@ -322,3 +322,82 @@ def test_bad_arguments_are_one_line(char_data, parent, tmp_path):
         cases = cases[2:]
     for args, fragment in cases:
         one_line_error(run_script(*args), fragment)
+
+
+def test_the_lock_appears_with_its_pid_and_only_a_stale_empty_one_is_taken(char_data, tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    link, seen = os.link, []
+
+    def link_and_look(src, dst):  # what another run would read the moment the lock appears
+        seen.append(open(src).read())
+        return link(src, dst)
+    monkeypatch.setattr(os, "link", link_and_look)
+    release = checkpoint.lock_out_dir(out)
+    assert seen == [str(os.getpid())] and open(f"{out}/lock").read() == str(os.getpid())
+    release()
+    assert os.listdir(out) == []  # no lock, no temporary beside it
+
+    monkeypatch.undo()
+    os.makedirs(f"{tmp_path}/stale")
+    open(f"{tmp_path}/stale/lock", "w").close()  # empty, as a run killed between create and write leaves it
+    old = time.time() - 2 * checkpoint.STALE_EMPTY_LOCK_S
+    os.utime(f"{tmp_path}/stale/lock", (old, old))
+    train(char_data, tmp_path / "stale", "--max_iters=1")
+    assert not os.path.exists(f"{tmp_path}/stale/lock")
+    os.makedirs(f"{tmp_path}/young")
+    open(f"{tmp_path}/young/lock", "w").close()  # empty and young: a run is taking it
+    one_line_error(train(char_data, tmp_path / "young", "--max_iters=1", ok=False), "is being taken")
+
+
+def test_output_files_are_whole_or_absent(tmp_path):
+    import resource
+    from nanodfm.config import UsageError, output_file
+    path = tmp_path / "r.json"
+    path.write_text("previous")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 12, hard))  # a disk that fills at 4 KiB
+        with pytest.raises(UsageError, match=f"cannot write {path}: File too large"):
+            with output_file(path) as f:
+                f.write("x" * (1 << 14))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert path.read_text() == "previous" and os.listdir(tmp_path) == ["r.json"]
+    with pytest.raises(UsageError, match="cannot write .*Not a directory"):
+        with output_file(tmp_path / "r.json" / "x.json") as f:
+            f.write("x")
+
+
+def test_train_reports_and_logs_safely(tmp_path):
+    import train as train_script
+    from nanodfm.config import UsageError
+    line = train_script.eval_line(5, {"train": float("nan"), "val": float("inf"), "val_elbo": 1e6})
+    assert line == "step 5: train loss nan, val loss inf, val ELBO perplexity <= inf"
+    assert train_script.eval_line(6, {"train": 1.0, "val": 1.0, "val_elbo": float("nan")}).endswith("<= nan")
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6)) + '{"step": 6, "lo')
+    f = train_script.open_log(str(log), resume_step=3)  # rows past the checkpoint, and the torn line, dropped
+    f.close()
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    if os.path.exists("/dev/full"):  # a disk that is full
+        full = open("/dev/full", "w")
+        with pytest.raises(UsageError, match="cannot write /dev/full: No space"):
+            train_script.write_log(full, {"step": 1})
+        with pytest.raises(OSError):  # what it could not write is still in its buffer
+            full.close()
+
+
+def test_explicit_keys_of_a_config_file_contradicting_the_checkpoint_are_refused(char_data, parent, tmp_path):
+    import train as train_script
+    from nanodfm.config import UsageError, parse
+    conf = tmp_path / "conf.py"
+    conf.write_text("n_embd = 64\nsource = 'uniform'\n")
+    explicit = set()
+    cfg = parse(train_script.DEFAULTS, [str(conf), "--kind=student", f"--init_from={parent}"], explicit=explicit)
+    start = checkpoint.load(parent)
+    with pytest.raises(UsageError, match=r"n_embd=64 \(checkpoint: 32\), source='uniform' \(checkpoint: 'mask'\)"):
+        checkpoint.model_to_train(cfg, explicit, start, parent, start["meta"], char_data)
+    cfg = parse(train_script.DEFAULTS, ["--kind=student", f"--init_from={parent}", "--block_size=32"],
+                explicit=(explicit := set()))
+    model = checkpoint.model_to_train(cfg, explicit, start, parent, start["meta"], char_data)  # unset: the checkpoint's
+    assert (cfg["n_embd"], cfg["source"], model.config.step_conditioned) == (32, "mask", True)

@@ -1,6 +1,7 @@
 """Prepare scripts: the .bin files decode back to exactly the input text, split as documented."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,13 +35,15 @@ def load_split(out_dir, split):
 
 
 def load_meta(out_dir):
-    """meta.json as nanodfm reads it; its recorded token counts and largest ids, checked against the
-    .bin files, are removed."""
+    """meta.json as nanodfm reads it; its recorded token counts, largest ids and file records, checked
+    against the .bin files, are removed."""
     meta = data.load_meta(str(out_dir))
-    tokens, largest = meta.pop("tokens"), meta.pop("max_token_id")
+    tokens, largest, files = meta.pop("tokens"), meta.pop("max_token_id"), meta.pop("files")
     for split in ("train", "val"):
         ids = load_split(out_dir, split)
         assert tokens[split] == len(ids) and largest[split] == ids.max()
+        st = os.stat(os.path.join(out_dir, f"{split}.bin"))
+        assert files[split] == {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     return meta
 
 
