@@ -87,7 +87,10 @@ def copy(src, dst):
                 os.fsync(fout.fileno())
         os.replace(tmp, dst)
     except OSError as e:
-        raise UsageError(f"cannot write checkpoint {dst}: {e.strerror}") from None
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise UsageError(f"cannot write checkpoint {dst}: {e.strerror}; the previous one there, if any, is "
+                         f"intact") from None
 
 
 def load(path, kinds=KINDS, map_location="cpu"):

@@ -472,7 +472,10 @@ def main(argv):
     counts = collections.Counter()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
-        env = build_env(root, Path(tmp) / "env")
+        # a copy of the checkout: a case that fails the old way (--name=..) writes into the repository
+        checkout = Path(tmp) / "checkout"
+        shutil.copytree(root, checkout, ignore=shutil.ignore_patterns(".git", "*.bin", "out*", "__pycache__"))
+        env = build_env(checkout, Path(tmp) / "env")
         for i, case in enumerate(CASES):
             if case.skip:
                 counts[case.kind, "skipped"] += 1
@@ -486,7 +489,7 @@ def main(argv):
                 print(f"{case.kind:8} {kind:15} {case.name}: {line[:150]}{' | ' + '; '.join(problems) if problems else ''}")
     kinds = list(dict.fromkeys(c.kind for c in CASES))
     verdicts = ["one-line error", "traceback", "silent exit 0", "other", "skipped", "files or message wrong"]
-    print(f"\n{root}: {len(CASES)} cases in {time.time() - start:.0f} s ({'subprocess' if SUBPROCESS else 'fork'})")
+    print(f"\n{root} (copied): {len(CASES)} cases in {time.time() - start:.0f} s ({'subprocess' if SUBPROCESS else 'fork'})")
     print("| kind | " + " | ".join(verdicts) + " |\n|" + "---|" * (len(verdicts) + 1))
     for k in kinds + ["all"]:
         row = [sum(counts[kk, v] for kk in (kinds if k == "all" else [k])) for v in verdicts]
