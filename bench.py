@@ -37,6 +37,7 @@ How the times are taken:
   work is what counts and AR with its cache wins. The crossover is the batch size where they meet.
 """
 
+import collections
 import copy
 import json
 import os
@@ -44,6 +45,7 @@ import sys
 import time
 
 import torch
+from torch.overrides import TorchFunctionMode
 from tqdm import tqdm
 
 from nanodfm import distill, engine
@@ -170,6 +172,55 @@ def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3
     shares = sorted(1 - f / t for t, f in zip(totals, forward))
     return {"total_s": median(totals), "forward_s": median(forward), "overhead": median(shares),
             "overhead_iqr": [shares[len(shares) // 4], shares[(3 * len(shares)) // 4]], "model_calls": len(calls)}
+
+
+class SyncCounter(TorchFunctionMode):
+    """Counts, on any device, the calls that make a CUDA host wait for the GPU: reading a value
+    (item, tolist, bool), nonzero, indexing with a boolean mask (it runs nonzero), a copy between
+    devices, and a tensor made from Python values on a device (a copy from host memory). On a CPU
+    nothing waits, but the same calls are made (copies aside), so the count there is the count on a GPU.
+
+        with SyncCounter() as syncs:
+            engine.sample(...)
+        syncs.count, syncs.calls   # the total, and by operation
+    """
+
+    READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy",
+             "masked_select", "unique", "bincount"}
+    INDEXING = {"__getitem__", "__setitem__", "index_put_", "index_put"}
+
+    def __init__(self):
+        super().__init__()
+        self.count, self.calls = 0, collections.Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if self.syncs(name, args, kwargs):
+            self.count += 1
+            self.calls[name] += 1
+        return func(*args, **kwargs)
+
+    def syncs(self, name, args, kwargs):
+        if name in self.READS:
+            return True
+        if name in self.INDEXING and len(args) > 1:
+            index = args[1] if isinstance(args[1], (tuple, list)) else (args[1],)
+            return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
+        if name in ("as_tensor", "tensor"):
+            return bool(args) and not isinstance(args[0], torch.Tensor) and kwargs.get("device") is not None
+        if name == "to" and isinstance(args[0], torch.Tensor):  # a copy between devices
+            targets = [a for a in (*args[1:], kwargs.get("device")) if isinstance(a, (str, torch.device))]
+            return any(torch.device(a).type != args[0].device.type for a in targets)
+        return False
+
+
+def syncs_per_step(model, path, batch_size, length, steps, device="cpu"):
+    """Host-device syncs per step of `engine.sample` (SyncCounter), and what made them."""
+    with SyncCounter() as counter:
+        engine.sample(model, path, batch_size, length, steps, device=device,
+                      generator=torch.Generator(device).manual_seed(0))
+    return {"syncs_per_step": counter.count / steps, "calls": dict(counter.calls)}
 
 
 def share(row):

@@ -222,8 +222,9 @@ class Transformer(nn.Module):
 
     def trunk(self, idx, t=None, h=None, cache=None, positions=None):
         """What enters the output layer: features (B, T, D) of idx (B, T) token ids (MASK allowed) at
-        times t (and step sizes h), floats or (B,); or (N, D) at the N True entries of positions
-        (B, T), in row-major order. The engine applies `head` itself, fused with its draw."""
+        times t (and step sizes h), floats or (B,); or (N, D) at positions: the N True entries of a
+        (B, T) bool mask, in row-major order, or N indices into the B T positions (the engine's
+        candidates; a mask would be read on the host). The engine applies `head` itself."""
         B, T = idx.shape
         if cache is None or not cache.static:  # the static cache's position is a tensor: not read here
             start = cache.pos if cache is not None else 0
@@ -245,7 +246,9 @@ class Transformer(nn.Module):
             x = modulate(x, shift, scale)
         if cache is not None:
             cache.pos += T  # in place when it is a tensor
-        return x if positions is None else x[positions]
+        if positions is None:
+            return x
+        return x[positions] if positions.dtype == torch.bool else x.flatten(0, 1)[positions]
 
     def forward(self, idx, t=None, h=None, cache=None, positions=None):
         """Logits (B, T, V), or (N, V) at positions: the output layer, the largest matmul with a

@@ -144,3 +144,22 @@ def test_train_cost_times_both_and_reports_the_ratio(tmp_path):
     assert result.returncode == 0, result.stderr
     cost = json.loads(out.read_text())
     assert cost["dfm"] > 0 and cost["student"] > 0 and cost["ratio"] == pytest.approx(cost["student"] / cost["dfm"])
+
+
+@pytest.mark.parametrize("source, per_step", [("mask", 1), ("uniform", 2)])
+def test_the_engine_reads_the_gpu_once_a_step_or_twice(source, per_step, monkeypatch):
+    """On a GPU the engine reads one value on the host per step, the candidates' count (the model
+    is asked only there), and under the uniform source the movers' count too; counted here on a CPU
+    by the calls that would sync there, with the engine taking its GPU path."""
+    from nanodfm import categorical, engine
+    model = bench.random_model("student", 300, 16, n_layer=1, n_head=2, n_embd=16).eval()
+    path = ProbPath(300, source)
+    monkeypatch.setattr(categorical, "host_shortcuts", lambda device: False)
+    counted = bench.syncs_per_step(model, path, 2, 16, 8)
+    assert counted["syncs_per_step"] == per_step, counted
+    monkeypatch.undo()  # on a CPU the engine reads more values, which are free there; the counter sees them
+    assert bench.syncs_per_step(model, path, 2, 16, 8)["syncs_per_step"] > per_step
+    with bench.SyncCounter() as counter:  # and the counter sees what a sync is
+        x = torch.arange(4)
+        x[x > 1].sum().item()
+    assert counter.count == 2 and counter.calls == {"__getitem__": 1, "item": 1}
