@@ -95,7 +95,8 @@ large_repeats = 1  # timed calls at the large size
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 dtype = "auto"  # "auto" (bfloat16 autocast on CUDA if supported, else float32), "bfloat16", "float32"
-compile = False  # torch.compile every model (all rows compiled, or none)
+compile = False  # torch.compile every model (all rows compiled, or none: a row that ran uncompiled is an error)
+compile_backend = "inductor"  # torch.compile's backend ("eager" traces without compiling: for tests)
 threads = 0  # torch threads on CPU; 0: torch's default
 seed = 1337  # seeds the models' weights and the draws
 out_json = ""  # write every number to this file
@@ -264,15 +265,37 @@ def time_sampling(model, path, batch_size, length, steps, max_timed_steps, devic
     return (time.perf_counter() - start) * stride, len(range(stride - 1, steps, stride))
 
 
+class CompileCounter:
+    """A torch.compile backend that compiles with `backend` and counts the calls of what it
+    compiled, so that a benchmark can tell whether a timed call ran compiled."""
+
+    def __init__(self, backend="inductor"):
+        self.backend, self.calls = torch._dynamo.lookup_backend(backend), 0
+
+    def __call__(self, graph, example_inputs):
+        compiled = self.backend(graph, example_inputs)
+        boxed = getattr(compiled, "_boxed_call", False)  # inductor's graphs take their inputs as one list
+
+        def run(*args):
+            self.calls += 1
+            return compiled(*args)
+        run._boxed_call = boxed
+        return run
+
+
 def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repeats=2):
     """Rows of the speed study at one model size and length: for each batch size, the AR model with
     its KV cache (length - 1 calls), the student at each of cfg's student_steps and the DFM model at
-    each of its dfm_steps. size: {"n_layer", "n_head", "n_embd"}."""
+    each of its dfm_steps. size: {"n_layer", "n_head", "n_embd"}. With compile, each row records the
+    calls its timed runs made to compiled code, and a row that made none is an error."""
+    counter = CompileCounter(cfg["compile_backend"]) if cfg["compile"] else None
+    if counter:
+        torch._dynamo.reset()  # the models of other sizes and lengths are timed already
     models = {}
     for kind in ("ar", "student", "dfm"):
         torch.manual_seed(cfg["seed"])
         model = random_model(kind, path.vocab_size, length, **size).to(device).eval()
-        models[kind] = compile_model(model) if cfg["compile"] else model
+        models[kind] = compile_model(model, backend=counter) if counter else model
     runs = [("ar_cache", "ar", length - 1)] + [(kind, kind, S) for kind in ("student", "dfm")
                                                 for S in int_list(f"{kind}_steps", cfg[f"{kind}_steps"])]
     warmup = min(cfg["warmup"], 1) if label == "large" else cfg["warmup"]
@@ -281,17 +304,26 @@ def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repe
         for B in batch_sizes:
             if kind == "ar":
                 prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
-                seconds = time_call(lambda: generate(models["ar"], prompt, length - 1), device, warmup, repeats)
-                timed = nfe
+                run = lambda: (generate(models["ar"], prompt, length - 1), length - 1)
             else:
                 run = lambda: time_sampling(models[kind], path, B, length, nfe, cfg["max_timed_steps"], device)
-                for _ in range(warmup):
-                    run()
+            for _ in range(warmup):
+                run()
+            if counter:
+                counter.calls = 0
+            if kind == "ar":
+                seconds, timed = time_call(run, device, 0, repeats), nfe
+            else:
                 results = [run() for _ in range(repeats)]
                 seconds, timed = sum(r[0] for r in results) / repeats, results[0][1]
-            rows.append({"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name,
-                         "nfe": nfe, "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
-                         "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats})
+            row = {"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name, "nfe": nfe,
+                   "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
+                   "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats,
+                   "compiled_calls": counter.calls if counter else 0}
+            if counter and not counter.calls:
+                raise UsageError(f"--compile=True, but {name} ({label}, L={length}, batch {B}) ran uncompiled: "
+                                 f"raise model.RECOMPILE_LIMIT, or time fewer shapes in one run")
+            rows.append(row)
     return rows
 
 

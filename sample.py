@@ -25,7 +25,7 @@ import torch
 
 from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
-from nanodfm.config import UsageError, parse, pick_device
+from nanodfm.config import UsageError, autocast_for, parse, pick_device
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
@@ -46,6 +46,7 @@ top_k = 0  # AR checkpoints: draw from the k most likely tokens only; 0: off
 seed = 1337  # the same seed draws the same samples
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 compile = False  # torch.compile the model: pays off on a GPU and for long runs (docs/speed.md)
+dtype = "auto"  # "auto" (bfloat16 autocast on a CUDA GPU that has it, else float32), "bfloat16", "float32"
 reference = False  # True: draw with the plain reference sampler (nanodfm/sampler.py): the engine's law, slower
 show = "text"  # "text" (plain), "steps" (coloured by decode step) or "frames" (each step as it fills in)
 html = ""  # write the samples, coloured by decode step, as a standalone HTML page to this file
@@ -158,6 +159,9 @@ def main(argv):
         raise UsageError(f"--html: folder {os.path.dirname(os.path.abspath(cfg['html']))} does not exist")
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])
+    autocast, _ = autocast_for(torch.device(dev).type, cfg["dtype"])  # the draws stay exact for the logits given
+    if dev.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
     ck = checkpoint.load(cfg["ckpt"], kinds=("dfm", "student", "ar"))
     student = ck["kind"] == "student"
     if student and cfg["sampler"] != "cumulative":
@@ -179,13 +183,15 @@ def main(argv):
               f"samples. Distil it: {distil_command(cfg['ckpt'], ck)}", file=sys.stderr)
     prompt = prompt_tensor(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
-        return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
+        with autocast:
+            return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
     frames = cfg["show"] == "frames"
     on_step = frame_printer(tokenizer, cfg["steps"], color) if frames else None
     sample = reference_sample if cfg["reference"] else engine.sample
-    x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, cfg["steps"], cfg["sampler"],
-                            cfg["temperature"], prompt, generator, dev, on_step, progress=not frames)
+    with autocast:
+        x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, cfg["steps"], cfg["sampler"],
+                                cfg["temperature"], prompt, generator, dev, on_step, progress=not frames)
     samples = list(zip(x.tolist(), last_change.tolist()))
     for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
         print(f"---------- sample {i + 1}/{len(x)}, {cfg['steps']} steps, {cfg['sampler']}")

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
-from nanodfm.config import UsageError, autocast_for, parse, pick_device
+from nanodfm.config import UsageError, autocast_for, device_peak_flops, parse, pick_device
 from nanodfm.data import dataset_folder, get_batch, load_meta, split_path
 from nanodfm.path import LOSS_WEIGHTINGS, SOURCES, ProbPath, batch_loss, elbo_bound
 
@@ -78,11 +78,10 @@ grad_clip = 1.0  # clip the gradient norm to this; 0: off
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 dtype = "auto"  # "auto" (bfloat16 on CUDA if supported, else float32), "bfloat16", "float32"
 compile = False  # torch.compile the model (worth it on CUDA)
-peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look up known GPUs by name
+peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look the GPU up by its exact name (config.PEAK_BF16_FLOPS)
 seed = 1337  # seeds the model, the batches and the noise
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
 
 
 def check(cfg):
@@ -222,11 +221,13 @@ def seed_everything(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def peak_flops(cfg, dev):
-    """The accelerator's peak FLOP/s for MFU: --peak_flops, else a known GPU's, else 0 (no MFU)."""
-    if cfg["peak_flops"] or torch.device(dev).type != "cuda":
-        return cfg["peak_flops"]
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(dev)), 0.0)
+def flops_per_token(model, cfg):
+    """Training FLOPs per token of one iteration: the model's forward and backward and, for a
+    student, its teacher's forward passes (distill.teacher_forwards, on average)."""
+    flops = model.flops_per_token(cfg["block_size"])
+    if cfg["kind"] == "student":
+        flops += distill.teacher_forwards(distill.Recipe.of(cfg)) * model.flops_per_token(cfg["block_size"], backward=False)
+    return flops
 
 
 def restore(start, optimizer, teacher_model, generator, seed, world_size):
@@ -300,8 +301,8 @@ def main(argv):
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 
     tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"] * world_size
-    flops_per_token = raw_model.flops_per_token(cfg["block_size"])
-    peak = peak_flops(cfg, dev)
+    flops = flops_per_token(raw_model, cfg)
+    peak = device_peak_flops(dev, cfg["peak_flops"])
     if master:
         print(f"{cfg['kind']} model, {raw_model.num_params() / 1e6:.2f}M non-embedding parameters, "
               f"{tokens_per_iter:,} tokens per iteration, device {dev}, {dtype_name}")
@@ -363,7 +364,7 @@ def main(argv):
                 if device_type == "cuda":
                     torch.cuda.synchronize()
                 lossf = loss.item()
-                bar.set_postfix(throughput(lossf, tokens_since, time.time() - t_last, flops_per_token, peak * world_size))
+                bar.set_postfix(throughput(lossf, tokens_since, time.time() - t_last, flops, peak * world_size))
                 write_log(log_file, {"step": iter_num, "loss": lossf, "lr": lr})
                 t_last, tokens_since = time.time(), 0
     finally:

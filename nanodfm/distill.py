@@ -86,6 +86,12 @@ def step_size_probabilities(recipe):
     return weights / weights.sum()
 
 
+def teacher_forwards(recipe):
+    """The teacher's forward passes per training sample, on average: 4 (RK4) or 2 (RK2) for every
+    sample whose step size is not the smallest (those train on the data)."""
+    return (4 if recipe.teacher == "rk4" else 2) * (1 - step_size_probabilities(recipe)[-1].item())
+
+
 def sample_step_sizes(batch_size, recipe, generator=None, device="cpu"):
     """(t, h), each (B,): h = 2^-k with k drawn by `step_size_probabilities`, t = j 2^-K, t + h <= 1."""
     K = recipe.max_step_exponent
