@@ -16,6 +16,8 @@ estimate: a paper estimate (no timing) of the GPU floor per sequence at the larg
 student at student_steps and AR with its cache, from the accelerator's published peaks.
 train_cost: seconds per training iteration of a DFM model and of its distillation (the student
 preset's recipe), interleaved so both see the same load: what distilling costs against training.
+syncs: host-device syncs per step of the engine (bench.SyncCounter), for the overhead cases.
+env: the machine and the versions (config/gpu_check.sh starts with it).
 
 How the times are taken:
 
@@ -50,27 +52,27 @@ from tqdm import tqdm
 
 from nanodfm import distill, engine
 from nanodfm.autoregressive import generate
-from nanodfm.config import UsageError, autocast_for, int_list, parse, pick_device
+from nanodfm.config import UsageError, autocast_for, device_peak_flops, int_list, parse, pick_device
 from nanodfm.evaluate import markdown_table
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath, batch_loss
 
 # ----------------------------------------------------------------------------- defaults
-mode = "study"  # "overhead", "study", "estimate" or "train_cost"
+mode = "study"  # "overhead", "study", "estimate", "train_cost", "syncs" or "env"
 # the model size (the CPU preset's width)
 n_layer = 4
 n_head = 4
 n_embd = 128
 # overhead
-overhead_cases = "65:1024,50257:256"  # vocabulary:length pairs
+overhead_cases = "65:1024,50257:256"  # vocabulary:length pairs (and syncs')
 sources = "mask,uniform"  # the sources to time the sampler with
 # study
 vocab_size = 65  # the study's vocabulary (the large size uses large_vocab_size)
 lengths = "128,1024"  # tokens per sequence, one panel each
 batch_sizes = "1,4,16,64"  # sequences generated at once
 student_steps = "4,8"  # model calls of the student
-dfm_steps = "256,1024"  # model calls of the DFM model
+dfm_steps = "256,1024"  # model calls of the DFM model ("": no DFM rows)
 source = "uniform"  # the source the student and DFM model sample with
 max_timed_steps = 16  # uniform source: time every k-th DFM step, at most this many, and scale by k (0: all)
 large = True  # also time batch 1 at the large size below (the OpenWebText preset's)
@@ -296,7 +298,7 @@ def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repe
         torch.manual_seed(cfg["seed"])
         model = random_model(kind, path.vocab_size, length, **size).to(device).eval()
         models[kind] = compile_model(model, backend=counter) if counter else model
-    runs = [("ar_cache", "ar", length - 1)] + [(kind, kind, S) for kind in ("student", "dfm")
+    runs = [("ar_cache", "ar", length - 1)] + [(kind, kind, S) for kind in ("student", "dfm") if cfg[f"{kind}_steps"]
                                                 for S in int_list(f"{kind}_steps", cfg[f"{kind}_steps"])]
     warmup = min(cfg["warmup"], 1) if label == "large" else cfg["warmup"]
     rows = []
@@ -420,13 +422,14 @@ def training_costs(size, path, length, batch_size, recipe, rounds=3, iters=10, s
     optimizers = {"dfm": dfm.optimizer(1e-3, 0.1, (0.9, 0.99), torch.device(device).type),
                   "student": student.optimizer(5e-4, 0.1, (0.9, 0.99), torch.device(device).type)}
     g = torch.Generator().manual_seed(seed)
+    g_device = torch.Generator(device).manual_seed(seed)  # the half steps draw on the device, as in train.py
 
     def iteration(kind):
         x1 = torch.randint(path.vocab_size, (batch_size, length), generator=g).to(device)
         if kind == "dfm":
             loss = batch_loss(dfm, x1, path, generator=g)
         else:
-            loss = distill.distill_loss(student, ema, x1, path, recipe, g)
+            loss = distill.distill_loss(student, ema, x1, path, recipe, g_device)
         loss.backward()
         model = dfm if kind == "dfm" else student
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -456,7 +459,8 @@ def system(cfg, dev):
             "threads": torch.get_num_threads(), "compile": cfg["compile"]}
 
 
-def overhead(cfg, dev, autocast, dtype):
+def overhead_cases(cfg):
+    """The (vocabulary, length) pairs of --overhead_cases."""
     cases = []
     for case in cfg["overhead_cases"].split(","):
         try:
@@ -464,9 +468,13 @@ def overhead(cfg, dev, autocast, dtype):
         except ValueError:
             raise UsageError(f"--overhead_cases must be vocabulary:length pairs like 65:1024, got {case!r}") from None
         cases.append((V, L))
+    return cases
+
+
+def overhead(cfg, dev, autocast, dtype):
     sources = [s for s in cfg["sources"].split(",") if s]
     rows = []
-    for V, L in tqdm(cases, desc="overhead", dynamic_ncols=True):
+    for V, L in tqdm(overhead_cases(cfg), desc="overhead", dynamic_ncols=True):
         torch.manual_seed(cfg["seed"])
         model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
         if cfg["compile"]:
@@ -536,6 +544,34 @@ def train_cost(cfg, dev, autocast, dtype):
     return {"mode": "train_cost", **system(cfg, dev), "dtype": dtype, "settings": cfg, **cost}
 
 
+def syncs(cfg, dev, autocast, dtype):
+    rows = []
+    for V, L in overhead_cases(cfg):
+        torch.manual_seed(cfg["seed"])
+        model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
+        for src in [s for s in cfg["sources"].split(",") if s]:
+            for steps in int_list("student_steps", cfg["student_steps"]):
+                with autocast:
+                    rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps,
+                                 **syncs_per_step(model, ProbPath(V, src), 1, L, steps, dev)})
+    print(markdown_table(["V", "L", "source", "steps", "host-device syncs per step", "by operation"],
+                         [[r["vocab_size"], r["length"], r["source"], r["steps"], r["syncs_per_step"], r["calls"]]
+                          for r in rows]))
+    return {"mode": "syncs", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
+
+
+def env(cfg, dev, autocast, dtype):
+    """The machine and the versions a GPU check ran with."""
+    info = {"mode": "env", **system(cfg, dev), "dtype": dtype, "python": sys.version.split()[0],
+            "cuda": torch.version.cuda, "peak_flops": device_peak_flops(dev)}
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        info.update({"capability": f"{props.major}.{props.minor}", "memory_gb": props.total_memory / 1e9,
+                     "bf16": torch.cuda.is_bf16_supported(), "device_count": torch.cuda.device_count()})
+    print(json.dumps(info, indent=2))
+    return info
+
+
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
     if cfg["mode"] not in MODES:
@@ -549,6 +585,8 @@ def main(argv):
         torch.set_num_threads(cfg["threads"])
     dev = torch.device(pick_device(cfg["device"]))
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # what float32 matmuls run as when not in autocast
     result = MODES[cfg["mode"]](cfg, dev, autocast, dtype)
     if cfg["out_json"]:
         os.makedirs(os.path.dirname(os.path.abspath(cfg["out_json"])), exist_ok=True)
@@ -560,7 +598,7 @@ def main(argv):
               else "matplotlib is not installed: no plot (pip install matplotlib)")
 
 
-MODES = {"overhead": overhead, "study": study, "estimate": estimate, "train_cost": train_cost}
+MODES = {"overhead": overhead, "study": study, "estimate": estimate, "train_cost": train_cost, "syncs": syncs, "env": env}
 
 
 if __name__ == "__main__":
