@@ -60,7 +60,9 @@ loss_weighting = "elbo"  # "elbo" (generalised KL, a bound) or "ce" (plain cross
 # few-step distillation (nanodfm/distill.py), kind = "student"
 max_step_exponent = 8  # step sizes h in {1, 1/2, ..., 2**-max_step_exponent}
 teacher = "rk4"  # "rk4" or "rk2" shortcut teacher
-teacher_average = "logits"  # RK average of the half steps' "logits" (the paper) or "probs" (the velocities)
+teacher_average = "logits"  # RK average of the half steps' "logits" (the paper), "probs" (the velocities) or "calibrated"
+rk_points = "chained"  # RK evaluation points: "chained" half steps (the release's) or "classical" (all from x_t)
+anchor_share = 0.0  # share of each batch trained on the data at the smallest h; 0: as step_size_weighting gives
 step_size_weighting = "inverse_h"  # P(h): "inverse_h" (proportional to 1/h, the paper) or "uniform" over exponents
 ema_decay = 0.9995  # the teacher is this exponential moving average of the student
 # optimiser: AdamW, linear warmup then cosine decay to min_lr
@@ -88,7 +90,8 @@ def check(cfg):
     """Reject settings that cannot work, with the fix in the message."""
     choices = {"kind": checkpoint.KINDS, "source": SOURCES, "loss_weighting": LOSS_WEIGHTINGS,
                "teacher": distill.TEACHERS, "dtype": ("auto", "bfloat16", "float32"),
-               "teacher_average": distill.TEACHER_AVERAGES, "step_size_weighting": distill.STEP_SIZE_WEIGHTINGS}
+               "teacher_average": distill.TEACHER_AVERAGES, "step_size_weighting": distill.STEP_SIZE_WEIGHTINGS,
+               "rk_points": distill.RK_POINTS}
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             raise UsageError(f"{key}={cfg[key]!r} is not one of {', '.join(allowed)}")
@@ -96,6 +99,8 @@ def check(cfg):
                 "gradient_accumulation_steps"):
         if cfg[key] <= 0 and not (key == "max_iters" and cfg[key] == 0):
             raise UsageError(f"{key} must be positive, got {cfg[key]}")
+    if not 0 <= cfg["anchor_share"] < 1:
+        raise UsageError(f"anchor_share must be in [0, 1), got {cfg['anchor_share']}")
     if cfg["kind"] == "student" and cfg["init_from"] == "scratch":
         raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
 
