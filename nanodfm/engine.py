@@ -21,9 +21,8 @@ import torch
 from tqdm import tqdm
 
 from nanodfm import categorical
-from nanodfm.config import UsageError
 from nanodfm.path import uniform
-from nanodfm.sampler import SAMPLERS, jump_probability
+from nanodfm.sampler import jump_probability, start
 
 
 def candidates(x, t, h, path, sampler, u, fixed=None):
@@ -133,19 +132,7 @@ def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", tempe
            generator=None, device="cpu", on_step=None, progress=False):
     """`sampler.sample`, same arguments and law, for a model with a `trunk` and a bias-free `head`
     (model.Transformer)."""
-    if steps < 1:
-        raise UsageError(f"steps must be a positive integer, got {steps}")
-    if sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-    shape = (num_samples, seq_len)
-    x = path.source_tokens(shape, generator, device)
-    last_change = torch.zeros(shape, dtype=torch.long, device=device)
-    fixed = None
-    if prompt is not None:
-        prompt = prompt.to(device).expand(shape)
-        fixed = prompt >= 0
-        x = torch.where(fixed, prompt, x)
-        last_change.masked_fill_(fixed, -1)
+    x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
     h = torch.full((num_samples,), 1.0 / steps, dtype=torch.float64, device=device)
     workspace = Workspace(num_samples * seq_len * path.vocab_size)
     for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
