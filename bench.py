@@ -16,6 +16,8 @@ estimate: a paper estimate (no timing) of the GPU floor per sequence at the larg
 student at student_steps and AR with its cache, from the accelerator's published peaks.
 train_cost: seconds per training iteration of a DFM model and of its distillation (the student
 preset's recipe), interleaved so both see the same load: what distilling costs against training.
+syncs: host-device syncs per step of the engine (bench.SyncCounter), for the overhead cases.
+env: the machine and the versions (config/gpu_check.sh starts with it).
 
 How the times are taken:
 
@@ -37,6 +39,7 @@ How the times are taken:
   work is what counts and AR with its cache wins. The crossover is the batch size where they meet.
 """
 
+import collections
 import copy
 import json
 import os
@@ -44,32 +47,34 @@ import sys
 import time
 
 import torch
+from torch.overrides import TorchFunctionMode
 from tqdm import tqdm
 
 from nanodfm import distill, engine
 from nanodfm.autoregressive import generate
 from nanodfm.config import (NON_NEGATIVE, OUTPUT, OUTPUT_IN_NEW_FOLDER, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, SEED, Rule,
-                            UsageError, at_least, autocast_for, check, int_list, one_of, output_file, parse, pick_device)
+                            UsageError, at_least, autocast_for, check, device_peak_flops, int_list, one_of, output_file,
+                            parse, pick_device)
 from nanodfm.evaluate import markdown_table
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.model import compile as compile_model
 from nanodfm.path import SOURCES, ProbPath, batch_loss
 
 # ----------------------------------------------------------------------------- defaults
-mode = "study"  # "overhead", "study", "estimate" or "train_cost"
+mode = "study"  # "overhead", "study", "estimate", "train_cost", "syncs" or "env"
 # the model size (the CPU preset's width)
 n_layer = 4
 n_head = 4
 n_embd = 128
 # overhead
-overhead_cases = "65:1024,50257:256"  # vocabulary:length pairs
+overhead_cases = "65:1024,50257:256"  # vocabulary:length pairs (and syncs')
 sources = "mask,uniform"  # the sources to time the sampler with
 # study
 vocab_size = 65  # the study's vocabulary (the large size uses large_vocab_size)
 lengths = "128,1024"  # tokens per sequence, one panel each
 batch_sizes = "1,4,16,64"  # sequences generated at once
 student_steps = "4,8"  # model calls of the student
-dfm_steps = "256,1024"  # model calls of the DFM model
+dfm_steps = "256,1024"  # model calls of the DFM model ("": no DFM rows)
 source = "uniform"  # the source the student and DFM model sample with
 max_timed_steps = 16  # uniform source: time every k-th DFM step, at most this many, and scale by k (0: all)
 large = True  # also time batch 1 at the large size below (the OpenWebText preset's)
@@ -94,7 +99,8 @@ large_repeats = 1  # timed calls at the large size
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 dtype = "auto"  # "auto" (bfloat16 autocast on CUDA if supported, else float32), "bfloat16", "float32"
-compile = False  # torch.compile every model (all rows compiled, or none)
+compile = False  # torch.compile every model (all rows compiled, or none: a row that ran uncompiled is an error)
+compile_backend = "inductor"  # torch.compile's backend ("eager" traces without compiling: for tests)
 threads = 0  # torch threads on CPU; 0: torch's default
 seed = 1337  # seeds the models' weights and the draws
 out_json = ""  # write every number to this file
@@ -173,6 +179,55 @@ def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3
             "overhead_iqr": [shares[len(shares) // 4], shares[(3 * len(shares)) // 4]], "model_calls": len(calls)}
 
 
+class SyncCounter(TorchFunctionMode):
+    """Counts, on any device, the calls that make a CUDA host wait for the GPU: reading a value
+    (item, tolist, bool), nonzero, indexing with a boolean mask (it runs nonzero), a copy between
+    devices, and a tensor made from Python values on a device (a copy from host memory). On a CPU
+    nothing waits, but the same calls are made (copies aside), so the count there is the count on a GPU.
+
+        with SyncCounter() as syncs:
+            engine.sample(...)
+        syncs.count, syncs.calls   # the total, and by operation
+    """
+
+    READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy",
+             "masked_select", "unique", "bincount"}
+    INDEXING = {"__getitem__", "__setitem__", "index_put_", "index_put"}
+
+    def __init__(self):
+        super().__init__()
+        self.count, self.calls = 0, collections.Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if self.syncs(name, args, kwargs):
+            self.count += 1
+            self.calls[name] += 1
+        return func(*args, **kwargs)
+
+    def syncs(self, name, args, kwargs):
+        if name in self.READS:
+            return True
+        if name in self.INDEXING and len(args) > 1:
+            index = args[1] if isinstance(args[1], (tuple, list)) else (args[1],)
+            return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
+        if name in ("as_tensor", "tensor"):
+            return bool(args) and not isinstance(args[0], torch.Tensor) and kwargs.get("device") is not None
+        if name == "to" and isinstance(args[0], torch.Tensor):  # a copy between devices
+            targets = [a for a in (*args[1:], kwargs.get("device")) if isinstance(a, (str, torch.device))]
+            return any(torch.device(a).type != args[0].device.type for a in targets)
+        return False
+
+
+def syncs_per_step(model, path, batch_size, length, steps, device="cpu"):
+    """Host-device syncs per step of `engine.sample` (SyncCounter), and what made them."""
+    with SyncCounter() as counter:
+        engine.sample(model, path, batch_size, length, steps, device=device,
+                      generator=torch.Generator(device).manual_seed(0))
+    return {"syncs_per_step": counter.count / steps, "calls": dict(counter.calls)}
+
+
 def share(row):
     """The overhead of a `sampler_overhead` row as text: "4.2% (3.1 to 5.0)", the median and quartiles."""
     text = f"{100 * row['overhead']:.1f}%"
@@ -214,16 +269,38 @@ def time_sampling(model, path, batch_size, length, steps, max_timed_steps, devic
     return (time.perf_counter() - start) * stride, len(range(stride - 1, steps, stride))
 
 
+class CompileCounter:
+    """A torch.compile backend that compiles with `backend` and counts the calls of what it
+    compiled, so that a benchmark can tell whether a timed call ran compiled."""
+
+    def __init__(self, backend="inductor"):
+        self.backend, self.calls = torch._dynamo.lookup_backend(backend), 0
+
+    def __call__(self, graph, example_inputs):
+        compiled = self.backend(graph, example_inputs)
+        boxed = getattr(compiled, "_boxed_call", False)  # inductor's graphs take their inputs as one list
+
+        def run(*args):
+            self.calls += 1
+            return compiled(*args)
+        run._boxed_call = boxed
+        return run
+
+
 def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repeats=2):
     """Rows of the speed study at one model size and length: for each batch size, the AR model with
     its KV cache (length - 1 calls), the student at each of cfg's student_steps and the DFM model at
-    each of its dfm_steps. size: {"n_layer", "n_head", "n_embd"}."""
+    each of its dfm_steps. size: {"n_layer", "n_head", "n_embd"}. With compile, each row records the
+    calls its timed runs made to compiled code, and a row that made none is an error."""
+    counter = CompileCounter(cfg["compile_backend"]) if cfg["compile"] else None
+    if counter:
+        torch._dynamo.reset()  # the models of other sizes and lengths are timed already
     models = {}
     for kind in ("ar", "student", "dfm"):
         torch.manual_seed(cfg["seed"])
         model = random_model(kind, path.vocab_size, length, **size).to(device).eval()
-        models[kind] = compile_model(model) if cfg["compile"] else model
-    runs = [("ar_cache", "ar", length - 1)] + [(kind, kind, S) for kind in ("student", "dfm")
+        models[kind] = compile_model(model, backend=counter) if counter else model
+    runs = [("ar_cache", "ar", length - 1)] + [(kind, kind, S) for kind in ("student", "dfm") if cfg[f"{kind}_steps"]
                                                 for S in int_list(f"{kind}_steps", cfg[f"{kind}_steps"])]
     warmup = min(cfg["warmup"], 1) if label == "large" else cfg["warmup"]
     rows = []
@@ -231,17 +308,26 @@ def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repe
         for B in batch_sizes:
             if kind == "ar":
                 prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
-                seconds = time_call(lambda: generate(models["ar"], prompt, length - 1), device, warmup, repeats)
-                timed = nfe
+                run = lambda: (generate(models["ar"], prompt, length - 1), length - 1)
             else:
                 run = lambda: time_sampling(models[kind], path, B, length, nfe, cfg["max_timed_steps"], device)
-                for _ in range(warmup):
-                    run()
+            for _ in range(warmup):
+                run()
+            if counter:
+                counter.calls = 0
+            if kind == "ar":
+                seconds, timed = time_call(run, device, 0, repeats), nfe
+            else:
                 results = [run() for _ in range(repeats)]
                 seconds, timed = sum(r[0] for r in results) / repeats, results[0][1]
-            rows.append({"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name,
-                         "nfe": nfe, "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
-                         "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats})
+            row = {"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name, "nfe": nfe,
+                   "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
+                   "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats,
+                   "compiled_calls": counter.calls if counter else 0}
+            if counter and not counter.calls:
+                raise UsageError(f"--compile=True, but {name} ({label}, L={length}, batch {B}) ran uncompiled: "
+                                 f"raise model.RECOMPILE_LIMIT, or time fewer shapes in one run")
+            rows.append(row)
     return rows
 
 
@@ -338,13 +424,14 @@ def training_costs(size, path, length, batch_size, recipe, rounds=3, iters=10, s
     optimizers = {"dfm": dfm.optimizer(1e-3, 0.1, (0.9, 0.99), torch.device(device).type),
                   "student": student.optimizer(5e-4, 0.1, (0.9, 0.99), torch.device(device).type)}
     g = torch.Generator().manual_seed(seed)
+    g_device = torch.Generator(device).manual_seed(seed)  # the half steps draw on the device, as in train.py
 
     def iteration(kind):
         x1 = torch.randint(path.vocab_size, (batch_size, length), generator=g).to(device)
         if kind == "dfm":
             loss = batch_loss(dfm, x1, path, generator=g)
         else:
-            loss = distill.distill_loss(student, ema, x1, path, recipe, g)
+            loss = distill.distill_loss(student, ema, x1, path, recipe, g_device)
         loss.backward()
         model = dfm if kind == "dfm" else student
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -374,7 +461,8 @@ def system(cfg, dev):
             "threads": torch.get_num_threads(), "compile": cfg["compile"]}
 
 
-def overhead(cfg, dev, autocast, dtype):
+def overhead_cases(cfg):
+    """The (vocabulary, length) pairs of --overhead_cases."""
     cases = []
     for case in cfg["overhead_cases"].split(","):
         try:
@@ -382,9 +470,13 @@ def overhead(cfg, dev, autocast, dtype):
         except ValueError:
             raise UsageError(f"--overhead_cases must be vocabulary:length pairs like 65:1024, got {case!r}") from None
         cases.append((V, L))
+    return cases
+
+
+def overhead(cfg, dev, autocast, dtype):
     sources = [s for s in cfg["sources"].split(",") if s]
     rows = []
-    for V, L in tqdm(cases, desc="overhead", dynamic_ncols=True):
+    for V, L in tqdm(overhead_cases(cfg), desc="overhead", dynamic_ncols=True):
         torch.manual_seed(cfg["seed"])
         model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
         if cfg["compile"]:
@@ -454,6 +546,34 @@ def train_cost(cfg, dev, autocast, dtype):
     return {"mode": "train_cost", **system(cfg, dev), "dtype": dtype, "settings": cfg, **cost}
 
 
+def syncs(cfg, dev, autocast, dtype):
+    rows = []
+    for V, L in overhead_cases(cfg):
+        torch.manual_seed(cfg["seed"])
+        model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
+        for src in [s for s in cfg["sources"].split(",") if s]:
+            for steps in int_list("student_steps", cfg["student_steps"]):
+                with autocast:
+                    rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps,
+                                 **syncs_per_step(model, ProbPath(V, src), 1, L, steps, dev)})
+    print(markdown_table(["V", "L", "source", "steps", "host-device syncs per step", "by operation"],
+                         [[r["vocab_size"], r["length"], r["source"], r["steps"], r["syncs_per_step"], r["calls"]]
+                          for r in rows]))
+    return {"mode": "syncs", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
+
+
+def env(cfg, dev, autocast, dtype):
+    """The machine and the versions a GPU check ran with."""
+    info = {"mode": "env", **system(cfg, dev), "dtype": dtype, "python": sys.version.split()[0],
+            "cuda": torch.version.cuda, "peak_flops": device_peak_flops(dev)}
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        info.update({"capability": f"{props.major}.{props.minor}", "memory_gb": props.total_memory / 1e9,
+                     "bf16": torch.cuda.is_bf16_supported(), "device_count": torch.cuda.device_count()})
+    print(json.dumps(info, indent=2))
+    return info
+
+
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
     if cfg["mode"] not in MODES:
@@ -463,6 +583,8 @@ def main(argv):
         torch.set_num_threads(cfg["threads"])
     dev = torch.device(pick_device(cfg["device"]))
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # what float32 matmuls run as when not in autocast
     result = MODES[cfg["mode"]](cfg, dev, autocast, dtype)
     if cfg["out_json"]:
         os.makedirs(os.path.dirname(os.path.abspath(cfg["out_json"])), exist_ok=True)
@@ -474,7 +596,7 @@ def main(argv):
               else "matplotlib is not installed: no plot (pip install matplotlib)")
 
 
-MODES = {"overhead": overhead, "study": study, "estimate": estimate, "train_cost": train_cost}
+MODES = {"overhead": overhead, "study": study, "estimate": estimate, "train_cost": train_cost, "syncs": syncs, "env": env}
 
 
 def _cases(text):
@@ -491,7 +613,9 @@ RULES = {**dict.fromkeys(("n_layer", "n_head", "n_embd", "large_n_layer", "large
          "sources": Rule(f"a comma-separated subset of {','.join(SOURCES)}",
                          lambda v: bool(v) and all(s in SOURCES for s in v.split(","))),
          "vocab_size": at_least(2), "large_vocab_size": at_least(2), "source": one_of(*SOURCES),
-         **dict.fromkeys(("lengths", "batch_sizes", "student_steps", "dfm_steps", "estimate_batch_sizes"), POSITIVE_INTS),
+         **dict.fromkeys(("lengths", "batch_sizes", "student_steps", "estimate_batch_sizes"), POSITIVE_INTS),
+         "dfm_steps": Rule("comma-separated positive integers, or empty", lambda v: v == "" or POSITIVE_INTS.ok(v)),
+         "compile_backend": Rule("a torch.compile backend", lambda v: bool(v)),
          "max_timed_steps": NON_NEGATIVE, "peak_tflops": POSITIVE_FLOAT, "bandwidth_tbs": POSITIVE_FLOAT,
          "warmup": NON_NEGATIVE, "dtype": one_of("auto", "bfloat16", "float32"), "threads": NON_NEGATIVE, "seed": SEED,
          "out_json": OUTPUT_IN_NEW_FOLDER, "out_png": OUTPUT}

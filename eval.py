@@ -22,7 +22,7 @@ from tqdm import tqdm
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
 from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, RETIRED, SEED, UsageError,
-                            check, int_list, output_file, parse, pick_device)
+                            autocast_for, check, int_list, one_of, output_file, parse, pick_device)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
@@ -56,14 +56,16 @@ num_batches = 50  # held-out batches of batch_size sequences
 elbo_times = 8  # stratified times t per sequence
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
-# quality and elbo always sample and score in float32: bfloat16 logits would add noise to every probability
+dtype = "auto"  # the generators': "auto" (bfloat16 autocast on a CUDA GPU that has it, else float32), "bfloat16", "float32"
+# the judge always scores in float32 (bfloat16 would add noise to every probability), and so does elbo
 compile = False  # torch.compile the generators (all of them or none)
 seed = 1337  # seeds every sample, batch and model
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 RULES = {"steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE, "num_samples": POSITIVE, "length": NON_NEGATIVE,
          "temperature": POSITIVE_FLOAT, "top_k": NON_NEGATIVE, "batch_size": POSITIVE, "num_batches": POSITIVE,
-         "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT, "out_png": OUTPUT}
+         "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT, "out_png": OUTPUT,
+         "dtype": one_of("auto", "bfloat16", "float32")}
 
 
 def load_model(path, kind, dev):
@@ -95,6 +97,7 @@ def write_json(path, result):
 
 
 def quality(cfg, dev):
+    autocast, dtype = autocast_for(dev.type, cfg["dtype"])
     steps_list = int_list("steps_list", cfg["steps_list"])
     student_steps = int_list("student_steps_list", cfg["student_steps_list"]) if cfg["student_steps_list"] else steps_list
     dfm_methods = [m for m in cfg["dfm_methods"].split(",") if m]
@@ -148,20 +151,21 @@ def quality(cfg, dev):
                 def make(model=model, ck=ck, method=method, S=S):
                     return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, method, cfg["temperature"], bs, seed, dev)
                 jobs.append((f"{kind} {method}", method, S, file_key(path), make))
-    done = previous_rows(cfg, L)
+    done = previous_rows(cfg, L, dtype)
     rows = []
     for name, method, S, made_by, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
         if (made_by, method, S) in done:  # the same samples, scored the same way, in a --previous file
             rows.append({**done[(made_by, method, S)], "name": name})
             continue
-        ids = make().to(dev)
+        with autocast:
+            ids = make().to(dev)
         rows.append({"name": name, "method": method, "steps": S, "made_by": made_by, **evaluate.score(judge, ids, bs)})
     has_reference = cfg["dfm"] and "cumulative" in dfm_methods
     reference = add_ratios(rows, cfg["reference_steps"] or max(steps_list)) if has_reference else None
 
     judge_val_loss = None if evaluate.is_gpt2(cfg["judge"]) else checkpoint.load(cfg["judge"]).get("best_val_loss")
     judge_loss = "" if judge_val_loss is None else f" (its val loss {judge_val_loss:.4f})"
-    print(f"\n{N} samples of {L} tokens per row, judge {cfg['judge']}{judge_loss}, seed {seed}; "
+    print(f"\n{N} samples of {L} tokens per row, generated in {dtype}, judge {cfg['judge']}{judge_loss} in float32, seed {seed}; "
           f"every value is a mean with its 95% confidence interval")
     if reference is not None:
         print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps")
@@ -179,7 +183,7 @@ def quality(cfg, dev):
     if wide:
         print(f"\nnote: the 95% interval is wider than 3% of the perplexity for {', '.join(wide)}: "
               f"raise --num_samples to settle a 5% question there")
-    write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"],
+    write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"], "dtype": dtype,
                                  "judge_val_loss": judge_val_loss,
                                  "reference": None if reference is None else {"name": reference["name"], "steps": reference["steps"]},
                                  "settings": cfg, "rows": rows})
@@ -200,7 +204,7 @@ def file_key(path):
 SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "batch_size", "device")  # same draws, same judge
 
 
-def previous_rows(cfg, length):
+def previous_rows(cfg, length, dtype):
     """{(checkpoint or data file, method, steps): row} from the --previous quality JSON files, whose
     rows this run reuses instead of sampling them again (the DFM model at 1024 steps is most of an
     evaluation's time; each new student then costs only its own rows). A row is reused only from a
@@ -216,6 +220,8 @@ def previous_rows(cfg, length):
         if old.get("mode") != "quality" or old.get("length") != length:
             raise UsageError(f"--previous={path} is not a quality evaluation of {length}-token samples")
         differ = [k for k in SAME_SAMPLES if old["settings"].get(k) != cfg[k]]
+        if old.get("dtype", "float32") != dtype:  # files from before the key were float32
+            differ.append("dtype")
         if differ:
             raise UsageError(f"--previous={path} was made with other {', '.join(differ)}: its rows are not comparable")
         done.update({(r["made_by"], r["method"], r["steps"]): r for r in old["rows"] if "made_by" in r})

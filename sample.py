@@ -25,8 +25,8 @@ import torch
 
 from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
-from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, SEED, UsageError, check, one_of, output_file,
-                            parse, pick_device)
+from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, SEED, UsageError, autocast_for, check,
+                            one_of, output_file, parse, pick_device)
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
@@ -47,6 +47,7 @@ top_k = 0  # AR checkpoints: draw from the k most likely tokens only; 0: off
 seed = 1337  # the same seed draws the same samples
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 compile = False  # torch.compile the model: pays off on a GPU and for long runs (docs/speed.md)
+dtype = "auto"  # "auto" (bfloat16 autocast on a CUDA GPU that has it, else float32), "bfloat16", "float32"
 reference = False  # True: draw with the plain reference sampler (nanodfm/sampler.py): the engine's law, slower
 show = "text"  # "text" (plain), "steps" (coloured by decode step) or "frames" (each step as it fills in)
 html = ""  # write the samples, coloured by decode step, as a standalone HTML page to this file
@@ -57,7 +58,8 @@ FEW_STEPS = 64  # below this, a model that was not distilled is sampled far from
 HOLE = re.compile(r"_{4,}")  # a hole in --start: four or more underscores
 RULES = {"steps": POSITIVE, "sampler": one_of(*SAMPLERS), "num_samples": POSITIVE, "length": NON_NEGATIVE,
          "hole_len": POSITIVE, "temperature": POSITIVE_FLOAT, "top_k": NON_NEGATIVE, "seed": SEED,
-         "show": one_of("text", "steps", "frames"), "color": one_of("auto", "always", "never"), "html": OUTPUT}
+         "show": one_of("text", "steps", "frames"), "color": one_of("auto", "always", "never"), "html": OUTPUT,
+         "dtype": one_of("auto", "bfloat16", "float32")}
 MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
 
 
@@ -149,6 +151,9 @@ def main(argv):
     check(cfg, RULES)
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])
+    autocast, _ = autocast_for(torch.device(dev).type, cfg["dtype"])  # the draws stay exact for the logits given
+    if dev.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
     ck = checkpoint.load(cfg["ckpt"], kinds=("dfm", "student", "ar"))
     student = ck["kind"] == "student"
     if student and cfg["sampler"] != "cumulative":
@@ -170,13 +175,15 @@ def main(argv):
               f"samples. Distil it: {distil_command(cfg['ckpt'], ck)}", file=sys.stderr)
     prompt = prompt_tensor(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
-        return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
+        with autocast:
+            return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
     frames = cfg["show"] == "frames"
     on_step = frame_printer(tokenizer, cfg["steps"], color) if frames else None
     sample = reference_sample if cfg["reference"] else engine.sample
-    x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, cfg["steps"], cfg["sampler"],
-                            cfg["temperature"], prompt, generator, dev, on_step, progress=not frames)
+    with autocast:
+        x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, cfg["steps"], cfg["sampler"],
+                                cfg["temperature"], prompt, generator, dev, on_step, progress=not frames)
     samples = list(zip(x.tolist(), last_change.tolist()))
     for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
         print(f"---------- sample {i + 1}/{len(x)}, {cfg['steps']} steps, {cfg['sampler']}")

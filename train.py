@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
-from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, SEED, UsageError, autocast_for, one_of,
-                            parse, pick_device)
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, SEED, UsageError, autocast_for,
+                            device_peak_flops, one_of, parse, pick_device)
 from nanodfm.config import check as check_values
 from nanodfm.data import dataset_folder, get_batch, load_meta, split_path
 from nanodfm.path import LOSS_WEIGHTINGS, SOURCES, ProbPath, batch_loss, elbo_bound
@@ -62,7 +62,9 @@ loss_weighting = "elbo"  # "elbo" (generalised KL, a bound) or "ce" (plain cross
 # few-step distillation (nanodfm/distill.py), kind = "student"
 max_step_exponent = 8  # step sizes h in {1, 1/2, ..., 2**-max_step_exponent}
 teacher = "rk4"  # "rk4" or "rk2" shortcut teacher
-teacher_average = "logits"  # RK average of the half steps' "logits" (the paper) or "probs" (the velocities)
+teacher_average = "logits"  # RK average of the half steps' "logits" (the paper), "probs" (the velocities) or "calibrated"
+rk_points = "chained"  # RK evaluation points: "chained" half steps (the release's) or "classical" (all from x_t)
+anchor_share = 0.0  # share of each batch trained on the data at the smallest h; 0: as step_size_weighting gives
 step_size_weighting = "inverse_h"  # P(h): "inverse_h" (proportional to 1/h, the paper) or "uniform" over exponents
 ema_decay = 0.9995  # the teacher is this exponential moving average of the student
 # optimiser: AdamW, linear warmup then cosine decay to min_lr
@@ -80,11 +82,10 @@ grad_clip = 1.0  # clip the gradient norm to this; 0: off
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
 dtype = "auto"  # "auto" (bfloat16 on CUDA if supported, else float32), "bfloat16", "float32"
 compile = False  # torch.compile the model (worth it on CUDA)
-peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look up known GPUs by name
+peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look the GPU up by its exact name (config.PEAK_BF16_FLOPS)
 seed = 1337  # seeds the model, the batches and the noise
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 125e12, "4090": 165e12}
 
 
 POSITIVE_KEYS = ("batch_size", "block_size", "eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps",
@@ -92,6 +93,7 @@ POSITIVE_KEYS = ("batch_size", "block_size", "eval_interval", "eval_iters", "log
 RULES = {"kind": one_of(*checkpoint.KINDS), "source": one_of(*SOURCES), "loss_weighting": one_of(*LOSS_WEIGHTINGS),
          "teacher": one_of(*distill.TEACHERS), "teacher_average": one_of(*distill.TEACHER_AVERAGES),
          "step_size_weighting": one_of(*distill.STEP_SIZE_WEIGHTINGS), "dtype": one_of("auto", "bfloat16", "float32"),
+         "rk_points": one_of(*distill.RK_POINTS), "anchor_share": PROBABILITY,
          **dict.fromkeys(POSITIVE_KEYS, POSITIVE), "dropout": PROBABILITY, "ema_decay": PROBABILITY,
          "beta1": PROBABILITY, "beta2": PROBABILITY, "kappa_power": POSITIVE_FLOAT, "learning_rate": POSITIVE_FLOAT,
          **dict.fromkeys(("max_iters", "warmup_iters", "lr_decay_iters", "max_step_exponent", "min_lr", "weight_decay",
@@ -141,8 +143,9 @@ def set_rng_state(state, generator):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def loss_of(model, teacher_model, x1, cfg, path, generator):
-    """The training loss of one batch of data x1 (B, L) for the configured kind."""
+def loss_of(model, teacher_model, x1, cfg, path, generator, loss=None):
+    """The training loss of one batch of data x1 (B, L) for the configured kind; loss: the DFM
+    loss function to use (a compiled path.loss when the model is compiled)."""
     if cfg["kind"] == "ar":
         logits = model(x1[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1).float(), x1[:, 1:].flatten())
@@ -151,7 +154,7 @@ def loss_of(model, teacher_model, x1, cfg, path, generator):
             seed = int(torch.randint(2**62, (), generator=generator))
             generator = torch.Generator(x1.device).manual_seed(seed)
         return distill.distill_loss(model, teacher_model, x1, path, distill.Recipe.of(cfg), generator)
-    return batch_loss(model, x1, path, cfg["loss_weighting"], generator)
+    return batch_loss(model, x1, path, cfg["loss_weighting"], generator, loss)
 
 
 def evaluate(model, teacher_model, cfg, path, files, dev, autocast):
@@ -172,11 +175,32 @@ def evaluate(model, teacher_model, cfg, path, files, dev, autocast):
 
 
 def throughput(loss, tokens, seconds, flops_per_token, peak):
-    """The progress bar's figures: loss, tokens/s and, where the peak FLOP/s is known, MFU."""
+    """The progress bar's figures: loss, tokens/s and, where the peak FLOP/s is known, MFU; and
+    "row", the same as numbers for the log (with the peak memory on CUDA)."""
+    row = {"tokens_per_s": tokens / seconds}
     stats = {"loss": f"{loss:.4f}", "tok/s": f"{tokens / seconds:,.0f}"}
     if peak:
-        stats["mfu"] = f"{100 * flops_per_token * tokens / seconds / peak:.1f}%"
-    return stats
+        row["mfu"] = flops_per_token * tokens / seconds / peak
+        stats["mfu"] = f"{100 * row['mfu']:.1f}%"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        row["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    return {**stats, "row": row}
+
+
+def memory_estimate(model, cfg, dtype_name):
+    """A rough peak memory of one micro-step, in GB: weights, gradients and AdamW's two moments in
+    float32 (16 bytes a parameter); activations at about 34 bytes a token and layer per 2-byte
+    value of width (Korthikanti et al. 2022, with fused attention, no recomputation); and the
+    logits, about three float32 copies of batch x block x vocabulary in the loss (one with a
+    compiled loss). A student's teacher adds its forward passes' logits, freed one by one."""
+    c = model.config
+    value = 2 if dtype_name == "bfloat16" else 4
+    tokens = cfg["batch_size"] * cfg["block_size"]
+    states = 16 * sum(p.numel() for p in model.parameters())
+    activations = 17 * value * c.n_layer * c.n_embd * tokens
+    logits = (1 if cfg["compile"] else 3) * 4 * tokens * c.vocab_size
+    return {"states": states / 1e9, "activations": activations / 1e9, "logits": logits / 1e9,
+            "total": (states + activations + logits) / 1e9}
 
 
 def eval_line(step, losses):
@@ -227,11 +251,13 @@ def seed_everything(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def peak_flops(cfg, dev):
-    """The accelerator's peak FLOP/s for MFU: --peak_flops, else a known GPU's, else 0 (no MFU)."""
-    if cfg["peak_flops"] or torch.device(dev).type != "cuda":
-        return cfg["peak_flops"]
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(dev)), 0.0)
+def flops_per_token(model, cfg):
+    """Training FLOPs per token of one iteration: the model's forward and backward and, for a
+    student, its teacher's forward passes (distill.teacher_forwards, on average)."""
+    flops = model.flops_per_token(cfg["block_size"])
+    if cfg["kind"] == "student":
+        flops += distill.teacher_forwards(distill.Recipe.of(cfg)) * model.flops_per_token(cfg["block_size"], backward=False)
+    return flops
 
 
 def restore(start, optimizer, teacher_model, generator, seed, world_size):
@@ -241,8 +267,8 @@ def restore(start, optimizer, teacher_model, generator, seed, world_size):
         teacher_model.load_state_dict(start["ema"])
     if world_size == 1 and start["world_size"] == 1:
         set_rng_state(start["rng"], generator)
-    else:  # another process layout: restore the step, draw fresh but reproducible data streams
-        generator.manual_seed(seed + 1000003 * start["step"])
+    else:  # several processes (only rank 0's state is saved), or another layout: restore the step and
+        generator.manual_seed(seed + 1000003 * start["step"])  # draw fresh but reproducible data streams
 
 
 def distributed(cfg):
@@ -298,18 +324,21 @@ def main(argv):
     if resuming:
         restore(start, optimizer, teacher_model, generator, cfg["seed"] + rank, world_size)
     start = None  # free the memory
-    raw_model = model
-    if cfg["compile"]:
-        model = torch.compile(model)
+    raw_model, teacher, loss_fn = model, teacher_model, None
+    if cfg["compile"]:  # the model, its loss (whose passes over the logits then fuse) and the teacher
+        model, loss_fn = torch.compile(model), torch.compile(path.loss)
+        teacher = teacher_model and torch.compile(teacher_model)  # the same weights, compiled
     if ddp:  # wrapping broadcasts rank 0's weights into raw_model, in place
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 
     tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"] * world_size
-    flops_per_token = raw_model.flops_per_token(cfg["block_size"])
-    peak = peak_flops(cfg, dev)
+    flops = flops_per_token(raw_model, cfg)
+    peak = device_peak_flops(dev, cfg["peak_flops"])
     if master:
+        memory = memory_estimate(raw_model, cfg, dtype_name)
         print(f"{cfg['kind']} model, {raw_model.num_params() / 1e6:.2f}M non-embedding parameters, "
-              f"{tokens_per_iter:,} tokens per iteration, device {dev}, {dtype_name}")
+              f"{tokens_per_iter:,} tokens per iteration, device {dev}, {dtype_name}; memory about {memory['total']:.2g} GB "
+              f"(states {memory['states']:.2g}, activations {memory['activations']:.2g}, logits {memory['logits']:.2g})")
     log_file = open_log(os.path.join(cfg["out_dir"], "log.jsonl"), iter_num if resuming else None) if master else None
     resumed_at = saved_step = iter_num if resuming else None  # saved_step: the checkpoint on disk
     intact = lambda: f"{ckpt_path} (step {saved_step}) is intact" if saved_step is not None else "no checkpoint was written"
@@ -334,7 +363,7 @@ def main(argv):
                 # ckpt.pt is always the latest state, the one resume reads; best.pt the best val loss so far
                 checkpoint.save(ckpt_path, {
                     "kind": cfg["kind"], "model_config": asdict(raw_model.config), "model": checkpoint.model_state(raw_model),
-                    "optimizer": optimizer.state_dict(), "ema": teacher_model and teacher_model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "ema": teacher_model.state_dict() if teacher_model is not None else None,
                     "config": cfg, "step": iter_num, "val_loss": losses["val"], "best_val_loss": best_val_loss,
                     "rng": rng_state(generator), "world_size": world_size, "meta": meta})
                 saved_step = iter_num
@@ -348,7 +377,7 @@ def main(argv):
                 # DDP: all-reduce gradients only on the last micro-step
                 sync = not ddp or micro == cfg["gradient_accumulation_steps"] - 1
                 with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
-                    loss = loss_of(model, teacher_model, x1, cfg, path, generator)
+                    loss = loss_of(model, teacher, x1, cfg, path, generator, loss_fn)
                 (loss / cfg["gradient_accumulation_steps"]).backward()
             # the norm of all gradients (clipped to grad_clip if > 0); inf leaves them as they are
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] if cfg["grad_clip"] > 0 else math.inf)
@@ -368,8 +397,9 @@ def main(argv):
                 if device_type == "cuda":
                     torch.cuda.synchronize()
                 lossf = loss.item()
-                bar.set_postfix(throughput(lossf, tokens_since, time.time() - t_last, flops_per_token, peak * world_size))
-                write_log(log_file, {"step": iter_num, "loss": lossf, "lr": lr})
+                stats = throughput(lossf, tokens_since, time.time() - t_last, flops, peak * world_size)
+                bar.set_postfix({k: v for k, v in stats.items() if k != "row"})
+                write_log(log_file, {"step": iter_num, "loss": lossf, "lr": lr, **stats["row"]})
                 t_last, tokens_since = time.time(), 0
     finally:
         bar.close()

@@ -26,7 +26,15 @@ python sample.py --ckpt="$OUT/dfm/best.pt" --steps="$STEPS" --num_samples=1 --co
     | tail -n +2 > "$OUT/dfm-$STEPS.txt"
 python sample.py --ckpt="$OUT/student/ckpt.pt" --steps="$STEPS" --num_samples=1 --color=never \
     | tail -n +2 > "$OUT/student-$STEPS.txt"
-echo
-printf '%-60s%s\n' "DFM model, $STEPS steps" "FS-DFM student, $STEPS steps"
-printf '%-60s%s\n' "------------------------------" "------------------------------"
-pr -m -t -w 120 "$OUT/dfm-$STEPS.txt" "$OUT/student-$STEPS.txt"
+python - "$OUT/dfm-$STEPS.txt" "$OUT/student-$STEPS.txt" "$STEPS" <<'PY'
+import itertools, sys, textwrap
+columns = []
+for path in sys.argv[1:3]:
+    text = open(path, encoding="utf-8").read().rstrip("\n")
+    columns.append([piece for line in text.split("\n") for piece in textwrap.wrap(line, 56) or [""]])
+steps = sys.argv[3]
+print(f"\n{'DFM model, ' + steps + ' steps':<60}FS-DFM student, {steps} steps")
+print(f"{'-' * 56:<60}{'-' * 56}")
+for left, right in itertools.zip_longest(*columns, fillvalue=""):
+    print(f"{left:<60}{right}")
+PY

@@ -89,14 +89,22 @@ def _shift_where_needed(z, rows, masses, scale, per_chunk):
     return shifts, masses
 
 
+def host_shortcuts(device):
+    """Whether to take shortcuts that read a tensor's value on the host (skip rows that need no
+    work, shift only the rows whose total asks for it): free on a CPU, on a GPU a sync that stalls
+    the queue of kernels, so there the plain path runs instead."""
+    return torch.device(device).type == "cpu"
+
+
 @torch.no_grad()
 def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None):
     """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all.
 
-    masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]). The
+    masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]). On a CPU the
     shift is 0 where the row's logits allow it (two elementwise passes: scale and exponentiate, then
-    the block sums), else the row's maximum (one more pass, only for those rows). chunk_elements:
-    rows x V per chunk (None: 2 MB, in cache, on a CPU; up to 64 MB on a GPU, where launches cost).
+    the block sums), else the row's maximum (one more pass, only for those rows); on a GPU every row
+    is shifted by its maximum (`host_shortcuts`). chunk_elements: rows x V per chunk (None: 2 MB, in
+    cache, on a CPU; up to 64 MB on a GPU, where launches cost).
     """
     chunk_elements = chunk_elements or (2**19 if z.device.type == "cpu" else 2**24)
     R, V = z.shape
@@ -105,9 +113,16 @@ def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None):
     per_chunk = max(1, chunk_elements // (size * blocks))
     buf = torch.zeros(min(per_chunk, max(N, 1)), size * blocks, device=z.device)  # the padding weighs 0
     masses = torch.empty(N, blocks, device=z.device)
+    shift_all = not host_shortcuts(z.device)
+    shifts = torch.zeros(N, device=z.device)
     for start in range(0, N, per_chunk):
         chunk = z[start:start + per_chunk] if rows is None else z[rows[start:start + per_chunk]]
-        masses[start:start + chunk.shape[0]] = _exp2_blocks(chunk, None, scale, buf, size)
+        top = chunk.amax(dim=-1, keepdim=True).float() * scale if shift_all else None
+        masses[start:start + chunk.shape[0]] = _exp2_blocks(chunk, top, scale, buf, size)
+        if shift_all:
+            shifts[start:start + chunk.shape[0]] = top.squeeze(1)
+    if shift_all:
+        return shifts, masses.double()
     return _shift_where_needed(z, rows, masses, scale, per_chunk)
 
 
@@ -127,7 +142,7 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
     the two steps: bands would only add kernel launches there.
     """
     scale = scale_for(temperature)
-    if features.device.type != "cpu":
+    if not host_shortcuts(features.device):
         a = F.linear(features * scale, weight)  # in autocast's dtype, if on; chunks are read as float32
         return (a, *logit_blocks(a, None, scale=1.0))
     features = features.to(weight.dtype)  # bfloat16 under autocast: the bands are computed in float32

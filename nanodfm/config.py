@@ -99,9 +99,33 @@ def autocast_for(device_type, dtype):
     if dtype not in ("auto", "bfloat16", "float32"):
         raise UsageError(f"dtype must be auto, bfloat16 or float32, got {dtype!r}")
     bf16 = dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported())
+    if bf16 and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UsageError("this GPU has no bfloat16 (it came with Ampere): use --dtype=float32")
     if bf16:
         return torch.autocast(device_type, dtype=torch.bfloat16), "bfloat16"
     return contextlib.nullcontext(), "float32"
+
+
+# Dense bfloat16 tensor-core peaks (FLOP/s, without sparsity) from NVIDIA's data sheets, keyed by the
+# names torch.cuda.get_device_name reports; variants of one chip differ (an H100 PCIe has 3/4 of an
+# SXM's peak). A GPU not listed gets no MFU unless --peak_flops gives its peak.
+PEAK_BF16_FLOPS = {
+    "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
+    "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12,
+    "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA L4": 121e12, "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12,
+}
+
+
+def device_peak_flops(device, override=0.0):
+    """The accelerator's peak FLOP/s for MFU: `override` if set (--peak_flops), else the exact name's
+    entry in PEAK_BF16_FLOPS, else 0 (no MFU is shown)."""
+    if override < 0:
+        raise UsageError(f"--peak_flops must be 0 (look the GPU up) or positive, got {override}")
+    if override or torch.device(device).type != "cuda":
+        return override
+    return PEAK_BF16_FLOPS.get(torch.cuda.get_device_name(device), 0.0)
 
 
 def key_notes(script):

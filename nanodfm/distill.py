@@ -56,7 +56,8 @@ def ema_update(ema_model, model, decay):
 
 TEACHERS = ("rk4", "rk2")
 STEP_SIZE_WEIGHTINGS = ("inverse_h", "uniform")
-TEACHER_AVERAGES = ("logits", "probs")
+TEACHER_AVERAGES = ("logits", "probs", "calibrated")
+RK_POINTS = ("chained", "classical")
 
 
 @dataclass(frozen=True)
@@ -65,25 +66,39 @@ class Recipe:
     teacher_average: str = "logits"  # average the half steps' "logits" (the paper) or "probs"
     step_size_weighting: str = "inverse_h"  # P(h): "inverse_h" (the paper) or "uniform" over exponents
     max_step_exponent: int = 8  # h in {1, 1/2, ..., 2**-max_step_exponent}
+    anchor_share: float = 0.0  # P(smallest h), the samples trained on the data; 0: as the weighting gives
+    rk_points: str = "chained"  # RK evaluation points from chained half steps (the release's) or all from x_t
 
     def __post_init__(self):
         for key, allowed in (("teacher", TEACHERS), ("teacher_average", TEACHER_AVERAGES),
-                             ("step_size_weighting", STEP_SIZE_WEIGHTINGS)):
+                             ("step_size_weighting", STEP_SIZE_WEIGHTINGS), ("rk_points", RK_POINTS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}: use one of {allowed}")
+        if not 0 <= self.anchor_share < 1:
+            raise ValueError(f"anchor_share must be in [0, 1), got {self.anchor_share}")
 
     @classmethod
     def of(cls, config):
         """The recipe of a training config (train.py's keys)."""
         return cls(config["teacher"], config["teacher_average"], config["step_size_weighting"],
-                   config["max_step_exponent"])
+                   config["max_step_exponent"], config.get("anchor_share", 0.0), config.get("rk_points", "chained"))
 
 
 def step_size_probabilities(recipe):
-    """P(h = 2^-k) for k = 0..K: proportional to 1/h = 2^k (the paper), or uniform over k."""
+    """P(h = 2^-k) for k = 0..K: proportional to 1/h = 2^k (the paper), or uniform over k; with an
+    anchor_share, P(h = 2^-K) is that share and the others keep their proportions."""
     k = torch.arange(recipe.max_step_exponent + 1, dtype=torch.float64)
     weights = 2.0 ** k if recipe.step_size_weighting == "inverse_h" else torch.ones_like(k)
-    return weights / weights.sum()
+    p = weights / weights.sum()
+    if recipe.anchor_share and recipe.max_step_exponent > 0:
+        p = torch.cat([p[:-1] / p[:-1].sum() * (1 - recipe.anchor_share), p.new_tensor([recipe.anchor_share])])
+    return p
+
+
+def teacher_forwards(recipe):
+    """The teacher's forward passes per training sample, on average: 4 (RK4) or 2 (RK2) for every
+    sample whose step size is not the smallest (those train on the data)."""
+    return (4 if recipe.teacher == "rk4" else 2) * (1 - step_size_probabilities(recipe)[-1].item())
 
 
 def sample_step_sizes(batch_size, recipe, generator=None, device="cpu"):
@@ -97,27 +112,55 @@ def sample_step_sizes(batch_size, recipe, generator=None, device="cpu"):
     return (j / 2 ** K).float().to(device), (2.0 ** -k).float().to(device)
 
 
+def calibrate(log_p, entropy, iterations=30):
+    """log_p (..., V) tempered per position, softmax(log_p / tau), with tau chosen by bisection so
+    that its entropy (nats) equals `entropy` (...): the shape of log_p, the spread of another law."""
+    def entropy_at(tau):
+        q = (log_p / tau[..., None]).log_softmax(-1)
+        return -(q.exp() * q).sum(-1)
+    low, high = torch.full_like(entropy, -3.0), torch.full_like(entropy, 3.0)  # log tau in [-3, 3]
+    for _ in range(iterations):  # the entropy grows with tau
+        mid = (low + high) / 2
+        above = entropy_at(mid.exp()) > entropy
+        low, high = torch.where(above, low, mid), torch.where(above, mid, high)
+    return (log_p / ((low + high) / 2).exp()[..., None]).log_softmax(-1)
+
+
 @torch.no_grad()
 def shortcut_target(teacher, x_t, t, h, path, recipe, generator=None):
     """Target log-probabilities (B, L, V) for one step of size h (B,) from x_t at t (B,), by RK2 or
-    RK4, averaging the half steps' log-probabilities ("logits") or probabilities ("probs")."""
+    RK4, averaging the half steps' log-probabilities ("logits"), probabilities ("probs"), or
+    log-probabilities tempered per position to the entropy of the probabilities' average
+    ("calibrated"). rk_points "chained" (the release's): each state advances from the one before,
+    x_b from x_a and x_c from x_b; "classical": every evaluation point starts from x_t, as in
+    classical Runge-Kutta (x_a and x_b a half step from x_t with l1 and l2, x_c a full step with l3)."""
     def mean(terms, weights):
+        geometric = sum(w * l for w, l in zip(weights, terms)) / sum(weights)
         if recipe.teacher_average == "logits":
-            return sum(w * l for w, l in zip(weights, terms)) / sum(weights)
-        return (sum(w * l.exp() for w, l in zip(weights, terms)) / sum(weights)).log().clamp_min(LOG_ZERO)
+            return geometric
+        mixture = (sum(w * l.exp() for w, l in zip(weights, terms)) / sum(weights)).log().clamp_min(LOG_ZERO)
+        if recipe.teacher_average == "probs":
+            return mixture
+        entropy = -(mixture.exp() * mixture).sum(-1)
+        return calibrate(geometric.log_softmax(-1), entropy)
     half = h / 2
-    def posterior(x, time):
-        return path.posterior_log_probs(teacher(x, time, half), x)
-    def advance(x, log_p, time):
-        return engine.step(x, log_p, time, half, path, "cumulative", generator=generator)
+    def posterior(x, time, step_size=half):
+        return path.posterior_log_probs(teacher(x, time, step_size), x)
+    def advance(x, log_p, time, size=half):
+        return engine.step(x, log_p, time, size, path, "cumulative", generator=generator)
     l1 = posterior(x_t, t)
     x_a = advance(x_t, l1, t)
     l2 = posterior(x_a, t + half)
     if recipe.teacher == "rk2":
         return mean((l1, l2), (1, 1))
-    x_b = advance(x_a, l2, t + half)
-    l3 = posterior(x_b, t + half)
-    x_c = advance(x_b, l3, t + half)
+    if recipe.rk_points == "classical":
+        x_b = advance(x_t, l2, t)
+        l3 = posterior(x_b, t + half)
+        x_c = advance(x_t, l3, t, h)
+    else:
+        x_b = advance(x_a, l2, t + half)
+        l3 = posterior(x_b, t + half)
+        x_c = advance(x_b, l3, t + half)
     l4 = posterior(x_c, t + h)
     return mean((l1, l2, l3, l4), (1, 2, 2, 1))
 

@@ -21,9 +21,8 @@ import torch
 from tqdm import tqdm
 
 from nanodfm import categorical
-from nanodfm.config import UsageError
 from nanodfm.path import uniform
-from nanodfm.sampler import SAMPLERS, jump_probability
+from nanodfm.sampler import jump_probability, start
 
 
 def candidates(x, t, h, path, sampler, u, fixed=None):
@@ -42,31 +41,28 @@ def final(t, h):
     return (t + h >= 1 - 1e-6)[:, None]
 
 
-def _move(x, z, rows, blocks, t, h, path, sampler, u, maybe, generator):
-    """x after the step (B, L), given the logits z of the candidates `maybe` at rows `rows` of z
-    (in the candidates' order), their block pass `blocks` = (scale, shifts, masses) and the jump
-    tests u (B, L) they were chosen with."""
-    B, L = x.shape
-    V = z.shape[-1]
-    flat = maybe.reshape(-1).nonzero().squeeze(1)  # (C,) positions in x
+def _move(x, z, rows, blocks, t, h, path, sampler, u, flat, generator):
+    """x after the step (B, L), given the candidates `flat` (C,) (positions in x, row-major), their
+    logits at rows `rows` (C,) of z, their block pass `blocks` = (scale, shifts, masses), and the
+    jump tests u (B, L) they were chosen with."""
+    L, V = x.shape[1], z.shape[-1]
     current = x.reshape(-1)[flat]
     scale, shifts, masses = blocks
     exclude = None
     if path.source == "mask":  # a candidate's test passed at p(x_t) = 0, which is p(MASK): all of them move
         moving_at = flat
     else:
+        row_of = flat // L  # (C,) the sequence of each candidate
         others, own = categorical.without_token(z, rows, current, shifts, masses, scale=scale)
-        p_xt = torch.ones(B * L, dtype=torch.float64, device=x.device)  # 1: no jump; only candidates need p
-        p_xt[flat] = own / (own + others.sum(-1))  # the others' mass is a float64 sum of blocks
-        ends = final(t, h)
-        moves = maybe & (ends | (u < jump_probability(p_xt.reshape(B, L), t, h, path, sampler)))
-        go = moves.reshape(-1)[flat]  # (C,) the candidates that move
-        rows, shifts, current, others, own = rows[go], shifts[go], current[go], others[go], own[go]
+        p_xt = own / (own + others.sum(-1))  # (C,); the others' mass is a float64 sum of blocks
+        ends = final(t, h)[:, 0][row_of]  # (C,)
+        jumps = jump_probability(p_xt[:, None], t[row_of], h[row_of], path, sampler)[:, 0]
+        go = (ends | (u.reshape(-1)[flat] < jumps)).nonzero().squeeze(1)  # the candidates that move
+        rows, shifts, current, others, own, ends = rows[go], shifts[go], current[go], others[go], own[go], ends[go]
         # a jump goes to a token other than the current one; the final draw is free
-        jump = ~ends.expand(B, L).reshape(-1)[flat[go]]
         own_block = (current // categorical.block_shape(V)[0])[:, None]
-        masses = torch.where(jump[:, None], others, others.scatter_add(1, own_block, own[:, None]))
-        exclude = torch.where(jump, current, -1)
+        masses = torch.where(ends[:, None], others.scatter_add(1, own_block, own[:, None]), others)
+        exclude = torch.where(ends, -1, current)
         moving_at = flat[go]
     x = x.clone()
     x.view(-1)[moving_at] = categorical.draw(z, rows, shifts, masses, scale=scale, exclude=exclude, generator=generator)
@@ -79,12 +75,11 @@ def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=Non
     B, L = x.shape
     h = torch.as_tensor(h, dtype=torch.float64, device=x.device).expand(B)
     u = uniform(x.shape, generator, x.device, torch.float64)
-    maybe = candidates(x, t, h, path, sampler, u, fixed)
-    rows = maybe.reshape(-1).nonzero().squeeze(1)
+    flat = candidates(x, t, h, path, sampler, u, fixed).reshape(-1).nonzero().squeeze(1)
     z = logits.reshape(B * L, -1)
     scale = categorical.scale_for(temperature)
-    blocks = (scale, *categorical.logit_blocks(z, rows, scale=scale))
-    return _move(x, z, rows, blocks, t, h, path, sampler, u, maybe, generator)
+    blocks = (scale, *categorical.logit_blocks(z, flat, scale=scale))
+    return _move(x, z, flat, blocks, t, h, path, sampler, u, flat, generator)
 
 
 class Workspace:
@@ -103,23 +98,27 @@ class Workspace:
 
 
 def model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace):
-    """One step of `sample`: the jump tests first, then the model's trunk only at the candidates of
-    the rows that have any, its head fused with the block pass. h: the step size as (B,) float64."""
+    """One step of `sample`: the jump tests first, then the model's trunk only at the candidates
+    (on a CPU only on the rows that have any), its head fused with the block pass. h: the step size
+    as (B,) float64. One value is read on the host per step (the candidates' count), two under the
+    uniform source (and the movers' count); on a CPU a few more that are free there."""
     u = uniform(x.shape, generator, x.device, torch.float64)
     maybe = candidates(x, t, h, path, sampler, u, fixed)
-    rows = maybe.any(-1)  # (B,)
-    if rows.all():  # the common case: no row to leave out (indexing would copy every tensor)
-        rows = slice(None)
-    elif rows.any():
-        rows = rows.nonzero().squeeze(1)
-    else:
-        return x
+    rows = slice(None)
+    if categorical.host_shortcuts(x.device):
+        some = maybe.any(-1)  # (B,)
+        if not some.any():
+            return x
+        if not some.all():  # leave the idle rows out (indexing would copy every tensor: not in the common case)
+            rows = some.nonzero().squeeze(1)
+    x_in, maybe = x[rows], maybe[rows]
+    flat = maybe.reshape(-1).nonzero().squeeze(1)  # (C,) the candidates, row-major
     step_size = h[rows].float() if model.config.step_conditioned else None
-    features = model.trunk(x[rows], t[rows], step_size, positions=maybe[rows])  # (C, D)
+    features = model.trunk(x_in, t[rows], step_size, positions=flat)  # (C, D)
     out = workspace.get(features.shape[0] * path.vocab_size, x.device)
     logits, shifts, masses = categorical.output_blocks(features, model.head.weight, temperature, out=out)
     at = torch.arange(logits.shape[0], device=x.device)  # the logits' rows are the candidates, in order
-    moved = _move(x[rows], logits, at, (1.0, shifts, masses), t[rows], h[rows], path, sampler, u[rows], maybe[rows],
+    moved = _move(x_in, logits, at, (1.0, shifts, masses), t[rows], h[rows], path, sampler, u[rows], flat,
                   generator)  # scale 1: output_blocks' logits are already base-2 log-weights
     if isinstance(rows, slice):
         return moved
@@ -133,25 +132,13 @@ def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", tempe
            generator=None, device="cpu", on_step=None, progress=False):
     """`sampler.sample`, same arguments and law, for a model with a `trunk` and a bias-free `head`
     (model.Transformer)."""
-    if steps < 1:
-        raise UsageError(f"steps must be a positive integer, got {steps}")
-    if sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-    shape = (num_samples, seq_len)
-    x = path.source_tokens(shape, generator, device)
-    last_change = torch.zeros(shape, dtype=torch.long, device=device)
-    fixed = None
-    if prompt is not None:
-        prompt = prompt.to(device).expand(shape)
-        fixed = prompt >= 0
-        x = torch.where(fixed, prompt, x)
-        last_change[fixed] = -1
+    x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
     h = torch.full((num_samples,), 1.0 / steps, dtype=torch.float64, device=device)
     workspace = Workspace(num_samples * seq_len * path.vocab_size)
     for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
         t = torch.full((num_samples,), s * (1.0 / steps), device=device)
         x_next = model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace)
-        last_change[x_next != x] = s
+        last_change.masked_fill_(x_next != x, s)  # (indexing with the mask would read it on the host)
         x = x_next
         if on_step is not None:
             on_step(s, x, last_change)

@@ -222,8 +222,9 @@ class Transformer(nn.Module):
 
     def trunk(self, idx, t=None, h=None, cache=None, positions=None):
         """What enters the output layer: features (B, T, D) of idx (B, T) token ids (MASK allowed) at
-        times t (and step sizes h), floats or (B,); or (N, D) at the N True entries of positions
-        (B, T), in row-major order. The engine applies `head` itself, fused with its draw."""
+        times t (and step sizes h), floats or (B,); or (N, D) at positions: the N True entries of a
+        (B, T) bool mask, in row-major order, or N indices into the B T positions (the engine's
+        candidates; a mask would be read on the host). The engine applies `head` itself."""
         B, T = idx.shape
         if cache is None or not cache.static:  # the static cache's position is a tensor: not read here
             start = cache.pos if cache is not None else 0
@@ -245,7 +246,9 @@ class Transformer(nn.Module):
             x = modulate(x, shift, scale)
         if cache is not None:
             cache.pos += T  # in place when it is a tensor
-        return x if positions is None else x[positions]
+        if positions is None:
+            return x
+        return x[positions] if positions.dtype == torch.bool else x.flatten(0, 1)[positions]
 
     def forward(self, idx, t=None, h=None, cache=None, positions=None):
         """Logits (B, T, V), or (N, V) at positions: the output layer, the largest matmul with a
@@ -260,12 +263,17 @@ class Transformer(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wte.weight.numel() if non_embedding else n
 
-    def flops_per_token(self, seq_len):
-        """Training FLOPs per token: 6 per parameter (forward 2, backward 4) for the matmuls with
-        weights, plus attention scores and weighted sums: 2 matmuls of 2 * T * D FLOPs per layer in
-        the forward, times 3 for forward and backward, i.e. 12 * n_layer * D * T."""
+    def flops_per_token(self, seq_len, backward=True):
+        """Matmul FLOPs per token of a forward pass (and, with backward, of its backward too, twice
+        the forward): 2 per weight for the weights that act on every token, attention's scores and
+        weighted sums (2 matmuls of 2 T D FLOPs per layer), and the conditioning (time and step-size
+        MLPs, the adaLN modulations), which runs once per sequence, spread over its seq_len tokens."""
         c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * seq_len
+        per_sequence = sum(p.numel() for name, p in self.named_parameters()
+                           if name.startswith(("time_mlp.", "step_mlp.", "final_modulation.")) or ".modulation." in name)
+        per_token = self.num_params() - per_sequence  # the embedding is a lookup, not a matmul
+        forward = 2 * per_token + 2 * per_sequence / seq_len + 4 * c.n_layer * c.n_embd * seq_len
+        return 3 * forward if backward else forward
 
     def optimizer(self, learning_rate, weight_decay, betas, device_type):
         """AdamW; matrices (and embeddings) decay, biases and gains do not."""
@@ -278,10 +286,18 @@ class Transformer(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
 
+RECOMPILE_LIMIT = 64
+
+
 def compile(model, **options):
     """torch.compile a Transformer's trunk in place, and return the model: forward, generation and
     the engine (which applies the head itself) all run the compiled trunk; the weights, the state
-    dict and every attribute stay the module's."""
+    dict and every attribute stay the module's.
+
+    Every Transformer shares the code of `trunk`, and dynamo keeps at most recompile_limit (8 by
+    default) compiled versions of one function, then runs it uncompiled: a benchmark of several
+    sizes, lengths and batch sizes passes that, so the limit is raised to RECOMPILE_LIMIT."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     model.trunk = torch.compile(model.trunk, **options)
     return model
 

@@ -143,11 +143,12 @@ def sample_times(batch_size, generator=None, device="cpu", t_max=1.0 - T_EPS):
     return (u + torch.arange(batch_size, device=device)) / batch_size * t_max
 
 
-def batch_loss(model, x1, path, loss_weighting="elbo", generator=None):
-    """The DFM loss of a batch of data x1 (B, L): times, corruption, model, loss."""
+def batch_loss(model, x1, path, loss_weighting="elbo", generator=None, loss=None):
+    """The DFM loss of a batch of data x1 (B, L): times, corruption, model, loss. loss: a function
+    with path.loss's arguments (train.py passes a compiled one, so its passes over the logits fuse)."""
     t = sample_times(x1.shape[0], generator, x1.device)
     x_t = path.x_t(x1, t, generator)
-    return path.loss(model(x_t, t), x1, x_t, t, loss_weighting)
+    return (loss or path.loss)(model(x_t, t), x1, x_t, t, loss_weighting)
 
 
 @torch.no_grad()

@@ -51,8 +51,8 @@ def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=Non
     h = torch.as_tensor(h, dtype=torch.float64, device=x.device).expand(x.shape[0])
     probs = torch.softmax(logits.double() / temperature, dim=-1)  # (B, L, V)
     masked = x == path.mask_id
-    p_xt = probs.gather(-1, x.clamp(max=path.vocab_size - 1)[..., None]).squeeze(-1)
-    p_xt = torch.where(masked, 0.0, p_xt)  # (B, L); MASK is never a data token
+    current = x.clamp(max=path.vocab_size - 1)[..., None]  # (B, L, 1)
+    p_xt = torch.where(masked, 0.0, probs.gather(-1, current).squeeze(-1))  # (B, L); MASK is never a data token
     final = (t + h >= 1 - 1e-6)[:, None]  # (B, 1): the last step draws x1 itself
     can_change = masked if path.source == "mask" else torch.ones_like(masked)
     if fixed is not None:
@@ -60,10 +60,26 @@ def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=Non
     u = uniform(x.shape, generator, x.device, torch.float64)
     moves = can_change & (final | (u < jump_probability(p_xt, t, h, path, sampler)))  # (B, L)
     leaving = moves & ~final & ~masked  # these draw from p without their current token
-    target = torch.where(leaving[..., None], probs.scatter(-1, x.clamp(max=path.vocab_size - 1)[..., None], 0.0), probs)
+    target = torch.where(leaving[..., None], probs.scatter(-1, current, 0.0), probs)
     x = x.clone()
     x[moves] = draw(target[moves], generator)
     return x
+
+
+def start(path, shape, steps, sampler, prompt=None, generator=None, device="cpu"):
+    """(x, fixed, last_change) at t = 0: the source with the prompt's tokens (>= 0) clamped in, the
+    positions they fix (None without a prompt), and the decode record (-1 at the prompt)."""
+    if steps < 1:
+        raise UsageError(f"steps must be a positive integer, got {steps}")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+    x = path.source_tokens(shape, generator, device)
+    last_change = torch.zeros(shape, dtype=torch.long, device=device)
+    if prompt is None:
+        return x, None, last_change
+    prompt = prompt.to(device).expand(shape)
+    fixed = prompt >= 0
+    return torch.where(fixed, prompt, x), fixed, last_change.masked_fill(fixed, -1)
 
 
 @torch.no_grad()
@@ -76,19 +92,7 @@ def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", tempe
     on_step(s, x, last_change): called after every step s in [0, steps), e.g. to show frames.
     Returns x (B, L) and last_change (B, L): the step at which each position last took a new value
     (0 for one that kept its initial token, -1 for prompt positions)."""
-    if steps < 1:
-        raise UsageError(f"steps must be a positive integer, got {steps}")
-    if sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
-    shape = (num_samples, seq_len)
-    x = path.source_tokens(shape, generator, device)
-    last_change = torch.zeros(shape, dtype=torch.long, device=device)
-    fixed = None
-    if prompt is not None:
-        prompt = prompt.to(device).expand(shape)
-        fixed = prompt >= 0
-        x = torch.where(fixed, prompt, x)
-        last_change[fixed] = -1
+    x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
     h = 1.0 / steps
     for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
         t = torch.full((num_samples,), s * h, device=device)

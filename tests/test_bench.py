@@ -37,16 +37,24 @@ def test_gpu_command_smoke_run_on_cpu_writes_the_study(tmp_path):
         {(s, L, n) for s, L in (("small", 8), ("small", 12), ("large", 16)) for n in ("student@2", "dfm@6")}
 
 
-def test_compile_wraps_every_model(monkeypatch):
-    """--compile=True compiles the AR model, the student and the DFM model (both sides or neither)."""
-    compiled = []
-    def fake_compile(trunk, **options):
-        compiled.append(trunk.__self__)  # model.compile compiles the trunk, a bound method
-        return trunk  # called as it is: compiling itself is torch's business and slow on a CPU
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    bench.main([*STUDY, *TINY, "--large=False", "--lengths=8", "--compile=True"])
-    kinds = sorted("ar" if m.config.causal else "student" if m.config.step_conditioned else "dfm" for m in compiled)
-    assert kinds == ["ar", "dfm", "student"]
+def test_compile_compiles_every_row_of_a_multi_length_study(tmp_path):
+    """--compile=True: every timed row of a study of two lengths, two batch sizes and a second model
+    size ran compiled code (dynamo's eager backend traces without compiling, so this runs fast on a
+    CPU); with dynamo's default limit of 8 versions per function the later rows ran uncompiled."""
+    out = tmp_path / "study.json"
+    result = run_script("bench.py", *STUDY, *TINY, "--compile=True", "--compile_backend=eager", f"--out_json={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 15 and all(r["compiled_calls"] > 0 for r in rows), [(r["name"], r["compiled_calls"]) for r in rows]
+
+
+def test_a_row_that_ran_uncompiled_is_an_error(monkeypatch):
+    from nanodfm import model as model_module
+    monkeypatch.setattr(model_module, "RECOMPILE_LIMIT", 1)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    with pytest.raises(bench.UsageError, match="ran uncompiled"):
+        bench.main([*STUDY, *TINY, "--large=False", "--compile=True", "--compile_backend=eager"])
+    torch._dynamo.reset()
 
 
 def test_overhead_counts_the_model_calls_and_splits_the_time(tmp_path):
@@ -144,3 +152,22 @@ def test_train_cost_times_both_and_reports_the_ratio(tmp_path):
     assert result.returncode == 0, result.stderr
     cost = json.loads(out.read_text())
     assert cost["dfm"] > 0 and cost["student"] > 0 and cost["ratio"] == pytest.approx(cost["student"] / cost["dfm"])
+
+
+@pytest.mark.parametrize("source, per_step", [("mask", 1), ("uniform", 2)])
+def test_the_engine_reads_the_gpu_once_a_step_or_twice(source, per_step, monkeypatch):
+    """On a GPU the engine reads one value on the host per step, the candidates' count (the model
+    is asked only there), and under the uniform source the movers' count too; counted here on a CPU
+    by the calls that would sync there, with the engine taking its GPU path."""
+    from nanodfm import categorical, engine
+    model = bench.random_model("student", 300, 16, n_layer=1, n_head=2, n_embd=16).eval()
+    path = ProbPath(300, source)
+    monkeypatch.setattr(categorical, "host_shortcuts", lambda device: False)
+    counted = bench.syncs_per_step(model, path, 2, 16, 8)
+    assert counted["syncs_per_step"] == per_step, counted
+    monkeypatch.undo()  # on a CPU the engine reads more values, which are free there; the counter sees them
+    assert bench.syncs_per_step(model, path, 2, 16, 8)["syncs_per_step"] > per_step
+    with bench.SyncCounter() as counter:  # and the counter sees what a sync is
+        x = torch.arange(4)
+        x[x > 1].sum().item()
+    assert counter.count == 2 and counter.calls == {"__getitem__": 1, "item": 1}

@@ -133,3 +133,61 @@ def test_a_recipe_is_one_value_named_as_the_config_keys():
     assert Recipe.of(config) == Recipe(**config)
     with pytest.raises(ValueError, match="teacher"):
         Recipe(teacher="rk3")
+
+
+def test_calibrated_target_has_the_entropy_of_the_probability_average():
+    g = torch.Generator().manual_seed(20)
+    terms = [torch.randn(3, 5, V, generator=g).mul(3).log_softmax(-1) for _ in range(4)]
+    weights = (1, 2, 2, 1)
+    mixture = (sum(w * l.exp() for w, l in zip(weights, terms)) / 6).log()
+    geometric = (sum(w * l for w, l in zip(weights, terms)) / 6).log_softmax(-1)
+    entropy = lambda log_p: -(log_p.exp() * log_p).sum(-1)
+    assert entropy(geometric).mean() < entropy(mixture).mean()  # the geometric mean is the sharper, on average
+    from nanodfm.distill import calibrate
+    calibrated = calibrate(geometric, entropy(mixture))
+    torch.testing.assert_close(entropy(calibrated), entropy(mixture), atol=1e-5, rtol=0)
+    # the shape is the geometric mean's: the order of the tokens is kept at every position
+    assert torch.equal(calibrated.argsort(-1), geometric.argsort(-1))
+
+
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+@pytest.mark.parametrize("recipe", [Recipe(teacher_average="calibrated", max_step_exponent=4),
+                                    Recipe(rk_points="classical", max_step_exponent=4),
+                                    Recipe(anchor_share=0.5, max_step_exponent=4)], ids=["calibrated", "classical", "anchor"])
+def test_a_perfect_teacher_still_gives_zero_loss_with_each_lever(source, recipe):
+    g = torch.Generator().manual_seed(21)
+    x1 = torch.randint(0, V, (1, 40), generator=g)
+    perfect, data, path = PerfectDenoiser(x1), x1.expand(64, -1), ProbPath(V, source)
+    t, h = sample_step_sizes(64, recipe, g)
+    target = shortcut_target(perfect, path.x_t(data, t, generator=g), t, h, path, recipe, generator=g)
+    assert torch.isfinite(target).all() and torch.equal(target.argmax(-1), data)
+    assert distill_loss(perfect, perfect, data, path, recipe, generator=g).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("rk_points, starts", [("classical", ["x_t", "x_t", "x_t"]), ("chained", ["x_t", "x_a", "x_b"])])
+def test_classical_rk_points_all_start_from_x_t(rk_points, starts, monkeypatch):
+    """Each evaluation point's state is a step from x_t (classical) or from the state before (chained)."""
+    from nanodfm import distill
+    states, taken = {}, []
+    real_step = engine.step
+    def recording_step(x, *args, **kwargs):
+        taken.append(next((name for name, s in states.items() if torch.equal(s, x)), "other"))
+        out = real_step(x, *args, **kwargs)
+        states[f"x_{'abc'[len(taken) - 1]}"] = out
+        return out
+    monkeypatch.setattr(distill.engine, "step", recording_step)
+    teacher, path = tiny_model(seed=22), ProbPath(V, "uniform")
+    x_t = torch.randint(0, V, (4, 32), generator=torch.Generator().manual_seed(23))
+    states["x_t"] = x_t
+    shortcut_target(teacher, x_t, torch.full((4,), 0.25), torch.full((4,), 0.5), path, Recipe(rk_points=rk_points),
+                    generator=torch.Generator().manual_seed(24))
+    assert taken == starts
+
+
+def test_the_anchor_share_sets_the_share_of_samples_at_the_smallest_step():
+    recipe = Recipe(step_size_weighting="uniform", max_step_exponent=6, anchor_share=0.5)
+    _, h = sample_step_sizes(100_000, recipe, torch.Generator().manual_seed(25))
+    assert abs((h == 2.0 ** -6).double().mean().item() - 0.5) < 0.01
+    exponents = (-torch.log2(h[h > 2.0 ** -6])).round().long()
+    counts = torch.bincount(exponents, minlength=6).double()
+    assert (counts / counts.sum() - 1 / 6).abs().max() < 0.01  # the others keep their proportions

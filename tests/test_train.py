@@ -139,3 +139,17 @@ def test_few_step_warning_prints_a_distillation_command_that_works(char_data, tm
     student = checkpoint.load(os.path.join(f"{dfm}-student", "ckpt.pt"))
     assert student["kind"] == "student" and student["step"] == 2
     assert student["config"]["data_dir"] == char_data  # the data its parent was trained on
+
+
+def test_compile_compiles_the_model_its_loss_and_the_teacher(char_data, tmp_path, monkeypatch):
+    """--compile=True: the student, the DFM loss and the EMA teacher are each compiled (torch's
+    compiler is replaced by a recorder here: compiling itself is slow on a CPU and torch's business)."""
+    import train
+    dfm = str(tmp_path / "dfm")
+    train.main([f"--data_dir={char_data}", f"--out_dir={dfm}", *TINY_MODEL, "--max_iters=1", "--eval_interval=1"])
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: compiled.append(fn) or fn)
+    student, ema = train.main([f"--out_dir={tmp_path / 'student'}", *TINY_MODEL, "--kind=student", "--max_iters=1",
+                               "--eval_interval=1", "--max_step_exponent=2", f"--init_from={dfm}/ckpt.pt", "--compile=True"])
+    names = [getattr(fn, "__name__", type(fn).__name__) for fn in compiled]
+    assert compiled[0] is student and compiled[2] is ema and names[1] == "loss", names
