@@ -203,6 +203,13 @@ def memory_estimate(model, cfg, dtype_name):
             "total": (states + activations + logits) / 1e9}
 
 
+def start_line(model, cfg, tokens_per_iter, dev, dtype_name):
+    memory = memory_estimate(model, cfg, dtype_name)
+    return (f"{cfg['kind']} model, {model.num_params() / 1e6:.2f}M non-embedding parameters, {tokens_per_iter:,} tokens "
+            f"per iteration, device {dev}, {dtype_name}; memory about {memory['total']:.2g} GB (states "
+            f"{memory['states']:.2g}, activations {memory['activations']:.2g}, logits {memory['logits']:.2g})")
+
+
 def eval_line(step, losses):
     """The evaluation's line; an ELBO too large to exponentiate reads as inf."""
     line = f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
@@ -307,9 +314,7 @@ def main(argv):
     ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
     if master:  # one run per out_dir, and a new run never silently replaces a finished one
         release_out_dir = checkpoint.lock_out_dir(cfg["out_dir"])
-        if cfg["init_from"] != "resume" and not cfg["overwrite"] and os.path.exists(ckpt_path):
-            raise UsageError(f"{cfg['out_dir']} already holds a checkpoint: continue it with --init_from=resume, "
-                             f"or start over there with --overwrite=True (or pick another --out_dir)")
+        checkpoint.refuse_to_replace(cfg, ckpt_path)
 
     torch.manual_seed(cfg["seed"])  # every rank builds the same model (DDP would broadcast it anyway)
     model = checkpoint.model_to_train(cfg, explicit, start, start_path, meta, data_dir).to(dev)
@@ -335,10 +340,7 @@ def main(argv):
     flops = flops_per_token(raw_model, cfg)
     peak = device_peak_flops(dev, cfg["peak_flops"])
     if master:
-        memory = memory_estimate(raw_model, cfg, dtype_name)
-        print(f"{cfg['kind']} model, {raw_model.num_params() / 1e6:.2f}M non-embedding parameters, "
-              f"{tokens_per_iter:,} tokens per iteration, device {dev}, {dtype_name}; memory about {memory['total']:.2g} GB "
-              f"(states {memory['states']:.2g}, activations {memory['activations']:.2g}, logits {memory['logits']:.2g})")
+        print(start_line(raw_model, cfg, tokens_per_iter, dev, dtype_name))
     log_file = open_log(os.path.join(cfg["out_dir"], "log.jsonl"), iter_num if resuming else None) if master else None
     resumed_at = saved_step = iter_num if resuming else None  # saved_step: the checkpoint on disk
     intact = lambda: f"{ckpt_path} (step {saved_step}) is intact" if saved_step is not None else "no checkpoint was written"

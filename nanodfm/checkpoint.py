@@ -173,6 +173,13 @@ def build_model(ckpt, weights="model"):
     return model
 
 
+def refuse_to_replace(cfg, ckpt_path):
+    """A new run (not a resume) never silently replaces the checkpoint of a finished one."""
+    if cfg["init_from"] != "resume" and not cfg["overwrite"] and os.path.exists(ckpt_path):
+        raise UsageError(f"{cfg['out_dir']} already holds a checkpoint: continue it with --init_from=resume, "
+                         f"or start over there with --overwrite=True (or pick another --out_dir)")
+
+
 def starting_point(cfg):
     """(checkpoint, its path) a training run starts from: out_dir/ckpt.pt to resume (init_from =
     "resume"), the DFM model a student distils (init_from = PATH), or (None, None) from scratch."""
