@@ -230,6 +230,7 @@ def plot_frontier(curves, students, path):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -246,9 +247,12 @@ def plot_frontier(curves, students, path):
                         xytext=(4, -10), fontsize=7, color=color)
         for r in students.get(seed, []):
             ax.errorbar(r["entropy"], r["gen_ppl"], xerr=r["entropy_ci95"], yerr=r["gen_ppl_ci95"], color=color,
-                        marker=markers[steps.index(r["steps"]) % len(markers)], ms=7, capsize=2, linestyle="none",
-                        label=f"student, {r['steps']} steps" if k == 0 else None)
+                        marker=markers[steps.index(r["steps"]) % len(markers)], ms=7, capsize=2, linestyle="none")
+    for i, S in enumerate(steps):  # the markers' legend, in no seed's colour
+        ax.plot([], [], marker=markers[i % len(markers)], color="gray", linestyle="none", label=f"student, {S} steps")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("unigram entropy (bits)")
     ax.set_ylabel("generative perplexity")
     ax.set_title("DFM's perplexity-entropy frontier and the few-step students", fontsize=10)
