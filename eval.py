@@ -215,7 +215,8 @@ def quality(cfg, dev):
               f"raise --num_samples to settle a 5% question there")
     write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"],
                                  "judge_val_loss": judge_val_loss,
-                                 "reference": None if reference is None else {"name": reference["name"], "steps": reference["steps"]},
+                                 "reference": None if reference is None else {"name": reference["name"], "steps": reference["steps"],
+                                                                             "temperature": T},
                                  "settings": cfg, "rows": rows})
     if cfg["out_png"]:
         if evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"]):
