@@ -31,7 +31,7 @@ export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 
 # 1. data: train.bin, val.bin, meta.json (downloads the text, or reads $INPUT)
-python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}
+[ -n "${JOB:-}" ] || python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}  # (a JOB finds it there)
 
 # 2. training; each run's wall clock goes to $OUT/times.jsonl
 train() {  # train NAME ARGS...
