@@ -25,6 +25,7 @@ STUDENT_STEPS=${STUDENT_STEPS:-4,8,16}
 REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.8,0.6,0.4}  # 1.0 first (the reference); down below the students' entropy
 SAMPLES=${SAMPLES:-256}
 TRAIN_ARGS=${TRAIN_ARGS:-}
+EVAL_ARGS=${EVAL_ARGS:-}  # more eval.py flags for every evaluation, e.g. --batch_size=64
 EVALUATE=${EVALUATE:-1}  # 0: train only
 LANES=${LANES:-2}  # 1: one process at a time
 export OMP_NUM_THREADS=1
@@ -58,7 +59,7 @@ evaluate() {  # evaluate NAME ARGS...: eval.py quality into $OUT/NAME.json, skip
   [ -f "$OUT/$name.json" ] && return 0
   local start=$SECONDS
   python eval.py --mode=quality --device=cpu --judge="$OUT/ar/best.pt" --steps_list="$REFERENCE_STEPS" \
-      --dfm_methods=cumulative --num_samples="$SAMPLES" "$@" --out_json="$OUT/$name.json.part" \
+      --dfm_methods=cumulative --num_samples="$SAMPLES" $EVAL_ARGS "$@" --out_json="$OUT/$name.json.part" \
       > "$OUT/$name.md" 2> "$OUT/$name.log" \
     || { echo "evaluation $name failed: see $OUT/$name.log"; touch "$OUT/failed"; return 1; }
   mv "$OUT/$name.json.part" "$OUT/$name.json"
