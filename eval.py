@@ -6,7 +6,10 @@
 quality: for every S in steps_list, N samples of `length` tokens from DFM + Euler, DFM + cumulative
 and the student (cumulative, h = 1/S), plus two reference rows, held-out text and AR samples, all
 scored by the judge: generative perplexity and unigram entropy. A markdown table on stdout, every
-number in out_json, a plot in out_png.
+number in out_json, a plot in out_png. With reference_temperatures the reference row (DFM, cumulative
+step, reference_steps) is also sampled at those temperatures: a perplexity-entropy curve, and every
+other flow row is compared with it at its own entropy (evaluate.matched_entropy_ratio). Each row
+records its temperature and the training seed of the model it comes from.
 elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin.
 Generation speed is bench.py's (its speed does not depend on the weights).
 """
@@ -43,6 +46,8 @@ steps_list = "1,2,4,8,16,64,256,1024"  # model calls per sample, one row each
 student_steps_list = ""  # the students' step counts; "": steps_list
 dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
 reference_steps = 0  # the reference row: DFM, cumulative step, at this many steps; 0: the largest of steps_list
+reference_temperatures = ""  # e.g. "1.0,0.8,0.6": the reference row also at these temperatures (its frontier), and
+# each other row's perplexity against the reference's at the row's entropy ("matched"); "": off
 num_samples = 256  # samples per row; a 95% interval is about +-3% of the perplexity at 256 (it is printed)
 length = 0  # tokens per sample; 0: the smallest block_size among the models
 temperature = 1.0  # divides the logits of every generator
@@ -135,49 +140,73 @@ def quality(cfg, dev):
     if not 2 <= L <= max_len:
         raise UsageError(f"--length must be in [2, {max_len}] (the smallest block_size of the models), got {L}")
     N, bs, seed = cfg["num_samples"], cfg["batch_size"], cfg["seed"]
+    T = cfg["temperature"]
+    reference_steps = cfg["reference_steps"] or max(steps_list)
+    curve_temperatures = [t for t in dict.fromkeys(float_list("reference_temperatures", cfg["reference_temperatures"]))
+                          if t != T]
+    if curve_temperatures and not (cfg["dfm"] and "cumulative" in dfm_methods and reference_steps in steps_list):
+        raise UsageError("--reference_temperatures samples the reference row: it needs --dfm, the cumulative step "
+                         "in --dfm_methods and --reference_steps in --steps_list")
 
     held_out = val_path(cfg, first_ck)
-    # (row name, method, steps, what made its samples, how to draw them)
-    jobs = [("held-out text", None, None, file_key(held_out), lambda: evaluate.real_samples(held_out, N, L, seed))]
+    # (row name, method, steps, temperature, training seed, what made its samples, how to draw them)
+    jobs = [("held-out text", None, None, None, None, file_key(held_out),
+             lambda: evaluate.real_samples(held_out, N, L, seed))]
     if ar_model is not None:
         start = start_token(load_tokenizer(ar_ck["meta"]))
-        jobs.append(("AR samples", None, None, file_key(ar_path), lambda: evaluate.ar_samples(
-            ar_model, N, L, start, cfg["temperature"], cfg["top_k"] or None, bs, seed, dev)))
+        jobs.append(("AR samples", None, None, T, ar_ck["config"].get("seed"), file_key(ar_path), lambda: evaluate.ar_samples(
+            ar_model, N, L, start, T, cfg["top_k"] or None, bs, seed, dev)))
     paths = [cfg["dfm"]] * bool(cfg["dfm"]) + [path for path, _, _ in students]
     for (kind, model, ck), path in zip(flows, paths):
         methods = dfm_methods if kind == "dfm" else ("cumulative",)
         for method in methods:
             for S in steps_list if kind == "dfm" else student_steps:
-                def make(model=model, ck=ck, method=method, S=S):
-                    return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, method, cfg["temperature"], bs, seed, dev)
-                jobs.append((f"{kind} {method}", method, S, file_key(path), make))
+                on_curve = kind == "dfm" and method == "cumulative" and S == reference_steps
+                for temp in [T] + (curve_temperatures if on_curve else []):
+                    def make(model=model, ck=ck, method=method, S=S, temp=temp):
+                        return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, method, temp, bs, seed, dev)
+                    jobs.append((f"{kind} {method}", method, S, temp, ck["config"].get("seed"), file_key(path), make))
     done = previous_rows(cfg, L, dtype)
     rows = []
-    for name, method, S, made_by, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
-        if (made_by, method, S) in done:  # the same samples, scored the same way, in a --previous file
-            rows.append({**done[(made_by, method, S)], "name": name})
+    for name, method, S, temp, train_seed, made_by, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
+        if (made_by, method, S, temp) in done:  # the same samples, scored the same way, in a --previous file
+            rows.append({**done[(made_by, method, S, temp)], "name": name, "temperature": temp, "seed": train_seed})
             continue
         with autocast:
             ids = make().to(dev)
-        rows.append({"name": name, "method": method, "steps": S, "made_by": made_by, **evaluate.score(judge, ids, bs)})
+        rows.append({"name": name, "method": method, "steps": S, "temperature": temp, "seed": train_seed,
+                     "made_by": made_by, **evaluate.score(judge, ids, bs)})
     has_reference = cfg["dfm"] and "cumulative" in dfm_methods
-    reference = add_ratios(rows, cfg["reference_steps"] or max(steps_list)) if has_reference else None
+    reference = add_ratios(rows, reference_steps, T) if has_reference else None
+    curve = [r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps] if curve_temperatures else []
+    notes = add_matched(rows, curve) if curve else []
 
     judge_val_loss = None if evaluate.is_gpt2(cfg["judge"]) else checkpoint.load(cfg["judge"]).get("best_val_loss")
     judge_loss = "" if judge_val_loss is None else f" (its val loss {judge_val_loss:.4f})"
     print(f"\n{N} samples of {L} tokens per row, generated in {dtype}, judge {cfg['judge']}{judge_loss} in float32, seed {seed}; "
           f"every value is a mean with its 95% confidence interval")
     if reference is not None:
-        print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps")
+        print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps, temperature {T:g}")
+    if curve:
+        temps = ", ".join(f"{r['temperature']:g}" for r in curve)
+        print(f"matched: perplexity / the reference's at the row's entropy, interpolated along the reference at "
+              f"temperatures {temps}")
     if ar_path == cfg["judge"]:
         print("(the AR samples are scored by the model that wrote them: read that row as a lower reference)")
     print()
     pm = lambda v, ci: f"{v:.4g} ± {ci:.2g}"
+    matched = lambda r: "-" if "matched" not in r else "outside" if r["matched"] is None else pm(
+        r["matched"]["gen_ppl_ratio"], r["matched"]["gen_ppl_ratio_ci95"])
     print(evaluate.markdown_table(
-        ["row", "steps (NFE)", "gen. perplexity", "entropy (bits)", "perplexity / reference", "entropy / reference"],
-        [[r["name"], r["steps"] or "-", pm(r["gen_ppl"], r["gen_ppl_ci95"]), pm(r["entropy"], r["entropy_ci95"]),
+        ["row", "steps (NFE)", "temperature", "gen. perplexity", "entropy (bits)", "perplexity / reference",
+         "entropy / reference"] + (["perplexity / reference at its entropy"] if curve else []),
+        [[r["name"], r["steps"] or "-", "-" if r["temperature"] is None else f"{r['temperature']:g}",
+          pm(r["gen_ppl"], r["gen_ppl_ci95"]), pm(r["entropy"], r["entropy_ci95"]),
           pm(r["gen_ppl_ratio"], r["gen_ppl_ratio_ci95"]) if "gen_ppl_ratio" in r else "-",
-          pm(r["entropy_ratio"], r["entropy_ratio_ci95"]) if "entropy_ratio" in r else "-"] for r in rows]))
+          pm(r["entropy_ratio"], r["entropy_ratio_ci95"]) if "entropy_ratio" in r else "-"]
+         + ([matched(r)] if curve else []) for r in rows]))
+    for note in notes:
+        print(f"note: {note}")
     wide = [r["name"] + (f" at {r['steps']} steps" if r["steps"] else "") for r in rows
             if r["gen_ppl_ci95"] > 0.03 * r["gen_ppl"]]
     if wide:
@@ -185,13 +214,25 @@ def quality(cfg, dev):
               f"raise --num_samples to settle a 5% question there")
     write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"], "dtype": dtype,
                                  "judge_val_loss": judge_val_loss,
-                                 "reference": None if reference is None else {"name": reference["name"], "steps": reference["steps"]},
+                                 "reference": None if reference is None else {"name": reference["name"], "steps": reference["steps"],
+                                                                             "temperature": T},
                                  "settings": cfg, "rows": rows})
     if cfg["out_png"]:
-        if evaluate.plot_quality(rows, cfg["out_png"]):
+        if evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"]):
             print(f"wrote {cfg['out_png']}")
         else:
             print("matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+def float_list(key, text):
+    """Positive floats from a comma-separated string ("" gives [])."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--{key} must be comma-separated positive numbers, got {text!r}") from None
+    if any(not v > 0 or math.isinf(v) for v in values):
+        raise UsageError(f"--{key} must be comma-separated positive numbers, got {text!r}")
+    return values
 
 
 def file_key(path):
@@ -201,7 +242,7 @@ def file_key(path):
     return relative if not relative.startswith("..") else os.path.abspath(path)
 
 
-SAME_SAMPLES = ("num_samples", "seed", "temperature", "top_k", "judge", "batch_size", "device")  # same draws, same judge
+SAME_SAMPLES = ("num_samples", "seed", "top_k", "judge", "batch_size", "device")  # same draws, same judge
 
 
 def previous_rows(cfg, length, dtype):
@@ -209,7 +250,8 @@ def previous_rows(cfg, length, dtype):
     rows this run reuses instead of sampling them again (the DFM model at 1024 steps is most of an
     evaluation's time; each new student then costs only its own rows). A row is reused only from a
     file made with the same judge, seed, sample count, batch size and length, and only for the same
-    checkpoint (or held-out file) and sampler."""
+    checkpoint (or held-out file), sampler and temperature (a row of a file written before rows
+    carried their temperature has its file's)."""
     done = {}
     for path in filter(None, cfg["previous"].split(",")):
         try:
@@ -224,14 +266,18 @@ def previous_rows(cfg, length, dtype):
             differ.append("dtype")
         if differ:
             raise UsageError(f"--previous={path} was made with other {', '.join(differ)}: its rows are not comparable")
-        done.update({(r["made_by"], r["method"], r["steps"]): r for r in old["rows"] if "made_by" in r})
+        for r in old["rows"]:
+            if "made_by" in r:
+                temp = r.get("temperature", None if r["name"] == "held-out text" else old["settings"]["temperature"])
+                done[(r["made_by"], r["method"], r["steps"], temp)] = r
     return done
 
 
-def add_ratios(rows, reference_steps):
+def add_ratios(rows, reference_steps, temperature):
     """Add each row's perplexity and entropy as ratios to the reference row (DFM, cumulative step, at
-    reference_steps), with 95% intervals; returns the reference row."""
-    reference = next((r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps), None)
+    reference_steps, at the run's temperature), with 95% intervals; returns the reference row."""
+    reference = next((r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps
+                      and r["temperature"] == temperature), None)
     if reference is None:
         raise UsageError(f"--reference_steps={reference_steps} is not in --steps_list: the reference row is DFM "
                          f"with the cumulative step at one of the step counts sampled")
@@ -240,6 +286,23 @@ def add_ratios(rows, reference_steps):
             r[f"{key}_ratio"], r[f"{key}_ratio_ci95"] = (1.0, 0.0) if r is reference else evaluate.ratio_interval(
                 r[key], r[f"{key}_ci95"], reference[key], reference[f"{key}_ci95"])
     return reference
+
+
+def add_matched(rows, curve):
+    """Add to each flow row off the curve its perplexity against the curve's at the row's entropy:
+    "matched" (evaluate.matched_entropy_ratio's dict, or None outside the curve's range, with a
+    "matched_note"); returns the notes, one line each."""
+    notes = []
+    for r in rows:
+        if r["method"] is None or any(r is c for c in curve):
+            continue
+        r.pop("matched_note", None)  # a row reused from a --previous file may carry one
+        r["matched"], note = evaluate.matched_entropy_ratio(curve, r["entropy"], r["gen_ppl"], r["gen_ppl_ci95"],
+                                                            r["entropy_ci95"])
+        if note:
+            r["matched_note"] = note
+            notes.append(f"{r['name']} at {r['steps']} steps: {note}")
+    return notes
 
 
 def elbo(cfg, dev):
@@ -265,6 +328,7 @@ def main(argv):
     if cfg["mode"] not in ("quality", "elbo"):
         raise UsageError(f"--mode must be quality or elbo, got {cfg['mode']!r}")
     check(cfg, RULES)
+    float_list("reference_temperatures", cfg["reference_temperatures"])  # a UsageError now rather than after loading
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
     return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)

@@ -116,6 +116,46 @@ def ratio_interval(a, a_ci, b, b_ci):
     return ratio, ratio * math.hypot(a_ci / a, b_ci / b)
 
 
+def matched_entropy_ratio(curve, entropy, ppl, ppl_ci, entropy_ci=0.0):
+    """A row's perplexity against the reference's at the row's own entropy.
+
+    curve: the reference's points, e.g. the DFM model sampled at several temperatures, each a dict
+    with "entropy", "gen_ppl" and "gen_ppl_ci95" (and optionally "temperature"). They are sorted by
+    entropy and the reference perplexity at `entropy` is interpolated linearly between the two
+    bracketing points; its 95% half-width is interpolated linearly between theirs (an upper bound on
+    that of an average of two independent means). The ratio ppl / reference gets its interval from
+    ratio_interval. The row's own entropy is uncertain too: "gen_ppl_ratio_ci95_with_entropy" adds
+    the slope of the curve times entropy_ci (in perplexity) to the reference's half-width in quadrature.
+
+    Returns (result, note): result is a dict (reference_gen_ppl, reference_gen_ppl_ci95, gen_ppl_ratio,
+    gen_ppl_ratio_ci95, gen_ppl_ratio_ci95_with_entropy, slope, bracket: the two points' temperatures)
+    and note None; or, when entropy lies outside the curve's range (no extrapolation), None and a note.
+    """
+    points = sorted(curve, key=lambda p: p["entropy"])
+    if not points:
+        return None, "no reference curve"
+    lowest, highest = points[0]["entropy"], points[-1]["entropy"]
+    if not lowest <= entropy <= highest:
+        if entropy < lowest:
+            return None, (f"entropy {entropy:.3f} below the reference curve's lowest {lowest:.3f}: "
+                          f"add lower --reference_temperatures")
+        return None, (f"entropy {entropy:.3f} above the reference curve's highest {highest:.3f}: "
+                      f"add higher --reference_temperatures")
+    i = next(i for i in range(len(points)) if points[i]["entropy"] >= entropy)  # points[i] is the upper bracket
+    hi = points[i]
+    lo = points[i - 1] if i > 0 else hi
+    span = hi["entropy"] - lo["entropy"]
+    w = (entropy - lo["entropy"]) / span if span > 0 else 0.5  # 0 at lo, 1 at hi
+    ref = (1 - w) * lo["gen_ppl"] + w * hi["gen_ppl"]
+    ref_ci = (1 - w) * lo["gen_ppl_ci95"] + w * hi["gen_ppl_ci95"]
+    slope = (hi["gen_ppl"] - lo["gen_ppl"]) / span if span > 0 else 0.0  # perplexity per bit
+    ratio, ratio_ci = ratio_interval(ppl, ppl_ci, ref, ref_ci)
+    _, ratio_ci_entropy = ratio_interval(ppl, ppl_ci, ref, math.hypot(ref_ci, slope * entropy_ci))
+    return {"reference_gen_ppl": ref, "reference_gen_ppl_ci95": ref_ci, "gen_ppl_ratio": ratio,
+            "gen_ppl_ratio_ci95": ratio_ci, "gen_ppl_ratio_ci95_with_entropy": ratio_ci_entropy, "slope": slope,
+            "bracket": [lo.get("temperature"), hi.get("temperature")]}, None
+
+
 def score(judge, ids, batch_size=32):
     """Generative perplexity and entropy over samples: means, standard deviations, 95% half-widths."""
     ppl, ent = generative_perplexity(judge, ids, batch_size).double(), unigram_entropy(ids)
@@ -198,6 +238,50 @@ def plot_quality(rows, path):
         if key == "gen_ppl":
             ax.set_yscale("log")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_frontier(curves, students, path):
+    """Perplexity (log) against entropy: per seed the reference's temperature curve (a line, each
+    point labelled with its temperature) and the students as points (one marker per step count), all
+    with 95% error bars in both directions.
+
+    curves: {seed: [rows of the reference, each with "temperature"]}; students: {seed: [student rows]}.
+    Returns False (and draws nothing) when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = ["s", "^", "D", "v", "P", "X", "*"]
+    steps = sorted({r["steps"] for rows in students.values() for r in rows})
+    for k, seed in enumerate(curves):
+        color = f"C{k}"
+        curve = sorted(curves[seed], key=lambda r: r["entropy"])
+        ax.errorbar([r["entropy"] for r in curve], [r["gen_ppl"] for r in curve], xerr=[r["entropy_ci95"] for r in curve],
+                    yerr=[r["gen_ppl_ci95"] for r in curve], color=color, marker="o", ms=4, capsize=2,
+                    label=f"DFM, {curve[0]['steps']} steps, temperatures (seed {seed})")
+        for r in curve:
+            ax.annotate(f"{r['temperature']:g}", (r["entropy"], r["gen_ppl"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color=color)
+        for r in students.get(seed, []):
+            ax.errorbar(r["entropy"], r["gen_ppl"], xerr=r["entropy_ci95"], yerr=r["gen_ppl_ci95"], color=color,
+                        marker=markers[steps.index(r["steps"]) % len(markers)], ms=7, capsize=2, linestyle="none")
+    for i, S in enumerate(steps):  # the markers' legend, in no seed's colour
+        ax.plot([], [], marker=markers[i % len(markers)], color="gray", linestyle="none", label=f"student, {S} steps")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("unigram entropy (bits)")
+    ax.set_ylabel("generative perplexity")
+    ax.set_title("DFM's perplexity-entropy frontier and the few-step students", fontsize=10)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -4,6 +4,8 @@
     python results/tables.py results/shakespeare_char_cpu --plots=assets   # and the README's quality plots
     python results/tables.py results/speed
     python results/tables.py --readme        # write results/README.md: every table of both folders
+    python results/tables.py --frontier=a.json,b.json --frontier_json=all.json --frontier_png=plot.png
+        # eval.py quality runs with --reference_temperatures, one per training seed, in one file and one plot
 
 Every number in the README's results comes from these files; this script only formats them.
 """
@@ -15,7 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from nanodfm.evaluate import plot_quality, ratio_interval  # noqa: E402
+from nanodfm.evaluate import plot_frontier, plot_quality, ratio_interval  # noqa: E402
 from bench import share  # noqa: E402
 
 
@@ -197,6 +199,121 @@ def temperature_table(headline, reports):
     return "\n".join(lines)
 
 
+def spread(values, cis):
+    """Mean, sample standard deviation, min and max over seeds of per-seed values, the mean of their
+    95% sampling half-widths, and the sampling half-width of the mean (independent seeds)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return {"values": values, "ci95": cis, "mean": mean, "std": std, "min": min(values), "max": max(values),
+            "mean_ci95": sum(cis) / n, "ci95_of_mean": sum(c * c for c in cis) ** 0.5 / n}
+
+
+def combine_frontier(reports):
+    """One report from eval.py quality runs with --reference_temperatures, one per training seed:
+    every seed's reference curve and students, the held-out and AR rows once, and over seeds the
+    students' ratios to the reference (raw, and at matched entropy)."""
+    first = reports[0]
+    for r in reports[1:]:
+        if (r["length"], r["judge"], r["reference"]["steps"]) != (first["length"], first["judge"], first["reference"]["steps"]):
+            raise SystemExit("the frontier reports differ in length, judge or reference steps: not comparable")
+    ref_steps, rows, seeds = first["reference"]["steps"], [], []
+    for k, report in enumerate(reports):
+        T = report["settings"]["temperature"]
+        for r in report["rows"]:
+            if r["method"] is None and k > 0:  # held-out text and AR samples: the same in every report
+                continue
+            rows.append(r)
+        seed = next(r["seed"] for r in report["rows"] if r["name"] == "dfm cumulative")
+        seeds.append(seed)
+    summary = {}
+    students = [r for r in rows if r["name"].startswith("student")]
+    for S in sorted({r["steps"] for r in students}):
+        mine = [r for r in students if r["steps"] == S]
+        entry = {"raw": spread([r["gen_ppl_ratio"] for r in mine], [r["gen_ppl_ratio_ci95"] for r in mine]),
+                 "entropy": spread([r["entropy_ratio"] for r in mine], [r["entropy_ratio_ci95"] for r in mine]),
+                 "seeds": [r["seed"] for r in mine]}
+        matched = [r["matched"] for r in mine if r.get("matched")]
+        if len(matched) == len(mine):
+            entry["matched"] = spread([m["gen_ppl_ratio"] for m in matched], [m["gen_ppl_ratio_ci95"] for m in matched])
+            entry["matched_with_entropy"] = spread([m["gen_ppl_ratio"] for m in matched],
+                                                   [m["gen_ppl_ratio_ci95_with_entropy"] for m in matched])
+        else:
+            entry["matched"] = None
+            entry["matched_notes"] = [f"seed {r['seed']}: {r['matched_note']}" for r in mine if not r.get("matched")]
+        summary[f"student@{S}"] = entry
+    return {"mode": "frontier", "length": first["length"], "judge": first["judge"],
+            "judge_val_loss": first["judge_val_loss"], "num_samples": first["rows"][0]["num_samples"],
+            "reference": {"name": "dfm cumulative", "steps": ref_steps, "temperature": first["settings"]["temperature"]},
+            "seeds": seeds, "summary": summary, "rows": rows}
+
+
+def frontier_tables(combined):
+    """The frontier per seed (reference at each temperature), the students against it, the means over seeds."""
+    rows, ref_steps = combined["rows"], combined["reference"]["steps"]
+    curve = lambda seed: sorted((r for r in rows if r["seed"] == seed and r["name"] == "dfm cumulative"
+                                 and r["steps"] == ref_steps), key=lambda r: -r["temperature"])
+    out = [f"## the reference (dfm cumulative, {ref_steps} steps) at each temperature, per training seed "
+           f"({combined['num_samples']} samples a cell)\n",
+           "| seed | temperature | gen. perplexity | entropy (bits) |", "| ---: | ---: | --- | --- |"]
+    for seed in combined["seeds"]:
+        out += [f"| {seed} | {r['temperature']:g} | {cell(r)} | {cell(r, 'entropy')} |" for r in curve(seed)]
+    out += ["", "## the students against their own seed's reference: at temperature "
+            f"{combined['reference']['temperature']:g}, and at the student's entropy (interpolated along the curve)\n",
+            "| seed | steps | gen. perplexity | entropy (bits) | × reference | entropy × reference | × reference at matched entropy "
+            "| (± with the entropy's interval) |", "| ---: | ---: | --- | --- | --- | --- | --- | --- |"]
+    for seed in combined["seeds"]:
+        for r in sorted((r for r in rows if r["seed"] == seed and r["name"].startswith("student")), key=lambda r: r["steps"]):
+            m = r.get("matched")
+            matched = (f"{m['gen_ppl_ratio']:.3f} ± {m['gen_ppl_ratio_ci95']:.3f} | ± {m['gen_ppl_ratio_ci95_with_entropy']:.3f}"
+                       if m else f"outside ({r.get('matched_note', 'no curve')}) | -")
+            out.append(f"| {seed} | {r['steps']} | {cell(r)} | {cell(r, 'entropy')} | {ratio(r, 'gen_ppl')} | "
+                       f"{ratio(r, 'entropy')} | {matched} |")
+    out += ["", f"## over the {len(combined['seeds'])} seeds: mean, standard deviation and range of the per-seed ratios, "
+            "beside the sampling half-widths (their mean, and that of the mean)\n",
+            "| row | ratio | mean | std over seeds | min - max | mean sampling ± | sampling ± of the mean |",
+            "| --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    labels = (("raw", "× reference"), ("matched", "× reference at matched entropy"),
+              ("matched_with_entropy", "(with the entropy's interval)"), ("entropy", "entropy × reference"))
+    notes = []
+    for name, entry in combined["summary"].items():
+        for key, label in labels:
+            e = entry.get(key)
+            if e is None:
+                if key == "matched":
+                    out.append(f"| {name} | {label} | - | - | - | - | - |")
+                    notes += [f"{name}, {note}" for note in entry.get("matched_notes", [])]
+                continue
+            out.append(f"| {name} | {label} | {e['mean']:.3f} | {e['std']:.3f} | {e['min']:.3f} - {e['max']:.3f} | "
+                       f"{e['mean_ci95']:.3f} | {e['ci95_of_mean']:.3f} |")
+    if notes:
+        out += ["", "not matched (the student's entropy outside the reference curve):"] + [f"- {n}" for n in notes]
+    return "\n".join(out)
+
+
+def frontier(paths, out_json=None, out_png=None):
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            reports.append(json.load(f))
+    combined = combine_frontier(reports)
+    print(frontier_tables(combined))
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump(combined, f, indent=2)
+        print(f"\nwrote {out_json}")
+    if out_png:
+        ref_steps = combined["reference"]["steps"]
+        curves = {seed: [r for r in combined["rows"] if r["seed"] == seed and r["name"] == "dfm cumulative"
+                         and r["steps"] == ref_steps] for seed in combined["seeds"]}
+        students = {seed: [r for r in combined["rows"] if r["seed"] == seed and r["name"].startswith("student")]
+                    for seed in combined["seeds"]}
+        if plot_frontier(curves, students, out_png):
+            print(f"wrote {out_png}")
+        else:
+            print("matplotlib is not installed: no plot")
+
+
 def main(folder, plots=None):
     if os.path.isfile(os.path.join(folder, "overhead.json")) or any(n.startswith("study") for n in os.listdir(folder)):
         return speed(folder)
@@ -263,6 +380,10 @@ if __name__ == "__main__":
     if "--readme" in sys.argv:
         readme()
         raise SystemExit(0)
+    flags = {a.split("=", 1)[0][2:]: a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--") and "=" in a}
+    if "frontier" in flags:
+        frontier(flags["frontier"].split(","), flags.get("frontier_json"), flags.get("frontier_png"))
+        sys.exit(0)
     args = [a for a in sys.argv[1:] if not a.startswith("--plots=")]
-    plots = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--plots=")), None)
+    plots = flags.get("plots")
     main(args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "shakespeare_char_cpu"), plots)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from nanodfm.data import load_meta
-from nanodfm.evaluate import ar_samples, flow_samples, generative_perplexity, mean_interval, ratio_interval, unigram_entropy
+from nanodfm.evaluate import (ar_samples, flow_samples, generative_perplexity, matched_entropy_ratio, mean_interval,
+                              ratio_interval, unigram_entropy)
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import ProbPath
 from test_autoregressive import save_checkpoint, tiny_model
@@ -54,6 +55,46 @@ def test_intervals_cover_the_true_mean_95_percent_of_the_time():
     assert 0.93 <= covered / trials <= 0.97
     assert 0.93 <= covered_ratio / trials <= 0.97
     assert mean_interval(torch.tensor([3.0])) == (3.0, float("inf"))
+
+def test_matched_entropy_interpolates_the_reference_curve_and_never_extrapolates():
+    """On a curve whose perplexity is linear in entropy the interpolated reference is that line
+    everywhere inside it: its points exactly, midpoints the mean of the neighbours; the interval is
+    the bracketing points' interpolated; outside the range, None and a note, whatever the order given."""
+    line = lambda e: 10.0 + 20.0 * (e - 4.0)  # perplexity rising with entropy, as cooling lowers both
+    entropies, temperatures = [4.0, 4.1, 4.3, 4.4], [0.4, 0.6, 0.8, 1.0]
+    cis = [0.2, 0.4, 0.3, 0.5]
+    curve = [{"entropy": e, "gen_ppl": line(e), "gen_ppl_ci95": c, "temperature": t}
+             for e, c, t in zip(entropies, cis, temperatures)]
+    shuffled = [curve[2], curve[0], curve[3], curve[1]]
+    for i, e in enumerate(entropies):  # at the points: the point itself
+        got, note = matched_entropy_ratio(shuffled, e, 15.0, 0.3)
+        assert note is None
+        assert got["reference_gen_ppl"] == pytest.approx(line(e)) and got["reference_gen_ppl_ci95"] == pytest.approx(cis[i])
+    for i in range(len(entropies) - 1):  # midpoints: the mean of the neighbours, as the line says
+        mid = (entropies[i] + entropies[i + 1]) / 2
+        got, note = matched_entropy_ratio(shuffled, mid, 15.0, 0.3)
+        assert note is None and got["bracket"] == [temperatures[i], temperatures[i + 1]]
+        assert got["reference_gen_ppl"] == pytest.approx((line(entropies[i]) + line(entropies[i + 1])) / 2)
+        assert got["reference_gen_ppl"] == pytest.approx(line(mid))
+        assert got["reference_gen_ppl_ci95"] == pytest.approx((cis[i] + cis[i + 1]) / 2)
+        assert got["slope"] == pytest.approx(20.0)
+        # the ratio and its interval: relative half-widths in quadrature
+        ref, ref_ci = got["reference_gen_ppl"], got["reference_gen_ppl_ci95"]
+        assert got["gen_ppl_ratio"] == pytest.approx(15.0 / ref)
+        assert got["gen_ppl_ratio_ci95"] / got["gen_ppl_ratio"] == pytest.approx(math.hypot(0.3 / 15.0, ref_ci / ref))
+        assert got["gen_ppl_ratio_ci95_with_entropy"] == pytest.approx(got["gen_ppl_ratio_ci95"])  # entropy_ci = 0
+    quarter = entropies[1] + 0.25 * (entropies[2] - entropies[1])  # a quarter of the way: weights 3/4 and 1/4
+    got, _ = matched_entropy_ratio(curve, quarter, 15.0, 0.3)
+    assert got["reference_gen_ppl"] == pytest.approx(line(quarter))
+    assert got["reference_gen_ppl_ci95"] == pytest.approx(0.75 * cis[1] + 0.25 * cis[2])
+    wider, _ = matched_entropy_ratio(curve, quarter, 15.0, 0.3, entropy_ci=0.02)  # the row's entropy uncertain too
+    assert wider["gen_ppl_ratio"] == got["gen_ppl_ratio"]
+    assert wider["gen_ppl_ratio_ci95_with_entropy"] > got["gen_ppl_ratio_ci95"] == wider["gen_ppl_ratio_ci95"]
+    for outside, word in ((3.99, "below"), (4.41, "above")):
+        got, note = matched_entropy_ratio(shuffled, outside, 15.0, 0.3)
+        assert got is None and word in note and "--reference_temperatures" in note
+    assert "lower" in matched_entropy_ratio(curve, 3.5, 15.0, 0.3)[1]
+
 
 def test_a_uniform_judge_has_perplexity_vocab_size():
     V = 13
@@ -149,3 +190,50 @@ def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     assert "perplexity <=" in result.stdout
     result = run_eval("--mode=quality", f"--dfm={paths['dfm']}", f"--judge={paths['dfm']}")
     assert result.returncode != 0 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not SHAKESPEARE_VAL.is_file(), reason="run data/shakespeare_char/prepare.py first")
+def test_quality_samples_the_reference_at_each_temperature_and_matches_entropy(tmp_path):
+    vocab = {"vocab_size": 65, "block_size": 16}
+    meta = load_meta(SHAKESPEARE_VAL.parent)  # the checkpoints' tokens are the held-out data's
+    paths = {kind: save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32, **vocab), kind,
+                                   meta=meta) for kind in ("ar", "dfm", "student")}
+    common = [f"--dfm={paths['dfm']}", f"--judge={paths['ar']}", "--steps_list=1,2", "--dfm_methods=cumulative",
+              "--num_samples=3"]
+    out = tmp_path / "frontier.json"
+    result = run_eval("--mode=quality", *common, f"--student={paths['student']}", "--student_steps_list=1",
+                      "--reference_temperatures=0.5,1.0,3.0", f"--out_json={out}")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    curve = [r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == 2]
+    assert sorted(r["temperature"] for r in curve) == [0.5, 1.0, 3.0]  # 1.0, the run's own, once
+    assert [r["temperature"] for r in rows if r["name"] == "dfm cumulative" and r["steps"] == 1] == [1.0]
+    assert all("temperature" in r and "seed" in r for r in rows)
+    assert rows[0]["name"] == "held-out text" and rows[0]["seed"] is None and rows[0]["temperature"] is None
+    assert len({r["gen_ppl"] for r in curve}) == 3  # three temperatures, three sets of samples
+    reference = next(r for r in curve if r["temperature"] == 1.0)
+    assert reference["gen_ppl_ratio"] == 1.0
+    off_curve = [r for r in rows if r["method"] is not None and not any(r is c for c in curve)]
+    assert off_curve and all("matched" in r for r in off_curve)
+    for r in off_curve:
+        if r["matched"] is None:  # outside the curve: a note, no number
+            assert "--reference_temperatures" in r["matched_note"]
+        else:
+            low, high = sorted(c["entropy"] for c in curve)[0], sorted(c["entropy"] for c in curve)[-1]
+            assert low <= r["entropy"] <= high
+            assert r["matched"]["gen_ppl_ratio"] == pytest.approx(r["gen_ppl"] / r["matched"]["reference_gen_ppl"])
+    assert "perplexity / reference at its entropy" in result.stdout
+    # a run at one temperature is reused, row by row, by a run of the curve
+    single = tmp_path / "t05.json"
+    result = run_eval("--mode=quality", *common, "--temperature=0.5", f"--out_json={single}")
+    assert result.returncode == 0, result.stderr
+    again = tmp_path / "again.json"
+    result = run_eval("--mode=quality", *common, f"--student={paths['student']}", "--student_steps_list=1",
+                      "--reference_temperatures=0.5,1.0,3.0", f"--previous={single},{out}", f"--out_json={again}")
+    assert result.returncode == 0, result.stderr
+    cold = next(r for r in json.loads(single.read_text())["rows"] if r["name"] == "dfm cumulative" and r["steps"] == 2)
+    new_cold = next(r for r in json.loads(again.read_text())["rows"] if r["name"] == "dfm cumulative"
+                    and r["steps"] == 2 and r["temperature"] == 0.5)
+    assert new_cold["gen_ppl"] == cold["gen_ppl"] and new_cold["entropy"] == cold["entropy"]
+    result = run_eval("--mode=quality", *common, "--reference_temperatures=0.5,-1")
+    assert result.returncode != 0 and "positive numbers" in result.stderr and "Traceback" not in result.stderr
