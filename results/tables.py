@@ -368,7 +368,13 @@ def readme():
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             main(os.path.join(HERE, folder))
-        parts.append(f"# {title} (`{folder}/`)\n\n" + out.getvalue().replace("\n## ", "\n### ").lstrip("\n"))
+        text = out.getvalue()
+        combined = load(os.path.join(HERE, folder), "frontier-uniform.json")
+        if combined:  # the headline over training seeds, against the reference's own frontier
+            text += ("\n## the frontier, uniform source: each seed's reference at several temperatures, its students "
+                     "against it, raw and at matched entropy (frontier-uniform.json, config/reproduce_frontier.sh)\n\n"
+                     + frontier_tables(combined).replace("\n## ", "\n#### ").lstrip("#").lstrip() + "\n")
+        parts.append(f"# {title} (`{folder}/`)\n\n" + text.replace("\n## ", "\n### ").lstrip("\n"))
         if parts[-1].startswith(f"# {title} (`{folder}/`)\n\n## "):
             parts[-1] = parts[-1].replace("\n\n## ", "\n\n### ", 1)
     with open(os.path.join(HERE, "README.md"), "w") as f:
