@@ -65,6 +65,7 @@ teacher = "rk4"  # "rk4" or "rk2" shortcut teacher
 teacher_average = "logits"  # RK average of the half steps' "logits" (the paper), "probs" (the velocities) or "calibrated"
 rk_points = "chained"  # RK evaluation points: "chained" half steps (the release's) or "classical" (all from x_t)
 anchor_share = 0.0  # share of each batch trained on the data at the smallest h; 0: as step_size_weighting gives
+own_share = 0.0  # share of the samples at h >= 1/8 whose x_t is the teacher's own few-step state, not noised data
 step_size_weighting = "inverse_h"  # P(h): "inverse_h" (proportional to 1/h, the paper) or "uniform" over exponents
 ema_decay = 0.9995  # the teacher is this exponential moving average of the student
 # optimiser: AdamW, linear warmup then cosine decay to min_lr
@@ -93,7 +94,7 @@ POSITIVE_KEYS = ("batch_size", "block_size", "eval_interval", "eval_iters", "log
 RULES = {"kind": one_of(*checkpoint.KINDS), "source": one_of(*SOURCES), "loss_weighting": one_of(*LOSS_WEIGHTINGS),
          "teacher": one_of(*distill.TEACHERS), "teacher_average": one_of(*distill.TEACHER_AVERAGES),
          "step_size_weighting": one_of(*distill.STEP_SIZE_WEIGHTINGS), "dtype": one_of("auto", "bfloat16", "float32"),
-         "rk_points": one_of(*distill.RK_POINTS), "anchor_share": PROBABILITY,
+         "rk_points": one_of(*distill.RK_POINTS), "anchor_share": PROBABILITY, "own_share": PROBABILITY,
          **dict.fromkeys(POSITIVE_KEYS, POSITIVE), "dropout": PROBABILITY, "ema_decay": PROBABILITY,
          "beta1": PROBABILITY, "beta2": PROBABILITY, "kappa_power": POSITIVE_FLOAT, "learning_rate": POSITIVE_FLOAT,
          **dict.fromkeys(("max_iters", "warmup_iters", "lr_decay_iters", "max_step_exponent", "min_lr", "weight_decay",

@@ -31,6 +31,10 @@ STUDENT_STEPS=${STUDENT_STEPS:-4,8,16}
 REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.6,0.4,0.15}
 SAMPLES=${SAMPLES:-256}
 TRAIN_ARGS=${TRAIN_ARGS:-}
+# students beside the recipe's, NAME:FLAGS each (FLAGS: train.py flags on top of the recipe, comma-separated);
+# the lever table of results/README.md is
+#   LEVERS="anchor:--anchor_share=0.5 classical:--rk_points=classical calibrated:--teacher_average=calibrated own:--own_share=0.5"
+LEVERS=${LEVERS:-}
 EVAL_ARGS=${EVAL_ARGS:-}  # more eval.py flags for every evaluation, e.g. --batch_size=64
 EVALUATE=${EVALUATE:-1}  # 0: train only
 LANES=${LANES:-2}  # 1: one process at a time
@@ -51,9 +55,20 @@ train() {  # train NAME ARGS...
   touch "$OUT/$name/done"
 }
 waitfor() { until [ -f "$OUT/$1" ] || [ -f "$OUT/$1/done" ]; do [ -f "$OUT/failed" ] && return 1; sleep 10; done; }
-seed_runs() {  # seed_runs SEED: the DFM model, then its student
-  train "dfm-s$1" config/shakespeare_char_cpu.py --source=uniform --seed="$1" &&
-  train "student-s$1" config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm-s$1/best.pt" --seed="$1"
+lever_args() {  # lever_args NAME: the train.py flags of a lever, from $LEVERS
+  local entry
+  for entry in $LEVERS; do [ "${entry%%:*}" = "$1" ] && { echo "${entry#*:}" | tr ',' ' '; return 0; }; done
+  echo "unknown lever $1" >&2; return 1
+}
+student_dir() { [ "$2" = recipe ] && echo "student-s$1" || echo "student-$2-s$1"; }  # student_dir SEED NAME
+judge() { train ar config/shakespeare_char_cpu_ar.py; }
+dfm() { train "dfm-s$1" config/shakespeare_char_cpu.py --source=uniform --seed="$1"; }
+student() {  # student SEED NAME: the recipe (config/shakespeare_char_cpu_student.py), or it with a lever's flags
+  local args=""
+  [ "$2" = recipe ] || args=$(lever_args "$2") || return 1
+  waitfor "dfm-s$1" || return 1
+  train "$(student_dir "$1" "$2")" config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm-s$1/best.pt" \
+      --seed="$1" $args
 }
 
 # 3. evaluations, judged by the AR model, one job each: the reference (DFM, cumulative step,
@@ -76,18 +91,26 @@ reference() {  # reference SEED T
   { waitfor "dfm-s$1" && waitfor ar; } || return 1
   evaluate "reference-s$1-$2" --dfm="$OUT/dfm-s$1/best.pt" --temperature="$2"
 }
-students() {  # students SEED
-  local T previous=""
-  waitfor "student-s$1" || return 1
+students() {  # students SEED: the recipe's student and every lever's, in one evaluation
+  local T previous="" name checkpoints=""
+  for name in recipe $(lever_names); do
+    waitfor "$(student_dir "$1" "$name")" || return 1
+    checkpoints="$checkpoints,$OUT/$(student_dir "$1" "$name")/ckpt.pt"
+  done
   for T in $(temperatures); do
     waitfor "reference-s$1-$T.json" || return 1
     previous="$previous,$OUT/reference-s$1-$T.json"
   done
-  evaluate "frontier-s$1" --dfm="$OUT/dfm-s$1/best.pt" --student="$OUT/student-s$1/ckpt.pt" \
+  evaluate "frontier-s$1" --dfm="$OUT/dfm-s$1/best.pt" --student="${checkpoints#,}" \
       --student_steps_list="$STUDENT_STEPS" --reference_temperatures="$REFERENCE_TEMPERATURES" --previous="${previous#,}"
 }
-eval_jobs() {  # every evaluation, one a line, in the order the lanes take them
-  local s T
+lever_names() { local entry; for entry in $LEVERS; do echo "${entry%%:*}"; done; }
+stages() {  # every stage, one a line, in the order the lanes take them
+  local s T name
+  echo judge
+  for s in $SEEDS; do echo "dfm $s"; done
+  for s in $SEEDS; do for name in recipe $(lever_names); do echo "student $s $name"; done; done
+  [ "$EVALUATE" = 1 ] || return 0
   for s in $SEEDS; do for T in $(temperatures); do echo "reference $s $T"; done; done
   for s in $SEEDS; do echo "students $s"; done
 }
@@ -96,37 +119,22 @@ if [ -n "${JOB:-}" ]; then  # JOB="reference 7 0.6" or JOB="students 7": that on
   exit 0
 fi
 
-# the lanes: seeds alternate between them, B also trains the judge first; then each lane takes the next
-# evaluation nobody has claimed (waiting for what it needs), so B, done first, starts them
+# the lanes: each takes the next stage nobody has claimed, waiting for what it needs
 claim() { mkdir "$OUT/claims/$1" 2>/dev/null; }
 rm -rf "$OUT/claims" "$OUT/failed"; mkdir -p "$OUT/claims"
-lane() {  # lane A|B|AB (AB: everything, one lane)
-  local i=0 s
-  if [[ $1 == *B* ]]; then train ar config/shakespeare_char_cpu_ar.py || return 1; fi
-  for s in $SEEDS; do
-    if [ "$1" = AB ] || { [ "$1" = A ] && [ $((i % 2)) = 0 ]; } || { [ "$1" = B ] && [ $((i % 2)) = 1 ]; }; then
-      seed_runs "$s" || return 1
-    fi
-    i=$((i + 1))
-  done
-  [ "$EVALUATE" = 1 ] || return 0
+lane() {
   local job n=0
   while read -r job; do
     n=$((n + 1))
     claim "$n" && { $job || return 1; }
-  done < <(eval_jobs)
+  done < <(stages)
   return 0
 }
-if [ "$LANES" = 1 ]; then
-  lane AB > "$OUT/lane-ab.log" 2>&1 || { echo "failed: see $OUT/lane-ab.log"; exit 1; }
-else
-  lane A > "$OUT/lane-a.log" 2>&1 & a=$!
-  lane B > "$OUT/lane-b.log" 2>&1 & b=$!
-  trap 'kill $a $b 2>/dev/null' EXIT
-  wait $a || { echo "lane a failed: see $OUT/lane-a.log"; exit 1; }
-  wait $b || { echo "lane b failed: see $OUT/lane-b.log"; exit 1; }
-  trap - EXIT
-fi
+pids=()
+for i in $(seq "$LANES"); do lane > "$OUT/lane-$i.log" 2>&1 & pids+=($!); done
+trap 'kill "${pids[@]}" 2>/dev/null' EXIT
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "lane $((i + 1)) failed: see $OUT/lane-$((i + 1)).log"; exit 1; }; done
+trap - EXIT
 [ "$EVALUATE" = 1 ] || exit 0
 
 # 4. every seed in one JSON and one plot

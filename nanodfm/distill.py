@@ -68,6 +68,7 @@ class Recipe:
     max_step_exponent: int = 8  # h in {1, 1/2, ..., 2**-max_step_exponent}
     anchor_share: float = 0.0  # P(smallest h), the samples trained on the data; 0: as the weighting gives
     rk_points: str = "chained"  # RK evaluation points from chained half steps (the release's) or all from x_t
+    own_share: float = 0.0  # P(x_t is the teacher's own few-step state) for h >= OWN_MIN_H; 0: always noised data
 
     def __post_init__(self):
         for key, allowed in (("teacher", TEACHERS), ("teacher_average", TEACHER_AVERAGES),
@@ -76,12 +77,15 @@ class Recipe:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}: use one of {allowed}")
         if not 0 <= self.anchor_share < 1:
             raise ValueError(f"anchor_share must be in [0, 1), got {self.anchor_share}")
+        if not 0 <= self.own_share <= 1:
+            raise ValueError(f"own_share must be in [0, 1], got {self.own_share}")
 
     @classmethod
     def of(cls, config):
         """The recipe of a training config (train.py's keys)."""
         return cls(config["teacher"], config["teacher_average"], config["step_size_weighting"],
-                   config["max_step_exponent"], config.get("anchor_share", 0.0), config.get("rk_points", "chained"))
+                   config["max_step_exponent"], config.get("anchor_share", 0.0), config.get("rk_points", "chained"),
+                   config.get("own_share", 0.0))
 
 
 def step_size_probabilities(recipe):
@@ -97,8 +101,16 @@ def step_size_probabilities(recipe):
 
 def teacher_forwards(recipe):
     """The teacher's forward passes per training sample, on average: 4 (RK4) or 2 (RK2) for every
-    sample whose step size is not the smallest (those train on the data)."""
-    return (4 if recipe.teacher == "rk4" else 2) * (1 - step_size_probabilities(recipe)[-1].item())
+    sample whose step size is not the smallest (those train on the data), and with an own_share the
+    steps that reach the own states (t / h of them, t rounded down to a multiple of h)."""
+    p = step_size_probabilities(recipe)
+    forwards = (4 if recipe.teacher == "rk4" else 2) * (1 - p[-1].item())
+    K = recipe.max_step_exponent
+    for k in range(K):  # the smallest h never takes own states
+        if 2.0 ** -k >= OWN_MIN_H:
+            j = torch.arange(2 ** K - 2 ** (K - k) + 1)
+            forwards += recipe.own_share * p[k].item() * (j // 2 ** (K - k)).double().mean().item()
+    return forwards
 
 
 def sample_step_sizes(batch_size, recipe, generator=None, device="cpu"):
@@ -165,10 +177,39 @@ def shortcut_target(teacher, x_t, t, h, path, recipe, generator=None):
     return mean((l1, l2, l3, l4), (1, 2, 2, 1))
 
 
+OWN_MIN_H = 1 / 8  # own states only for the step sizes that few-step sampling takes (at most 7 steps to reach)
+
+
+@torch.no_grad()
+def own_states(teacher, t, h, seq_len, path, generator=None):
+    """x_t (B, L) where the few-step sampler, run with the teacher, stands: from the source, t / h steps
+    of size h (t a multiple of h). The student then learns its step from the states it will meet when
+    sampling, not from noised data: states whose positions were moved independently, with the errors
+    of the steps before, which noised data never shows it."""
+    x = path.source_tokens((t.shape[0], seq_len), generator, t.device)
+    done = (t / h).round().long()  # (B,) steps to take
+    for i in range(int(done.max().item()) if done.numel() else 0):
+        rows = (done > i).nonzero().squeeze(1)
+        time = i * h[rows]
+        log_p = path.posterior_log_probs(teacher(x[rows], time, h[rows]), x[rows])
+        x[rows] = engine.step(x[rows], log_p, time, h[rows], path, "cumulative", generator=generator)
+    return x
+
+
 def distill_loss(student, teacher, x1, path, recipe, generator=None):
-    """Mean per-token loss of the student on data x1 (B, L); see the module docstring."""
+    """Mean per-token loss of the student on data x1 (B, L); see the module docstring. With an
+    own_share, that share of the samples at h >= OWN_MIN_H takes x_t from `own_states` instead (t
+    rounded down to a multiple of h) and learns the teacher's shortcut from there."""
     t, h = sample_step_sizes(x1.shape[0], recipe, generator, x1.device)
     x_t = path.x_t(x1, t, generator)
+    if recipe.own_share:
+        own = (h >= OWN_MIN_H) & (uniform(h.shape, generator, "cpu").to(h.device) < recipe.own_share)
+        if own.any():
+            rows = own.nonzero().squeeze(1)
+            t = t.clone()
+            t[rows] = torch.floor(t[rows] / h[rows] + 1e-6) * h[rows]
+            x_t = x_t.clone()
+            x_t[rows] = own_states(teacher, t[rows], h[rows], x1.shape[1], path, generator)
     logits = student(x_t, t, h)
     smallest = h <= 2.0 ** -recipe.max_step_exponent  # (B,) samples trained on the data directly
     loss = path.loss(logits, x1, x_t, t, reduce=False)  # (B, L)

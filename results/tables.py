@@ -4,8 +4,10 @@
     python results/tables.py results/shakespeare_char_cpu --plots=assets   # and the README's quality plots
     python results/tables.py results/speed
     python results/tables.py --readme        # write results/README.md: every table of both folders
-    python results/tables.py --frontier=a.json,b.json --frontier_json=all.json --frontier_png=plot.png
-        # eval.py quality runs with --reference_temperatures, one per training seed, in one file and one plot
+    python results/tables.py --frontier=a.json,b.json --frontier_json=all.json --frontier_png=plot.png \
+        --levers_json=levers.json
+        # eval.py quality runs with --reference_temperatures, one per training seed, in one file and one
+        # plot; students beside the recipe's (config/reproduce_frontier.sh's LEVERS) in the lever table
 
 Every number in the README's results comes from these files; this script only formats them.
 """
@@ -14,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -209,10 +212,19 @@ def spread(values, cis):
             "mean_ci95": sum(cis) / n, "ci95_of_mean": sum(c * c for c in cis) ** 0.5 / n}
 
 
-def combine_frontier(reports):
+def student_name(row):
+    """The recipe a student row comes from, by its checkpoint's folder (config/reproduce_frontier.sh's
+    names): student-s7 -> "recipe", student-own-s7 -> "own"."""
+    folder = os.path.basename(os.path.dirname(row["made_by"]))
+    stem = re.sub(r"-s\d+$", "", folder)
+    return "recipe" if stem == "student" else stem.removeprefix("student-")
+
+
+def combine_frontier(reports, only="recipe"):
     """One report from eval.py quality runs with --reference_temperatures, one per training seed:
     every seed's reference curve and students, the held-out and AR rows once, and over seeds the
-    students' ratios to the reference (raw, and at matched entropy)."""
+    students' ratios to the reference (raw, and at matched entropy). Students of other recipes than
+    `only` (levers, `combine_levers`) are left out; only=None keeps every student."""
     first = reports[0]
     for r in reports[1:]:
         if (r["length"], r["judge"], r["reference"]["steps"]) != (first["length"], first["judge"], first["reference"]["steps"]):
@@ -222,6 +234,8 @@ def combine_frontier(reports):
         T = report["settings"]["temperature"]
         for r in report["rows"]:
             if r["method"] is None and k > 0:  # held-out text and AR samples: the same in every report
+                continue
+            if only and r["name"].startswith("student") and student_name(r) != only:
                 continue
             rows.append(r)
         seed = next(r["seed"] for r in report["rows"] if r["name"] == "dfm cumulative")
@@ -240,7 +254,7 @@ def combine_frontier(reports):
                                                    [m["gen_ppl_ratio_ci95_with_entropy"] for m in matched])
         else:
             entry["matched"] = None
-            entry["matched_notes"] = [f"seed {r['seed']}: {r['matched_note']}" for r in mine if not r.get("matched")]
+            entry["matched_notes"] = [f"seed {r['seed']}: {r.get('matched_note', 'no reference curve')}" for r in mine if not r.get("matched")]
         summary[f"student@{S}"] = entry
     return {"mode": "frontier", "length": first["length"], "judge": first["judge"],
             "judge_val_loss": first["judge_val_loss"], "num_samples": first["rows"][0]["num_samples"],
@@ -291,13 +305,81 @@ def frontier_tables(combined):
     return "\n".join(out)
 
 
-def frontier(paths, out_json=None, out_png=None):
+def combine_levers(reports):
+    """The levers against the recipe, from the same per-seed reports: for each student recipe and
+    step count, its ratios over seeds (as `combine_frontier`), and per seed its difference from the
+    recipe's ratio with the interval of the difference (independent samples) and how many seeds it
+    is better on (lower perplexity ratio; higher entropy ratio)."""
+    combined = combine_frontier(reports, only=None)
+    students = [r for r in combined["rows"] if r["name"].startswith("student")]
+    names = list(dict.fromkeys(student_name(r) for r in students))
+    if "recipe" not in names:
+        raise SystemExit("the reports hold no recipe student (student-s<seed>): nothing to compare the levers with")
+    recipe = {(r["seed"], r["steps"]): r for r in students if student_name(r) == "recipe"}
+    def versus(mine, value, ci, higher_is_better=False):
+        pairs = [(value(r), ci(r), value(recipe[r["seed"], r["steps"]]), ci(recipe[r["seed"], r["steps"]]))
+                 for r in mine if (r["seed"], r["steps"]) in recipe]
+        pairs = [p for p in pairs if None not in p]
+        if not pairs:
+            return None
+        deltas = [a - b for a, _, b, _ in pairs]
+        return {"values": deltas, "ci95": [(ca * ca + cb * cb) ** 0.5 for _, ca, _, cb in pairs],
+                "mean": sum(deltas) / len(deltas),
+                "better_on": sum((d > 0) if higher_is_better else (d < 0) for d in deltas), "of": len(deltas)}
+    matched = lambda key: (lambda r: r["matched"][key] if r.get("matched") else None)
+    summary = {}
+    for name in names:
+        for S in sorted({r["steps"] for r in students}):
+            mine = [r for r in students if student_name(r) == name and r["steps"] == S]
+            if not mine:
+                continue
+            entry = {"seeds": [r["seed"] for r in mine],
+                     "raw": spread([r["gen_ppl_ratio"] for r in mine], [r["gen_ppl_ratio_ci95"] for r in mine]),
+                     "entropy": spread([r["entropy_ratio"] for r in mine], [r["entropy_ratio_ci95"] for r in mine])}
+            if all(r.get("matched") for r in mine):
+                entry["matched"] = spread([r["matched"]["gen_ppl_ratio"] for r in mine],
+                                          [r["matched"]["gen_ppl_ratio_ci95"] for r in mine])
+            if name != "recipe":
+                entry["versus_recipe"] = {
+                    "raw": versus(mine, lambda r: r["gen_ppl_ratio"], lambda r: r["gen_ppl_ratio_ci95"]),
+                    "entropy": versus(mine, lambda r: r["entropy_ratio"], lambda r: r["entropy_ratio_ci95"], True),
+                    "matched": versus(mine, matched("gen_ppl_ratio"), matched("gen_ppl_ratio_ci95"))}
+            summary[f"{name}@{S}"] = entry
+    return {**combined, "mode": "levers", "summary": summary, "students": names}
+
+
+def lever_tables(levers):
+    """Each recipe's ratios per seed and their mean, and each lever's difference from the recipe."""
+    out = ["| student | steps | seeds | × reference, per seed | mean | at matched entropy, per seed | mean "
+           "| entropy ×, mean | vs recipe: Δ ×, mean (better on) | Δ matched | Δ entropy × |",
+           "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | --- | --- | --- |"]
+    per_seed = lambda e: ", ".join(f"{v:.3f} ± {c:.3f}" for v, c in zip(e["values"], e["ci95"]))
+    delta = lambda d: "-" if d is None else f"{d['mean']:+.3f} ({d['better_on']} of {d['of']})"
+    for key, e in levers["summary"].items():
+        name, S = key.rsplit("@", 1)
+        m, v = e.get("matched"), e.get("versus_recipe")
+        matched = f"{per_seed(m)} | {m['mean']:.3f}" if m else "outside the curve on a seed | -"
+        versus = f"{delta(v['raw'])} | {delta(v['matched'])} | {delta(v['entropy'])}" if v else "- | - | -"
+        out.append(f"| {name} | {S} | {', '.join(map(str, e['seeds']))} | {per_seed(e['raw'])} | {e['raw']['mean']:.3f} "
+                   f"| {matched} | {e['entropy']['mean']:.3f} | {versus} |")
+    return "\n".join(out)
+
+
+def frontier(paths, out_json=None, out_png=None, levers_json=None):
     reports = []
     for path in paths:
         with open(path) as f:
             reports.append(json.load(f))
     combined = combine_frontier(reports)
     print(frontier_tables(combined))
+    if any(student_name(r) != "recipe" for rep in reports for r in rep["rows"] if r["name"].startswith("student")):
+        levers = combine_levers(reports)
+        print("\n## the levers against the recipe (each seed's own reference; Δ: lever minus recipe)\n")
+        print(lever_tables(levers))
+        if levers_json:
+            with open(levers_json, "w") as f:
+                json.dump(levers, f, indent=2)
+            print(f"\nwrote {levers_json}")
     if out_json:
         with open(out_json, "w") as f:
             json.dump(combined, f, indent=2)
@@ -374,6 +456,11 @@ def readme():
             text += ("\n## the frontier, uniform source: each seed's reference at several temperatures, its students "
                      "against it, raw and at matched entropy (frontier-uniform.json, config/reproduce_frontier.sh)\n\n"
                      + frontier_tables(combined).replace("\n## ", "\n#### ").lstrip("#").lstrip() + "\n")
+        levers = load(os.path.join(HERE, folder), "levers-uniform.json")
+        if levers:  # levers against the recipe, with the same references
+            text += ("\n## the levers against the recipe, uniform source: every student against its seed's reference, "
+                     "raw and at matched entropy (levers-uniform.json, config/reproduce_frontier.sh with LEVERS)\n\n"
+                     + lever_tables(levers) + "\n")
         parts.append(f"# {title} (`{folder}/`)\n\n" + text.replace("\n## ", "\n### ").lstrip("\n"))
         if parts[-1].startswith(f"# {title} (`{folder}/`)\n\n## "):
             parts[-1] = parts[-1].replace("\n\n## ", "\n\n### ", 1)
@@ -388,7 +475,7 @@ if __name__ == "__main__":
         raise SystemExit(0)
     flags = {a.split("=", 1)[0][2:]: a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--") and "=" in a}
     if "frontier" in flags:
-        frontier(flags["frontier"].split(","), flags.get("frontier_json"), flags.get("frontier_png"))
+        frontier(flags["frontier"].split(","), flags.get("frontier_json"), flags.get("frontier_png"), flags.get("levers_json"))
         sys.exit(0)
     args = [a for a in sys.argv[1:] if not a.startswith("--plots=")]
     plots = flags.get("plots")

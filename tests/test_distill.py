@@ -153,7 +153,9 @@ def test_calibrated_target_has_the_entropy_of_the_probability_average():
 @pytest.mark.parametrize("source", ["mask", "uniform"])
 @pytest.mark.parametrize("recipe", [Recipe(teacher_average="calibrated", max_step_exponent=4),
                                     Recipe(rk_points="classical", max_step_exponent=4),
-                                    Recipe(anchor_share=0.5, max_step_exponent=4)], ids=["calibrated", "classical", "anchor"])
+                                    Recipe(anchor_share=0.5, max_step_exponent=4),
+                                    Recipe(own_share=1.0, max_step_exponent=4)],
+                         ids=["calibrated", "classical", "anchor", "own"])
 def test_a_perfect_teacher_still_gives_zero_loss_with_each_lever(source, recipe):
     g = torch.Generator().manual_seed(21)
     x1 = torch.randint(0, V, (1, 40), generator=g)
@@ -191,3 +193,45 @@ def test_the_anchor_share_sets_the_share_of_samples_at_the_smallest_step():
     exponents = (-torch.log2(h[h > 2.0 ** -6])).round().long()
     counts = torch.bincount(exponents, minlength=6).double()
     assert (counts / counts.sum() - 1 / 6).abs().max() < 0.01  # the others keep their proportions
+
+
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+def test_own_states_of_a_perfect_teacher_lie_on_the_probability_path(source):
+    """The cumulative step with the true posterior keeps the path's marginals at every grid time: from
+    the source, t / h steps of size h leave a position on the data token with probability kappa(t)
+    (plus 1/V of the rest by chance under the uniform source)."""
+    from nanodfm.distill import own_states
+    g = torch.Generator().manual_seed(26)
+    L, path, h = 20_000, ProbPath(V, source, kappa_power=2.0), 0.25
+    x1 = torch.randint(0, V, (1, L), generator=g)
+    t = torch.tensor([0.0, 0.25, 0.5, 0.75])
+    x_t = own_states(PerfectDenoiser(x1), t, torch.full((4,), h), L, path, generator=g)
+    assert x_t.shape == (4, L)
+    hit = (x_t == x1).double().mean(-1)
+    expected = path.kappa(t.double()) + (1 - path.kappa(t.double())) * (1 / V if source == "uniform" else 0)
+    bound = 4 * (expected * (1 - expected) / L).sqrt() + 1e-12
+    assert ((hit - expected).abs() <= bound).all(), (hit, expected)
+    if source == "mask":  # every other position still holds the source token
+        assert ((x_t == x1) | (x_t == path.mask_id)).all()
+
+
+def test_own_share_takes_states_from_the_teacher_at_multiples_of_h(monkeypatch):
+    """The own rows are exactly the samples at h >= 1/8 the share picks, at t rounded down to a
+    multiple of h; with own_share 0 the teacher is never asked for a state."""
+    from nanodfm import distill
+    asked = []
+    def recording(teacher, t, h, seq_len, path, generator=None):
+        asked.append((t.clone(), h.clone()))
+        return path.source_tokens((t.shape[0], seq_len), generator)
+    monkeypatch.setattr(distill, "own_states", recording)
+    x1 = torch.randint(0, V, (256, 8), generator=torch.Generator().manual_seed(27))
+    model = student_from_dfm(tiny_model())
+    path = ProbPath(V, "uniform")
+    distill_loss(model, model, x1, path, Recipe(step_size_weighting="uniform", max_step_exponent=6),
+                 torch.Generator().manual_seed(28))
+    assert asked == []
+    distill_loss(model, model, x1, path, Recipe(step_size_weighting="uniform", max_step_exponent=6, own_share=0.5),
+                 torch.Generator().manual_seed(28))
+    (t, h), = asked
+    assert (h >= 1 / 8).all() and torch.equal(t / h, (t / h).round()) and (t + h <= 1).all()
+    assert 0.35 < len(h) / (256 * 4 / 7) < 0.65  # about half of the 4 of 7 exponents that may take own states

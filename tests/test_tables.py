@@ -1,0 +1,50 @@
+"""results/tables.py: the lever table compares each lever with the recipe of the same seed."""
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+TABLES = runpy.run_path(str(Path(__file__).resolve().parents[1] / "results" / "tables.py"))
+
+
+def report(seed, students):
+    """An eval.py quality report of one seed: its reference at temperature 1 and students (folder -> ratio)."""
+    reference = {"name": "dfm cumulative", "method": "cumulative", "steps": 1024, "temperature": 1.0, "seed": seed,
+                 "made_by": f"out/dfm-s{seed}/best.pt", "gen_ppl": 20.0, "gen_ppl_ci95": 0.5, "entropy": 4.3,
+                 "entropy_ci95": 0.02, "num_samples": 256}
+    rows = [reference]
+    for folder, (ratio, entropy_ratio) in students.items():
+        rows.append({"name": f"{folder} cumulative", "method": "cumulative", "steps": 8, "temperature": 1.0,
+                     "seed": seed, "made_by": f"out/{folder}/ckpt.pt", "gen_ppl": 20.0 * ratio, "gen_ppl_ci95": 0.5,
+                     "entropy": 4.3 * entropy_ratio, "entropy_ci95": 0.02, "num_samples": 256,
+                     "gen_ppl_ratio": ratio, "gen_ppl_ratio_ci95": 0.03, "entropy_ratio": entropy_ratio,
+                     "entropy_ratio_ci95": 0.004})
+    return {"mode": "quality", "length": 128, "judge": "out/ar/best.pt", "judge_val_loss": 1.67,
+            "reference": {"steps": 1024}, "settings": {"temperature": 1.0}, "rows": rows}
+
+
+def test_student_names_come_from_the_checkpoint_folders():
+    name = TABLES["student_name"]
+    assert name({"made_by": "out/student-s7/ckpt.pt"}) == "recipe"
+    assert name({"made_by": "out/student-own-s7/ckpt.pt"}) == "own"
+    assert name({"made_by": "/abs/out/student-anchor-s1337/ckpt.pt"}) == "anchor"
+
+
+def test_levers_are_compared_seed_by_seed_and_left_out_of_the_headline():
+    reports = [report(1, {"student-s1": (1.10, 0.96), "student-own-s1": (1.05, 0.97)}),
+               report(2, {"student-s2": (1.20, 0.97), "student-own-s2": (1.25, 0.98)})]
+    headline = TABLES["combine_frontier"](reports)
+    assert {TABLES["student_name"](r) for r in headline["rows"] if r["name"].startswith("student")} == {"recipe"}
+    assert headline["summary"]["student@8"]["raw"]["mean"] == pytest.approx(1.15)
+    levers = TABLES["combine_levers"](reports)
+    own = levers["summary"]["own@8"]["versus_recipe"]
+    assert own["raw"]["values"] == pytest.approx([-0.05, 0.05]) and own["raw"]["better_on"] == 1
+    assert own["raw"]["ci95"] == pytest.approx([0.03 * 2 ** 0.5] * 2)
+    assert own["entropy"]["better_on"] == 2 and own["matched"] is None  # no curve: nothing matched
+    assert "own | 8 | 1, 2 |" in TABLES["lever_tables"](levers)
+
+
+def test_levers_without_the_recipe_are_refused():
+    with pytest.raises(SystemExit, match="no recipe student"):
+        TABLES["combine_levers"]([report(1, {"student-own-s1": (1.05, 0.97)})])
