@@ -10,13 +10,16 @@
 #   INPUT=path/to/tinyshakespeare.txt OUT=out-frontier bash config/reproduce_frontier.sh   # no download
 #   TRAIN_ARGS="--max_iters=20 --eval_interval=10" REFERENCE_STEPS=8 SAMPLES=4 SEEDS="1 2" \
 #       OUT=out-smoke bash config/reproduce_frontier.sh                                   # every stage in minutes
-#   JOB="reference 7 0.6" OUT=... bash config/reproduce_frontier.sh                       # one evaluation only
+#   LEVERS="own:--own_share=0.5" OUT=... bash config/reproduce_frontier.sh   # a lever's students beside the recipe's
+#   JOB="reference 7 0.6" OUT=... bash config/reproduce_frontier.sh          # one stage only (or "dfm 7",
+#                                                                            # "student 7 own", "students 7")
 #
-# Two lanes run side by side, one thread each (LANES=1: one process at a time). A rerun into the same
-# $OUT continues: a stage whose output is there is skipped. The reference at 1024 steps dominates the
-# evaluations: one row per seed and temperature, 7-12 minutes each at 256 samples (a student job: under
-# a minute). Measured on a 2-core machine shared with other jobs: a DFM run 21-27 minutes, a student
-# 22-25, the judge 7; all of it about 2.5 hours with two lanes.
+# Two lanes run side by side, one thread each (LANES=1: one process at a time); each takes the next
+# stage nobody has claimed (the judge, the DFM models, the students, the reference rows, the students'
+# evaluations) and waits for what it needs. A rerun into the same $OUT continues: a stage whose output
+# is there is skipped. Measured with two lanes on a 2-core machine: the judge 7 minutes, a DFM run 19-20,
+# a student 14-16, a reference row at 1024 steps 7-12 at 256 samples (a student's rows: under a minute);
+# about 2.5 hours without levers, and each lever adds three students.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

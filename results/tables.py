@@ -254,7 +254,8 @@ def combine_frontier(reports, only="recipe"):
                                                    [m["gen_ppl_ratio_ci95_with_entropy"] for m in matched])
         else:
             entry["matched"] = None
-            entry["matched_notes"] = [f"seed {r['seed']}: {r.get('matched_note', 'no reference curve')}" for r in mine if not r.get("matched")]
+            entry["matched_notes"] = [f"seed {r['seed']}: {r.get('matched_note', 'no reference curve')}"
+                                      for r in mine if not r.get("matched")]
         summary[f"student@{S}"] = entry
     return {"mode": "frontier", "length": first["length"], "judge": first["judge"],
             "judge_val_loss": first["judge_val_loss"], "num_samples": first["rows"][0]["num_samples"],
