@@ -143,5 +143,5 @@ trap - EXIT
 # 4. every seed in one JSON and one plot
 frontiers=""
 for s in $SEEDS; do frontiers="$frontiers,$OUT/frontier-s$s.json"; done
-python results/tables.py --frontier="${frontiers#,}" \
+python results/tables.py --frontier="${frontiers#,}" --levers_json="$OUT/levers-uniform.json" --levers_png="$OUT/levers_uniform.png" \
     --frontier_json="$OUT/frontier-uniform.json" --frontier_png="$OUT/frontier_uniform.png" > "$OUT/frontier.md"

@@ -5,7 +5,7 @@
     python results/tables.py results/speed
     python results/tables.py --readme        # write results/README.md: every table of both folders
     python results/tables.py --frontier=a.json,b.json --frontier_json=all.json --frontier_png=plot.png \
-        --levers_json=levers.json
+        --levers_json=levers.json --levers_png=levers.png
         # eval.py quality runs with --reference_temperatures, one per training seed, in one file and one
         # plot; students beside the recipe's (config/reproduce_frontier.sh's LEVERS) in the lever table
 
@@ -366,7 +366,47 @@ def lever_tables(levers):
     return "\n".join(out)
 
 
-def frontier(paths, out_json=None, out_png=None, levers_json=None):
+def plot_levers(levers, path):
+    """One panel per seed: the reference's temperature curve (grey) and each student recipe's rows at
+    its step counts (one colour a recipe, a line through its steps), with 95% error bars. Returns
+    False when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows, seeds, ref_steps = levers["rows"], levers["seeds"], levers["reference"]["steps"]
+    fig, axes = plt.subplots(1, len(seeds), figsize=(4.2 * len(seeds), 4.2), squeeze=False)
+    for ax, seed in zip(axes[0], seeds):
+        curve = sorted((r for r in rows if r["seed"] == seed and r["name"] == "dfm cumulative" and r["steps"] == ref_steps),
+                       key=lambda r: r["entropy"])
+        ax.errorbar([r["entropy"] for r in curve], [r["gen_ppl"] for r in curve], xerr=[r["entropy_ci95"] for r in curve],
+                    yerr=[r["gen_ppl_ci95"] for r in curve], color="grey", marker="o", ms=3, capsize=2,
+                    label=f"DFM, {ref_steps} steps, by temperature")
+        for r in curve:
+            ax.annotate(f"T={r['temperature']:g}", (r["entropy"], r["gen_ppl"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color="grey")
+        for k, name in enumerate(levers["students"]):
+            mine = sorted((r for r in rows if r["seed"] == seed and r["name"].startswith("student")
+                           and student_name(r) == name), key=lambda r: r["steps"])
+            ax.errorbar([r["entropy"] for r in mine], [r["gen_ppl"] for r in mine], xerr=[r["entropy_ci95"] for r in mine],
+                        yerr=[r["gen_ppl_ci95"] for r in mine], color=f"C{k}", marker="s", ms=4, capsize=2, lw=0.8,
+                        label=name)
+            for r in mine:
+                ax.annotate(str(r["steps"]), (r["entropy"], r["gen_ppl"]), textcoords="offset points", xytext=(3, 3),
+                            fontsize=6, color=f"C{k}")
+        ax.set_title(f"training seed {seed}", fontsize=9)
+        ax.set_xlabel("unigram entropy (bits)")
+    axes[0][0].set_ylabel("generative perplexity (students: steps beside each point)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def frontier(paths, out_json=None, out_png=None, levers_json=None, levers_png=None):
     reports = []
     for path in paths:
         with open(path) as f:
@@ -381,6 +421,8 @@ def frontier(paths, out_json=None, out_png=None, levers_json=None):
             with open(levers_json, "w") as f:
                 json.dump(levers, f, indent=2)
             print(f"\nwrote {levers_json}")
+        if levers_png and plot_levers(levers, levers_png):
+            print(f"wrote {levers_png}")
     if out_json:
         with open(out_json, "w") as f:
             json.dump(combined, f, indent=2)
@@ -476,7 +518,8 @@ if __name__ == "__main__":
         raise SystemExit(0)
     flags = {a.split("=", 1)[0][2:]: a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--") and "=" in a}
     if "frontier" in flags:
-        frontier(flags["frontier"].split(","), flags.get("frontier_json"), flags.get("frontier_png"), flags.get("levers_json"))
+        frontier(flags["frontier"].split(","), flags.get("frontier_json"), flags.get("frontier_png"), flags.get("levers_json"),
+                 flags.get("levers_png"))
         sys.exit(0)
     args = [a for a in sys.argv[1:] if not a.startswith("--plots=")]
     plots = flags.get("plots")
