@@ -11,6 +11,7 @@
 #   TRAIN_ARGS="--max_iters=20 --eval_interval=10" REFERENCE_STEPS=8 SAMPLES=4 SEEDS="1 2" \
 #       OUT=out-smoke bash config/reproduce_frontier.sh                                   # every stage in minutes
 #   LEVERS="own:--own_share=0.5" OUT=... bash config/reproduce_frontier.sh   # a lever's students beside the recipe's
+#   DATASET=pystdlib SEEDS=1337 OUT=out-pystdlib bash config/reproduce_frontier.sh  # your own text, prepared
 #   JOB="reference 7 0.6" OUT=... bash config/reproduce_frontier.sh          # one stage only (or "dfm 7",
 #                                                                            # "student 7 own", "students 7")
 #
@@ -45,7 +46,11 @@ export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 
 # 1. data: train.bin, val.bin, meta.json (downloads the text, or reads $INPUT)
-[ -n "${JOB:-}" ] || python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}  # (a JOB finds it there)
+#    (DATASET=NAME: a dataset already in data/NAME instead, e.g. your own text, docs/training.md)
+if [ -z "${JOB:-}" ] && [ -z "${DATASET:-}" ]; then  # (a JOB finds it there)
+  python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}
+fi
+DATA_ARGS=${DATASET:+--dataset=$DATASET}
 
 # 2. training; each run's wall clock goes to $OUT/times.jsonl
 train() {  # train NAME ARGS...
@@ -64,8 +69,8 @@ lever_args() {  # lever_args NAME: the train.py flags of a lever, from $LEVERS
   echo "unknown lever $1" >&2; return 1
 }
 student_dir() { [ "$2" = recipe ] && echo "student-s$1" || echo "student-$2-s$1"; }  # student_dir SEED NAME
-judge() { train ar config/shakespeare_char_cpu_ar.py; }
-dfm() { train "dfm-s$1" config/shakespeare_char_cpu.py --source=uniform --seed="$1"; }
+judge() { train ar config/shakespeare_char_cpu_ar.py $DATA_ARGS; }
+dfm() { train "dfm-s$1" config/shakespeare_char_cpu.py --source=uniform --seed="$1" $DATA_ARGS; }
 student() {  # student SEED NAME: the recipe (config/shakespeare_char_cpu_student.py), or it with a lever's flags
   local args=""
   [ "$2" = recipe ] || args=$(lever_args "$2") || return 1
