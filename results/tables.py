@@ -309,8 +309,10 @@ def frontier_tables(combined):
 def combine_levers(reports):
     """The levers against the recipe, from the same per-seed reports: for each student recipe and
     step count, its ratios over seeds (as `combine_frontier`), and per seed its difference from the
-    recipe's ratio with the interval of the difference (independent samples) and how many seeds it
-    is better on (lower perplexity ratio; higher entropy ratio)."""
+    recipe's ratio with the interval of the difference (independent samples; wide, since both ratios
+    share the reference row's interval), the mean difference
+    with its sampling interval, and how many seeds it is better on (lower perplexity ratio; higher
+    entropy ratio)."""
     combined = combine_frontier(reports, only=None)
     students = [r for r in combined["rows"] if r["name"].startswith("student")]
     names = list(dict.fromkeys(student_name(r) for r in students))
@@ -324,8 +326,9 @@ def combine_levers(reports):
         if not pairs:
             return None
         deltas = [a - b for a, _, b, _ in pairs]
-        return {"values": deltas, "ci95": [(ca * ca + cb * cb) ** 0.5 for _, ca, _, cb in pairs],
-                "mean": sum(deltas) / len(deltas),
+        cis = [(ca * ca + cb * cb) ** 0.5 for _, ca, _, cb in pairs]
+        return {"values": deltas, "ci95": cis, "mean": sum(deltas) / len(deltas),
+                "ci95_of_mean": sum(c * c for c in cis) ** 0.5 / len(cis),
                 "better_on": sum((d > 0) if higher_is_better else (d < 0) for d in deltas), "of": len(deltas)}
     matched = lambda key: (lambda r: r["matched"][key] if r.get("matched") else None)
     summary = {}
@@ -352,10 +355,10 @@ def combine_levers(reports):
 def lever_tables(levers):
     """Each recipe's ratios per seed and their mean, and each lever's difference from the recipe."""
     out = ["| student | steps | seeds | × reference, per seed | mean | at matched entropy, per seed | mean "
-           "| entropy ×, mean | vs recipe: Δ ×, mean (better on) | Δ matched | Δ entropy × |",
+           "| entropy ×, mean | vs recipe: Δ ×, mean ± sampling (better on) | Δ matched | Δ entropy × |",
            "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | --- | --- | --- |"]
     per_seed = lambda e: ", ".join(f"{v:.3f} ± {c:.3f}" for v, c in zip(e["values"], e["ci95"]))
-    delta = lambda d: "-" if d is None else f"{d['mean']:+.3f} ({d['better_on']} of {d['of']})"
+    delta = lambda d: "-" if d is None else f"{d['mean']:+.3f} ± {d['ci95_of_mean']:.3f} ({d['better_on']} of {d['of']})"
     for key, e in levers["summary"].items():
         name, S = key.rsplit("@", 1)
         m, v = e.get("matched"), e.get("versus_recipe")

@@ -41,6 +41,7 @@ def test_levers_are_compared_seed_by_seed_and_left_out_of_the_headline():
     own = levers["summary"]["own@8"]["versus_recipe"]
     assert own["raw"]["values"] == pytest.approx([-0.05, 0.05]) and own["raw"]["better_on"] == 1
     assert own["raw"]["ci95"] == pytest.approx([0.03 * 2 ** 0.5] * 2)
+    assert own["raw"]["ci95_of_mean"] == pytest.approx(0.03)  # sqrt(2 * 0.0018) / 2
     assert own["entropy"]["better_on"] == 2 and own["matched"] is None  # no curve: nothing matched
     assert "own | 8 | 1, 2 |" in TABLES["lever_tables"](levers)
 
