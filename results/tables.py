@@ -310,9 +310,8 @@ def combine_levers(reports):
     """The levers against the recipe, from the same per-seed reports: for each student recipe and
     step count, its ratios over seeds (as `combine_frontier`), and per seed its difference from the
     recipe's ratio with the interval of the difference (independent samples; wide, since both ratios
-    share the reference row's interval), the mean difference
-    with its sampling interval, and how many seeds it is better on (lower perplexity ratio; higher
-    entropy ratio)."""
+    share the reference row's interval), the mean difference with its sampling interval, and how
+    many seeds it is better on (lower perplexity ratio; higher entropy ratio)."""
     combined = combine_frontier(reports, only=None)
     students = [r for r in combined["rows"] if r["name"].startswith("student")]
     names = list(dict.fromkeys(student_name(r) for r in students))
