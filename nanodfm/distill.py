@@ -83,9 +83,9 @@ class Recipe:
     @classmethod
     def of(cls, config):
         """The recipe of a training config (train.py's keys)."""
+        optional = {key: config[key] for key in ("anchor_share", "rk_points", "own_share") if key in config}
         return cls(config["teacher"], config["teacher_average"], config["step_size_weighting"],
-                   config["max_step_exponent"], config.get("anchor_share", 0.0), config.get("rk_points", "chained"),
-                   config.get("own_share", 0.0))
+                   config["max_step_exponent"], **optional)
 
 
 def step_size_probabilities(recipe):
