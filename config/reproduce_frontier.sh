@@ -123,7 +123,8 @@ stages() {  # every stage, one a line, in the order the lanes take them
   for s in $SEEDS; do echo "dfm $s"; done
   for s in $SEEDS; do for name in recipe $(lever_names); do echo "student $s $name"; done; done
   [ "$EVALUATE" = 1 ] || return 0
-  for s in $SEEDS; do for T in $(temperatures); do echo "reference $s $T"; done; done
+  # temperature by temperature, every seed at 1.0 first (the raw comparison), the coolest rows last
+  for T in $(temperatures); do for s in $SEEDS; do echo "reference $s $T"; done; done
   for s in $SEEDS; do echo "students $s"; done
 }
 if [ -n "${JOB:-}" ]; then  # JOB="reference 7 0.6" or JOB="students 7": that one stage only

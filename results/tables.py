@@ -306,6 +306,20 @@ def frontier_tables(combined):
     return "\n".join(out)
 
 
+def headline_table(combined):
+    """The README's headline: per step count the students' mean ratio over seeds with the sampling
+    half-width of that mean and, in brackets, the lowest and highest seed."""
+    def entry(e, digits):
+        if e is None:
+            return "-"
+        return f"{e['mean']:.{digits}f} ± {e['ci95_of_mean']:.{digits}f} ({e['min']:.{digits}f} to {e['max']:.{digits}f})"
+    out = ["| student steps | × reference | × reference at matched entropy | entropy × reference |",
+           "| ---: | --- | --- | --- |"]
+    for name, e in combined["summary"].items():
+        out.append(f"| {name.split('@')[1]} | {entry(e['raw'], 2)} | {entry(e.get('matched'), 2)} | {entry(e['entropy'], 3)} |")
+    return "\n".join(out)
+
+
 def combine_levers(reports):
     """The levers against the recipe, from the same per-seed reports: for each student recipe and
     step count, its ratios over seeds (as `combine_frontier`), and per seed its difference from the
@@ -415,6 +429,9 @@ def frontier(paths, out_json=None, out_png=None, levers_json=None, levers_png=No
             reports.append(json.load(f))
     combined = combine_frontier(reports)
     print(frontier_tables(combined))
+    print(f"\n## the headline: the mean over the {len(combined['seeds'])} seeds (± the sampling half-width of the mean; "
+          "lowest and highest seed)\n")
+    print(headline_table(combined))
     if any(student_name(r) != "recipe" for rep in reports for r in rep["rows"] if r["name"].startswith("student")):
         levers = combine_levers(reports)
         print("\n## the levers against the recipe (each seed's own reference; Δ: lever minus recipe)\n")

@@ -37,6 +37,8 @@ def test_levers_are_compared_seed_by_seed_and_left_out_of_the_headline():
     headline = TABLES["combine_frontier"](reports)
     assert {TABLES["student_name"](r) for r in headline["rows"] if r["name"].startswith("student")} == {"recipe"}
     assert headline["summary"]["student@8"]["raw"]["mean"] == pytest.approx(1.15)
+    table = TABLES["headline_table"](headline)  # mean ± sqrt(2 * 0.03^2) / 2 (lowest to highest seed)
+    assert "| 8 | 1.15 ± 0.02 (1.10 to 1.20) | - | 0.965 ± 0.003 (0.960 to 0.970) |" in table
     levers = TABLES["combine_levers"](reports)
     own = levers["summary"]["own@8"]["versus_recipe"]
     assert own["raw"]["values"] == pytest.approx([-0.05, 0.05]) and own["raw"]["better_on"] == 1
