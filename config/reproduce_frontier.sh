@@ -7,6 +7,7 @@
 # results/tables.py --frontier.
 #
 #   bash config/reproduce_frontier.sh
+#   SAMPLES=512 bash config/reproduce_frontier.sh            # the README's headline (headline-seeds-uniform.json)
 #   INPUT=path/to/tinyshakespeare.txt OUT=out-frontier bash config/reproduce_frontier.sh   # no download
 #   TRAIN_ARGS="--max_iters=20 --eval_interval=10" REFERENCE_STEPS=8 SAMPLES=4 SEEDS="1 2" \
 #       OUT=out-smoke bash config/reproduce_frontier.sh                                   # every stage in minutes
@@ -18,9 +19,9 @@
 # Two lanes run side by side, one thread each (LANES=1: one process at a time); each takes the next
 # stage nobody has claimed (the judge, the DFM models, the students, the reference rows, the students'
 # evaluations) and waits for what it needs. A rerun into the same $OUT continues: a stage whose output
-# is there is skipped. Measured with two lanes on a 2-core machine: the judge 7 minutes, a DFM run 19-20,
-# a student 14-16, a reference row at 1024 steps 7-12 at 256 samples (a student's rows: under a minute);
-# about 2.5 hours without levers, and each lever adds three students.
+# is there is skipped. Measured with two lanes on a 2-core machine: the judge 7 minutes, a DFM run 14-19,
+# a student 9-18, a reference row at 1024 steps 6-11 at 256 samples and 12-17 at 512 (a seed's students:
+# 1-3 minutes); about 2 hours without levers at 256 samples or at 512, and each lever adds three students.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
