@@ -513,15 +513,15 @@ def readme():
         with contextlib.redirect_stdout(out):
             main(os.path.join(HERE, folder))
         text = out.getvalue()
-        for name, title in (("headline-seeds-uniform.json", "the headline over training seeds, uniform source, the recipe, "
-                             f"{{n}} samples a cell: each seed's reference at several temperatures, its student against it, "
+        for name, heading in (("headline-seeds-uniform.json", "the headline over training seeds, uniform source, the recipe, "
+                             "{n} samples a cell: each seed's reference at several temperatures, its student against it, "
                              "raw and at matched entropy (headline-seeds-uniform.json, SAMPLES=512 bash config/reproduce_frontier.sh)"),
                             ("frontier-uniform.json", "the frontier, uniform source, the recipe before it took classical RK "
                              "points (chained), {n} samples a cell: each seed's reference at several temperatures, its "
                              "students against it (frontier-uniform.json, config/reproduce_frontier.sh)")):
             combined = load(os.path.join(HERE, folder), name)
             if combined:  # students over training seeds, against the reference's own frontier
-                text += (f"\n## {title.format(n=combined['num_samples'])}\n\n"
+                text += (f"\n## {heading.format(n=combined['num_samples'])}\n\n"
                          + frontier_tables(combined).replace("\n## ", "\n#### ").lstrip("#").lstrip() + "\n\n"
                          + "#### the mean over seeds (± the sampling half-width of the mean; lowest and highest seed)\n\n"
                          + headline_table(combined) + "\n")
