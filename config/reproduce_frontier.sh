@@ -20,7 +20,7 @@
 # stage nobody has claimed (the judge, the DFM models, the students, the reference rows, the students'
 # evaluations) and waits for what it needs. A rerun into the same $OUT continues: a stage whose output
 # is there is skipped. Measured with two lanes on a 2-core machine: the judge 7 minutes, a DFM run 14-19,
-# a student 9-18, a reference row at 1024 steps 6-11 at 256 samples and 12-17 at 512 (a seed's students:
+# a student 9-21 (own states the most), a reference row at 1024 steps 6-11 at 256 samples and 12-17 at 512 (a seed's students:
 # 1-3 minutes); about 2 hours without levers at 256 samples or at 512, and each lever adds three students.
 set -euo pipefail
 cd "$(dirname "$0")/.."
