@@ -525,11 +525,15 @@ def readme():
                          + frontier_tables(combined).replace("\n## ", "\n#### ").lstrip("#").lstrip() + "\n\n"
                          + "#### the mean over seeds (± the sampling half-width of the mean; lowest and highest seed)\n\n"
                          + headline_table(combined) + "\n")
-        levers = load(os.path.join(HERE, folder), "levers-uniform.json")
-        if levers:  # levers against the recipe, with the same references
-            text += ("\n## the levers against the recipe, uniform source: every student against its seed's reference, "
-                     "raw and at matched entropy (levers-uniform.json, config/reproduce_frontier.sh with LEVERS)\n\n"
-                     + lever_tables(levers) + "\n")
+        for name, heading in (("levers-classical-uniform.json", "the levers against the recipe (classical RK points), "
+                               "uniform source, {n} samples a cell: every student against its seed's reference, raw and at "
+                               "matched entropy (levers-classical-uniform.json, SAMPLES=512 config/reproduce_frontier.sh with LEVERS)"),
+                              ("levers-uniform.json", "the levers against the recipe before it took classical RK points "
+                               "(here \"recipe\" is chained points, \"classical\" today's recipe), uniform source, {n} samples "
+                               "a cell (levers-uniform.json, config/reproduce_frontier.sh with LEVERS)")):
+            levers = load(os.path.join(HERE, folder), name)
+            if levers:  # levers against the recipe, with the same references
+                text += f"\n## {heading.format(n=levers['num_samples'])}\n\n" + lever_tables(levers) + "\n"
         parts.append(f"# {title} (`{folder}/`)\n\n" + text.replace("\n## ", "\n### ").lstrip("\n"))
         if parts[-1].startswith(f"# {title} (`{folder}/`)\n\n## "):
             parts[-1] = parts[-1].replace("\n\n## ", "\n\n### ", 1)
