@@ -37,12 +37,13 @@ REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.6,0.4,0.15}
 SAMPLES=${SAMPLES:-256}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 # students beside the recipe's, NAME:FLAGS each (FLAGS: train.py flags on top of the recipe, comma-separated).
-# The lever table of results/README.md was measured when the recipe still chained its RK points; with
-# classical points adopted, the same students are (the table's "recipe" is then "chained", and its
-# "classical" the recipe)
+# levers-classical-uniform.json (results/README.md; $OUT/levers-uniform.json here) is
+#   SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15
+#   LEVERS="anchor:--anchor_share=0.5 calibrated:--teacher_average=calibrated own:--own_share=0.5"
+# and levers-uniform.json, measured when the recipe still chained its RK points (its "recipe" is
+# "chained" below, its "classical" today's recipe), SEEDS=1337 for all four, seeds 7 and 11 "chained" only:
 #   LEVERS="chained:--rk_points=chained anchor:--rk_points=chained,--anchor_share=0.5
 #           calibrated:--rk_points=chained,--teacher_average=calibrated own:--rk_points=chained,--own_share=0.5"
-# (SEEDS=1337 for all four, as measured; seeds 7 and 11 took "chained" only)
 LEVERS=${LEVERS:-}
 EVAL_ARGS=${EVAL_ARGS:-}  # more eval.py flags for every evaluation, e.g. --batch_size=64
 EVALUATE=${EVALUATE:-1}  # 0: train only
