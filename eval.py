@@ -4,9 +4,9 @@
     python eval.py --mode=elbo --dfm=out-dfm/ckpt.pt
 
 quality: for every S in steps_list, N samples of `length` tokens from DFM + Euler, DFM + cumulative
-and the student (cumulative, h = 1/S), plus two reference rows, held-out text and AR samples, all
-scored by the judge: generative perplexity and unigram entropy. A markdown table on stdout, every
-number in out_json, a plot in out_png. With reference_temperatures the reference row (DFM, cumulative
+and the student (cumulative, h = 1/S, and at the step sizes of each of student_schedules), plus two
+reference rows, held-out text and AR samples, all scored by the judge: generative perplexity and
+unigram entropy. A markdown table on stdout, every number in out_json, a plot in out_png. With reference_temperatures the reference row (DFM, cumulative
 step, reference_steps) is also sampled at those temperatures: a perplexity-entropy curve, and every
 other flow row is compared with it at its own entropy (evaluate.matched_entropy_ratio). Each row
 records its temperature and the training seed of the model it comes from.
@@ -17,6 +17,7 @@ Generation speed is bench.py's (its speed does not depend on the weights).
 import json
 import math
 import os
+import re
 import sys
 
 import torch
@@ -25,11 +26,11 @@ from tqdm import tqdm
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
 from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, RETIRED, SEED, UsageError,
-                            autocast_for, check, int_list, one_of, output_file, parse, pick_device)
+                            autocast_for, check, int_list, one_of, output_file, parse, pick_device, size_list)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
-from nanodfm.sampler import SAMPLERS
+from nanodfm.sampler import SAMPLERS, schedule_times
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -44,6 +45,8 @@ data_dir = ""  # read val.bin from this folder instead (overrides dataset)
 # quality
 steps_list = "1,2,4,8,16,64,256,1024"  # model calls per sample, one row each
 student_steps_list = ""  # the students' step counts; "": steps_list
+student_schedules = ""  # the students also at these step sizes, NAME=SIZES separated by spaces or ";", e.g.
+# "front=1/2,1/4,1/8,1/8 front=1/4,1/4,1/4,1/16,1/16,1/16,1/32,1/32" (a row each; one name may cover several step counts)
 dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
 reference_steps = 0  # the reference row: DFM, cumulative step, at this many steps; 0: the largest of steps_list
 reference_temperatures = ""  # e.g. "1.0,0.8,0.6": the reference row also at these temperatures (its frontier), and
@@ -149,13 +152,14 @@ def quality(cfg, dev):
                          "in --dfm_methods and --reference_steps in --steps_list")
 
     held_out = val_path(cfg, first_ck)
-    # (row name, method, steps, temperature, training seed, what made its samples, how to draw them)
+    schedules = student_schedules(cfg["student_schedules"])
+    # (row name, method, steps, temperature, training seed, what made its samples, how to draw them, schedule)
     jobs = [("held-out text", None, None, None, None, file_key(held_out),
-             lambda: evaluate.real_samples(held_out, N, L, seed))]
+             lambda: evaluate.real_samples(held_out, N, L, seed), None)]
     if ar_model is not None:
         start = start_token(load_tokenizer(ar_ck["meta"]))
         jobs.append(("AR samples", None, None, T, ar_ck["config"].get("seed"), file_key(ar_path), lambda: evaluate.ar_samples(
-            ar_model, N, L, start, T, cfg["top_k"] or None, bs, seed, dev)))
+            ar_model, N, L, start, T, cfg["top_k"] or None, bs, seed, dev), None))
     paths = [cfg["dfm"]] * bool(cfg["dfm"]) + [path for path, _, _ in students]
     for (kind, model, ck), path in zip(flows, paths):
         methods = dfm_methods if kind == "dfm" else ("cumulative",)
@@ -165,17 +169,24 @@ def quality(cfg, dev):
                 for temp in [T] + (curve_temperatures if on_curve else []):
                     def make(model=model, ck=ck, method=method, S=S, temp=temp):
                         return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, method, temp, bs, seed, dev)
-                    jobs.append((f"{kind} {method}", method, S, temp, ck["config"].get("seed"), file_key(path), make))
+                    jobs.append((f"{kind} {method}", method, S, temp, ck["config"].get("seed"), file_key(path), make, None))
+        for schedule in schedules if kind != "dfm" else ():
+            def make(model=model, ck=ck, sizes=schedule["sizes"]):
+                return evaluate.flow_samples(model, ProbPath.of(ck), N, L, len(sizes), "cumulative", T, bs, seed, dev,
+                                             schedule=sizes)
+            jobs.append((f"{kind} cumulative, schedule {schedule['name']}", "cumulative", len(schedule["sizes"]), T,
+                         ck["config"].get("seed"), file_key(path), make, schedule))
     done = previous_rows(cfg, L, dtype)
     rows = []
-    for name, method, S, temp, train_seed, made_by, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
-        if (made_by, method, S, temp) in done:  # the same samples, scored the same way, in a --previous file
-            rows.append({**done[(made_by, method, S, temp)], "name": name, "temperature": temp, "seed": train_seed})
+    for name, method, S, temp, train_seed, made_by, make, schedule in tqdm(jobs, desc="quality", dynamic_ncols=True):
+        key = (made_by, method, S, temp, schedule and tuple(schedule["sizes"]))
+        if key in done:  # the same samples, scored the same way, in a --previous file
+            rows.append({**done[key], "name": name, "temperature": temp, "seed": train_seed})
             continue
         with autocast:
             ids = make().to(dev)
         rows.append({"name": name, "method": method, "steps": S, "temperature": temp, "seed": train_seed,
-                     "made_by": made_by, **evaluate.score(judge, ids, bs)})
+                     "made_by": made_by, **({"schedule": schedule} if schedule else {}), **evaluate.score(judge, ids, bs)})
     has_reference = cfg["dfm"] and "cumulative" in dfm_methods
     reference = add_ratios(rows, reference_steps, T) if has_reference else None
     curve = [r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps] if curve_temperatures else []
@@ -224,6 +235,21 @@ def quality(cfg, dev):
             print("matplotlib is not installed: no plot (pip install matplotlib)")
 
 
+def student_schedules(text):
+    """[{"name", "sizes"}] from --student_schedules ("NAME=SIZES NAME=SIZES ..." or "NAME=SIZES;NAME=SIZES"),
+    each checked."""
+    schedules = []
+    for entry in filter(None, re.split(r"[;\s]+", text)):
+        name, sep, sizes = entry.partition("=")
+        if not (sep and name and sizes):
+            raise UsageError(f"--student_schedules takes NAME=SIZES entries separated by spaces or ; (e.g. "
+                             f"front=1/2,1/4,1/4), got {entry!r}")
+        sizes = size_list("student_schedules", sizes)
+        schedule_times(len(sizes), sizes)  # they sum to 1
+        schedules.append({"name": name, "sizes": sizes})
+    return schedules
+
+
 def float_list(key, text):
     """Positive floats from a comma-separated string ("" gives [])."""
     try:
@@ -246,12 +272,12 @@ SAME_SAMPLES = ("num_samples", "seed", "top_k", "judge", "batch_size", "device")
 
 
 def previous_rows(cfg, length, dtype):
-    """{(checkpoint or data file, method, steps): row} from the --previous quality JSON files, whose
+    """{(checkpoint or data file, method, steps, temperature, step sizes): row} from the --previous quality JSON files, whose
     rows this run reuses instead of sampling them again (the DFM model at 1024 steps is most of an
     evaluation's time; each new student then costs only its own rows). A row is reused only from a
     file made with the same judge, seed, sample count, batch size and length, and only for the same
-    checkpoint (or held-out file), sampler and temperature (a row of a file written before rows
-    carried their temperature has its file's)."""
+    checkpoint (or held-out file), sampler, temperature and step sizes (a row of a file written before
+    rows carried their temperature has its file's; a row without a schedule has 1/steps each)."""
     done = {}
     for path in filter(None, cfg["previous"].split(",")):
         try:
@@ -269,7 +295,8 @@ def previous_rows(cfg, length, dtype):
         for r in old["rows"]:
             if "made_by" in r:
                 temp = r.get("temperature", None if r["name"] == "held-out text" else old["settings"]["temperature"])
-                done[(r["made_by"], r["method"], r["steps"], temp)] = r
+                sizes = tuple(r["schedule"]["sizes"]) if r.get("schedule") else None
+                done[(r["made_by"], r["method"], r["steps"], temp, sizes)] = r
     return done
 
 
@@ -329,6 +356,7 @@ def main(argv):
         raise UsageError(f"--mode must be quality or elbo, got {cfg['mode']!r}")
     check(cfg, RULES)
     float_list("reference_temperatures", cfg["reference_temperatures"])  # a UsageError now rather than after loading
+    student_schedules(cfg["student_schedules"])
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
     return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)

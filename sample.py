@@ -2,12 +2,15 @@
 
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --steps=64
     python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --start="ROMEO:"
+    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --schedule=1/2,1/4,1/8,1/8
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --sampler=euler --start=FILE:prompt.txt
     python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --show=frames --start=$'ROMEO:\\n____\\nJULIET:'
 
 A DFM model or a few-step student writes all `length` tokens in parallel over `steps` model calls;
 a prompt (--start) is clamped as a prefix and never resampled. An autoregressive checkpoint (kind=ar)
 writes them one at a time with its KV cache (--temperature, --top_k); --steps does not apply.
+The steps are 1/steps each, or the sizes in --schedule (they sum to 1, their number is the steps):
+large steps first and small ones last helps a few-step student (README, "Step schedules").
 
 Infilling: each run of four or more underscores in --start is a hole of `hole_len` tokens. The text
 around the holes is clamped and only the holes are sampled; the sample then ends where the prompt
@@ -26,17 +29,18 @@ import torch
 from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
 from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, SEED, UsageError, autocast_for, check,
-                            one_of, output_file, parse, pick_device)
+                            one_of, output_file, parse, pick_device, size_list)
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
-from nanodfm.sampler import SAMPLERS
+from nanodfm.sampler import SAMPLERS, schedule_times
 from nanodfm.sampler import sample as reference_sample
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
 ckpt = "out/ckpt.pt"  # the checkpoint to sample: a DFM model, a student or an AR model
 steps = 64  # model calls per sample (NFE)
+schedule = ""  # the step sizes, e.g. "1/2,1/4,1/8,1/8" (summing to 1; steps is their number); "": 1/steps each
 sampler = "cumulative"  # "cumulative" (FS-DFM) or "euler" (DFM)
 num_samples = 2  # samples drawn at once
 length = 0  # tokens per sample; 0: the model's block_size
@@ -119,14 +123,15 @@ def prompt_tensor(prompt_ids, seq_len):
     return prompt
 
 
-def frame_printer(tokenizer, steps, color):
+def frame_printer(tokenizer, steps, color, schedule=None):
     """on_step callback for --show=frames: prints up to MAX_FRAMES steps, evenly spaced, and the last,
     each token coloured by the step at which it last changed so far."""
     shown = {round(k * (steps - 1) / (MAX_FRAMES - 1)) for k in range(MAX_FRAMES)} | {steps - 1}
+    ends = [t + h for t, h in schedule_times(steps, schedule)]
 
     def on_step(s, x, last_change):
         if s in shown:
-            print(f"---------- after step {s + 1}/{steps} (t = {(s + 1) / steps:.3f})")
+            print(f"---------- after step {s + 1}/{steps} (t = {ends[s]:.3f})")
             for ids, lc in zip(x.tolist(), last_change.tolist()):
                 print(render(ids, lc, steps, tokenizer, color))
     return on_step
@@ -146,9 +151,34 @@ def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
         print(tokenizer.decode(ids))
 
 
+def step_schedule(cfg, explicit):
+    """The --schedule's step sizes (None without one), which also set --steps: a one-line error if
+    --steps says otherwise or the sizes do not sum to 1."""
+    if not cfg["schedule"]:
+        return None
+    sizes = size_list("schedule", cfg["schedule"])
+    if "steps" in explicit and cfg["steps"] != len(sizes):
+        raise UsageError(f"--schedule has {len(sizes)} step sizes but --steps={cfg['steps']}: drop --steps (the "
+                         f"schedule sets it) or give {cfg['steps']} sizes")
+    cfg["steps"] = len(sizes)
+    schedule_times(len(sizes), sizes)  # their sum, checked before anything is loaded
+    return sizes
+
+
+def untrained_sizes(ck, sizes):
+    """The sizes of a schedule that a student was not distilled for (it learns h = 2**-k, k = 0 to
+    its max_step_exponent, and meets any other h only by interpolation)."""
+    if "max_step_exponent" not in ck["config"]:
+        return []
+    trained = [2.0 ** -k for k in range(ck["config"]["max_step_exponent"] + 1)]
+    return sorted({h for h in sizes if min(abs(h - s) for s in trained) > 1e-9 * h}, reverse=True)
+
+
 def main(argv):
-    cfg = parse(DEFAULTS, argv, __doc__, __file__)
+    explicit = set()
+    cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
     check(cfg, RULES)
+    schedule = step_schedule(cfg, explicit)
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])
     autocast, _ = autocast_for(torch.device(dev).type, cfg["dtype"])  # the draws stay exact for the logits given
@@ -173,17 +203,23 @@ def main(argv):
     if ck["kind"] == "dfm" and cfg["steps"] < FEW_STEPS:
         print(f"warning: this DFM model was not distilled for few steps; with {cfg['steps']} steps expect poor "
               f"samples. Distil it: {distil_command(cfg['ckpt'], ck)}", file=sys.stderr)
+    if student and schedule and untrained_sizes(ck, schedule):
+        print(f"warning: this student was distilled for step sizes 1, 1/2, ..., "
+              f"1/{2 ** ck['config']['max_step_exponent']}; "
+              f"{', '.join(f'{h:g}' for h in untrained_sizes(ck, schedule))} it meets only by interpolation",
+              file=sys.stderr)
     prompt = prompt_tensor(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
         with autocast:
             return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
     frames = cfg["show"] == "frames"
-    on_step = frame_printer(tokenizer, cfg["steps"], color) if frames else None
+    on_step = frame_printer(tokenizer, cfg["steps"], color, schedule) if frames else None
     sample = reference_sample if cfg["reference"] else engine.sample
     with autocast:
         x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, cfg["steps"], cfg["sampler"],
-                                cfg["temperature"], prompt, generator, dev, on_step, progress=not frames)
+                                cfg["temperature"], prompt, generator, dev, on_step, progress=not frames,
+                                schedule=schedule)
     samples = list(zip(x.tolist(), last_change.tolist()))
     for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
         print(f"---------- sample {i + 1}/{len(x)}, {cfg['steps']} steps, {cfg['sampler']}")

@@ -15,6 +15,7 @@ import re
 import runpy
 import tokenize
 import traceback
+from fractions import Fraction
 from typing import Callable, NamedTuple
 
 import torch
@@ -90,6 +91,18 @@ def int_list(key, text):
         values = []
     if not values or min(values) < 1:
         raise UsageError(f"--{key} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def size_list(key, text):
+    """The step sizes of a comma-separated --key value, fractions or decimals ("1/2,1/4,0.25"), as
+    floats, or a one-line UsageError (sampler.schedule_times checks that they sum to 1)."""
+    try:
+        values = [float(Fraction(v.strip())) for v in text.split(",") if v.strip()]
+    except (ValueError, ZeroDivisionError):
+        values = []
+    if not values:
+        raise UsageError(f"--{key} must be comma-separated step sizes such as 1/2,1/4,1/4, got {text!r}")
     return values
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from nanodfm import categorical
 from nanodfm.path import uniform
-from nanodfm.sampler import jump_probability, start
+from nanodfm.sampler import jump_probability, schedule_times, start
 
 
 def candidates(x, t, h, path, sampler, u, fixed=None):
@@ -129,14 +129,15 @@ def model_step(model, x, t, h, path, sampler, temperature, fixed, generator, wor
 
 @torch.no_grad()
 def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", temperature=1.0, prompt=None,
-           generator=None, device="cpu", on_step=None, progress=False):
+           generator=None, device="cpu", on_step=None, progress=False, schedule=None):
     """`sampler.sample`, same arguments and law, for a model with a `trunk` and a bias-free `head`
     (model.Transformer)."""
     x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
-    h = torch.full((num_samples,), 1.0 / steps, dtype=torch.float64, device=device)
+    times = schedule_times(steps, schedule)
     workspace = Workspace(num_samples * seq_len * path.vocab_size)
     for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
-        t = torch.full((num_samples,), s * (1.0 / steps), device=device)
+        t = torch.full((num_samples,), times[s][0], device=device)
+        h = torch.full((num_samples,), times[s][1], dtype=torch.float64, device=device)
         x_next = model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace)
         last_change.masked_fill_(x_next != x, s)  # (indexing with the mask would read it on the host)
         x = x_next

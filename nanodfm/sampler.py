@@ -17,6 +17,8 @@ position, given p = p(x1 | x_t):
   tokens, so p(x_t) = 0 there), and a decoded token is never revised.
 """
 
+import math
+
 import torch
 from tqdm import tqdm
 
@@ -82,20 +84,36 @@ def start(path, shape, steps, sampler, prompt=None, generator=None, device="cpu"
     return torch.where(fixed, prompt, x), fixed, last_change.masked_fill(fixed, -1)
 
 
+def schedule_times(steps, schedule=None):
+    """[(t, h)] of every step: h = 1/steps each, or the sizes of `schedule` (a sequence of `steps`
+    positive numbers summing to 1, e.g. [1/2, 1/4, 1/8, 1/8]: large steps first, small ones last)."""
+    if schedule is None:
+        return [(s * (1.0 / steps), 1.0 / steps) for s in range(steps)]
+    sizes = [float(h) for h in schedule]
+    if len(sizes) != steps:
+        raise UsageError(f"the schedule has {len(sizes)} step sizes but steps is {steps}: give one size a step")
+    if not all(0 < h <= 1 for h in sizes):
+        raise UsageError(f"step sizes must be in (0, 1], got {schedule}")
+    if abs(math.fsum(sizes) - 1) > 1e-6:
+        raise UsageError(f"the step sizes must sum to 1 (t runs from 0 to 1), they sum to {math.fsum(sizes):.6g}")
+    return [(math.fsum(sizes[:s]), h) for s, h in enumerate(sizes)]
+
+
 @torch.no_grad()
 def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", temperature=1.0, prompt=None,
-           generator=None, device="cpu", on_step=None, progress=False):
+           generator=None, device="cpu", on_step=None, progress=False, schedule=None):
     """Generate num_samples sequences of seq_len tokens in `steps` model calls (NFE = steps).
 
-    prompt (L,) or (B, L): token ids to keep, -1 at the positions to sample. A model whose config
-    is step_conditioned (the few-step student) is also given the step size h = 1/steps.
+    prompt (L,) or (B, L): token ids to keep, -1 at the positions to sample. schedule: the step
+    sizes, `steps` of them summing to 1 (None: 1/steps each). A model whose config is
+    step_conditioned (the few-step student) is also given each step's size h.
     on_step(s, x, last_change): called after every step s in [0, steps), e.g. to show frames.
     Returns x (B, L) and last_change (B, L): the step at which each position last took a new value
     (0 for one that kept its initial token, -1 for prompt positions)."""
     x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
-    h = 1.0 / steps
+    times = schedule_times(steps, schedule)
     for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
-        t = torch.full((num_samples,), s * h, device=device)
+        t, h = torch.full((num_samples,), times[s][0], device=device), times[s][1]
         logits = model(x, t, h if model.config.step_conditioned else None)  # (B, L, V)
         x_next = step(x, logits, t, h, path, sampler, temperature, fixed, generator)
         last_change[x_next != x] = s

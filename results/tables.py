@@ -214,10 +214,12 @@ def spread(values, cis):
 
 def student_name(row):
     """The recipe a student row comes from, by its checkpoint's folder (config/reproduce_frontier.sh's
-    names): student-s7 -> "recipe", student-own-s7 -> "own"."""
+    names): student-s7 -> "recipe", student-own-s7 -> "own"; sampled with a step schedule (eval.py
+    --student_schedules), its name after the recipe's: "recipe, schedule front"."""
     folder = os.path.basename(os.path.dirname(row["made_by"]))
     stem = re.sub(r"-s\d+$", "", folder)
-    return "recipe" if stem == "student" else stem.removeprefix("student-")
+    name = "recipe" if stem == "student" else stem.removeprefix("student-")
+    return f"{name}, schedule {row['schedule']['name']}" if row.get("schedule") else name
 
 
 def combine_frontier(reports, only="recipe"):

@@ -370,6 +370,12 @@ def _cases():
           Case("sample", "--temperature=1e400", "sample.py", (ckpt("dfm"), "--temperature=1e400"), r"temperature"),
           Case("sample", "--top_k=-1 (AR)", "sample.py", (ckpt("ar"), "--top_k=-1"), r"top_k"),
           Case("sample", "--seed=-1", "sample.py", (ckpt("dfm"), "--seed=-1"), r"seed"),
+          Case("sample", "--schedule and --steps disagree", "sample.py", (ckpt("dfm"), "--schedule=1/2,1/2", "--steps=4"),
+               r"--schedule has 2 step sizes but --steps=4"),
+          Case("sample", "--schedule not summing to 1", "sample.py", (ckpt("dfm"), "--schedule=1/2,1/4"),
+               r"sum to 1"),
+          Case("sample", "--schedule with a zero step", "sample.py", (ckpt("dfm"), "--schedule=1,0"), r"in \(0, 1\]"),
+          Case("sample", "--schedule not numbers", "sample.py", (ckpt("dfm"), "--schedule=half,half"), r"step sizes"),
           Case("sample", "--html in a missing folder", "sample.py", (ckpt("dfm"), lambda e, w: f"--html={w}/no/x.html"),
                r"html")]
     # eval.py: outputs checked at start, held-out data and judges of another vocabulary

@@ -237,3 +237,37 @@ def test_quality_samples_the_reference_at_each_temperature_and_matches_entropy(t
     assert new_cold["gen_ppl"] == cold["gen_ppl"] and new_cold["entropy"] == cold["entropy"]
     result = run_eval("--mode=quality", *common, "--reference_temperatures=0.5,-1")
     assert result.returncode != 0 and "positive numbers" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not SHAKESPEARE_VAL.is_file(), reason="run data/shakespeare_char/prepare.py first")
+def test_quality_samples_a_student_at_each_schedule_as_rows_of_their_own(tmp_path):
+    vocab = {"vocab_size": 65, "block_size": 16}
+    meta = load_meta(SHAKESPEARE_VAL.parent)
+    paths = {kind: save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32, **vocab), kind,
+                                   meta=meta) for kind in ("ar", "dfm", "student")}
+    common = [f"--dfm={paths['dfm']}", f"--student={paths['student']}", f"--judge={paths['ar']}", "--steps_list=2",
+              "--dfm_methods=cumulative", "--num_samples=6", "--student_steps_list=2"]
+    out = tmp_path / "schedules.json"
+    result = run_eval("--mode=quality", *common, "--student_schedules=even=1/2,1/2 front=3/4,1/4;front=1/2,1/4,1/4",
+                      f"--out_json={out}")
+    assert result.returncode == 0, result.stderr
+    students = [r for r in json.loads(out.read_text())["rows"] if r["name"].startswith("student")]
+    assert [(r["name"], r["steps"], r.get("schedule")) for r in students] == [
+        ("student rk4 cumulative", 2, None),
+        ("student rk4 cumulative, schedule even", 2, {"name": "even", "sizes": [0.5, 0.5]}),
+        ("student rk4 cumulative, schedule front", 2, {"name": "front", "sizes": [0.75, 0.25]}),
+        ("student rk4 cumulative, schedule front", 3, {"name": "front", "sizes": [0.5, 0.25, 0.25]})]
+    uniform, even, front = students[:3]
+    assert even["gen_ppl"] == uniform["gen_ppl"]  # 1/2, 1/2 is the default: the same draws
+    assert front["gen_ppl"] != uniform["gen_ppl"]  # other step sizes, other samples: a row of its own
+    assert "schedule front" in result.stdout
+    # --previous tells the rows apart by their step sizes
+    again = tmp_path / "again.json"
+    result = run_eval("--mode=quality", *common, "--student_schedules=front=3/4,1/4", f"--previous={out}",
+                      f"--out_json={again}")
+    assert result.returncode == 0, result.stderr
+    reused = [r for r in json.loads(again.read_text())["rows"] if r["name"].startswith("student")]
+    assert reused == students[:1] + students[2:3]
+    for bad, message in (("front", "NAME=SIZES"), ("front=1/2,1/4", "must sum to 1"), ("front=a,b", "step sizes")):
+        result = run_eval("--mode=quality", *common, f"--student_schedules={bad}")
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr

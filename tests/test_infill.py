@@ -124,3 +124,25 @@ def test_bad_input_is_one_line(ckpt, args, message):
     assert "Traceback" not in r.stderr
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], r.stderr
+
+
+def test_sample_with_a_schedule_takes_its_steps_and_shows_their_times(ckpt, tmp_path):
+    r = run_sample(f"--ckpt={ckpt}", "--schedule=1/2,1/4,1/8,1/8", "--num_samples=1", "--length=12", "--show=frames",
+                   "--color=never")
+    assert r.returncode == 0, r.stderr
+    assert re.findall(r"after step (\d)/(\d) \(t = ([\d.]+)\)", r.stdout) == [
+        ("1", "4", "0.500"), ("2", "4", "0.750"), ("3", "4", "0.875"), ("4", "4", "1.000")]
+    assert "warning" not in r.stderr
+
+
+def test_a_schedule_step_the_student_was_not_distilled_for_is_named(tmp_path):
+    model = random_model(len(CHARS))
+    path = tmp_path / "ckpt.pt"
+    checkpoint.save(str(path), {"kind": "student", "model_config": asdict(model.config), "model": model.state_dict(),
+                                "ema": None, "config": {"source": "mask", "kappa_power": 1.0, "max_step_exponent": 3},
+                                "meta": META})
+    r = run_sample(f"--ckpt={path}", "--schedule=3/4,1/8,1/8", "--num_samples=1", "--length=12")
+    assert r.returncode == 0, r.stderr
+    assert "step sizes 1, 1/2, ..., 1/8; 0.75 it meets only by interpolation" in r.stderr
+    r = run_sample(f"--ckpt={path}", "--schedule=1/2,1/4,1/8,1/8", "--num_samples=1", "--length=12")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

@@ -27,7 +27,7 @@ class PerfectDenoiser(torch.nn.Module):
         return torch.full((*x.shape, V), LOG_ZERO).scatter(-1, self.x1.expand(x.shape).unsqueeze(-1), 0.0)
 
 
-def masked_fractions(model, steps, method, n=1.0, num_samples=200, seq_len=100, seed=0):
+def masked_fractions(model, steps, method, n=1.0, num_samples=200, seq_len=100, seed=0, schedule=None):
     """Fraction of the still-masked positions that each step unmasks."""
     fractions, masked = [], [float(num_samples * seq_len)]
     def on_step(s, x, last_change):
@@ -35,23 +35,30 @@ def masked_fractions(model, steps, method, n=1.0, num_samples=200, seq_len=100, 
         fractions.append(1 - now / masked[-1] if masked[-1] else float("nan"))
         masked.append(now)
     x, _ = sample(model, ProbPath(V, "mask", n), num_samples, seq_len, steps, method,
-                  generator=torch.Generator().manual_seed(seed), on_step=on_step)
+                  generator=torch.Generator().manual_seed(seed), on_step=on_step, schedule=schedule)
     return x, fractions, masked
 
 
-@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+SCHEDULES = [[1.0], [0.5] * 2, [0.25] * 4, [0.125] * 8, [0.5, 0.25, 0.125, 0.125], [0.7, 0.2, 0.1]]
+
+
+@pytest.mark.parametrize("sizes", SCHEDULES, ids=lambda sizes: ",".join(f"{h:g}" for h in sizes))
 @pytest.mark.parametrize("n", [1.0, 2.0])
-def test_cumulative_step_unmasks_the_exact_fraction(steps, n):
-    h = 1.0 / steps
-    t = torch.arange(steps, dtype=torch.float64) * h
+def test_cumulative_step_unmasks_the_exact_fraction(sizes, n):
+    """For any step sizes, uniform (1/steps each, the default) or a schedule's."""
+    steps = len(sizes)
+    uniform_sizes = len(set(sizes)) == 1
+    h = torch.tensor(sizes, dtype=torch.float64)
+    t = torch.cumsum(h, 0) - h
     path = ProbPath(V, "mask", n)
     exact = (path.kappa(t + h) - path.kappa(t)) / (1 - path.kappa(t))
     # the jump probability itself is exact, not only in expectation ...
-    probs = jump_probability(torch.zeros(steps, 1), t, torch.full((steps,), h), path, "cumulative")[:, 0]
+    probs = jump_probability(torch.zeros(steps, 1), t, h, path, "cumulative")[:, 0]
     assert torch.allclose(probs[:-1], exact[:-1], atol=1e-12)
     # ... and the sampler draws it: every step within 5 binomial standard deviations
     x1 = torch.randint(0, V, (1, 100), generator=torch.Generator().manual_seed(1))
-    x, fractions, masked = masked_fractions(PerfectDenoiser(x1), steps, "cumulative", n)
+    x, fractions, masked = masked_fractions(PerfectDenoiser(x1), steps, "cumulative", n,
+                                            schedule=None if uniform_sizes else sizes)
     for s in range(steps):
         p, trials = exact[s].item(), masked[s]
         assert abs(fractions[s] - p) <= 5 * math.sqrt(p * (1 - p) / trials) + 1e-12, (s, fractions[s], p)
@@ -143,6 +150,48 @@ def test_same_seed_same_samples(sample_fn):
     a, _ = sample_fn(model, ProbPath(V), 4, 32, 4, generator=torch.Generator().manual_seed(5))
     b, _ = sample_fn(model, ProbPath(V), 4, 32, 4, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+class StepRecorder(Transformer):
+    """A step-conditioned transformer that records the (t, h) of every call of its trunk."""
+
+    def __init__(self):
+        super().__init__(ModelConfig(vocab_size=V, block_size=32, n_layer=1, n_head=2, n_embd=16, n_cond=8,
+                                     step_conditioned=True))
+        self.calls = []
+
+    def trunk(self, idx, t=None, h=None, cache=None, positions=None):
+        self.calls.append((t.tolist(), h if isinstance(h, float) else h.tolist()))
+        return super().trunk(idx, t, h, cache, positions)
+
+
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+def test_a_student_is_given_each_steps_own_time_and_size(sample_fn, source):
+    sizes = [0.5, 0.25, 0.125, 0.125]
+    model = StepRecorder().eval()
+    sample_fn(model, ProbPath(V, source), 3, 32, 4, schedule=sizes, generator=torch.Generator().manual_seed(0))
+    assert len(model.calls) == 4
+    for (t, h), start, size in zip(model.calls, [0.0, 0.5, 0.75, 0.875], sizes):
+        assert t == [start] * len(t) and (h == size if isinstance(h, float) else h == [size] * len(h))
+
+
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
+def test_a_uniform_schedule_is_the_default(sample_fn):
+    a, _ = sample_fn(tiny_model(), ProbPath(V), 4, 32, 4, generator=torch.Generator().manual_seed(5))
+    b, _ = sample_fn(tiny_model(), ProbPath(V), 4, 32, 4, schedule=[0.25] * 4, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
+@pytest.mark.parametrize("schedule, message", [([0.5, 0.5], "has 2 step sizes but steps is 3"),
+                                               ([0.5, 0.25, 0.125], "must sum to 1"),
+                                               ([1.0, 0.0, 0.0], r"in \(0, 1\]"),
+                                               ([1.5, -0.25, -0.25], r"in \(0, 1\]"),
+                                               ([float("nan")] * 3, r"in \(0, 1\]")])
+def test_a_bad_schedule_is_a_usage_error(sample_fn, schedule, message):
+    with pytest.raises(UsageError, match=message):
+        sample_fn(tiny_model(), ProbPath(V), 1, 8, 3, schedule=schedule)
 
 
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])

@@ -29,6 +29,21 @@ def test_student_names_come_from_the_checkpoint_folders():
     assert name({"made_by": "out/student-s7/ckpt.pt"}) == "recipe"
     assert name({"made_by": "out/student-own-s7/ckpt.pt"}) == "own"
     assert name({"made_by": "/abs/out/student-anchor-s1337/ckpt.pt"}) == "anchor"
+    assert name({"made_by": "out/student-s7/ckpt.pt", "schedule": {"name": "front", "sizes": [0.5, 0.5]}}) == \
+        "recipe, schedule front"
+
+
+def test_a_schedule_is_compared_with_its_own_students_uniform_steps_and_left_out_of_the_headline():
+    reports = [report(seed, {f"student-s{seed}": (ratio, 0.97)}) for seed, ratio in ((1, 1.10), (2, 1.20))]
+    for rep, ratio in zip(reports, (1.00, 1.05)):
+        scheduled = {**rep["rows"][1], "name": "student rk4 cumulative, schedule front", "gen_ppl_ratio": ratio,
+                     "entropy_ratio": 0.95, "schedule": {"name": "front", "sizes": [0.25] * 3 + [0.125] * 2}}
+        rep["rows"].append(scheduled)
+    headline = TABLES["combine_frontier"](reports)
+    assert headline["summary"]["student@8"]["raw"]["mean"] == pytest.approx(1.15)  # the uniform rows only
+    versus = TABLES["combine_levers"](reports)["summary"]["recipe, schedule front@8"]["versus_recipe"]
+    assert versus["raw"]["values"] == pytest.approx([-0.10, -0.15]) and versus["raw"]["better_on"] == 2
+    assert versus["entropy"]["values"] == pytest.approx([-0.02, -0.02]) and versus["entropy"]["better_on"] == 0
 
 
 def test_levers_are_compared_seed_by_seed_and_left_out_of_the_headline():
