@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+from fractions import Fraction
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nanodfm.evaluate import plot_frontier, plot_quality, ratio_interval  # noqa: E402
@@ -384,6 +385,16 @@ def lever_tables(levers):
     return "\n".join(out)
 
 
+def schedule_lines(report):
+    """One line per step schedule in a report's rows: its name, steps and sizes as fractions."""
+    seen = {}
+    for r in report["rows"]:
+        if r.get("schedule"):
+            sizes = ", ".join(str(Fraction(h).limit_denominator(1 << 20)) for h in r["schedule"]["sizes"])
+            seen[(r["schedule"]["name"], len(r["schedule"]["sizes"]))] = sizes
+    return [f"- schedule {name} at {steps} steps: {sizes}" for (name, steps), sizes in seen.items()]
+
+
 def plot_levers(levers, path):
     """One panel per seed: the reference's temperature curve (grey) and each student recipe's rows at
     its step counts (one colour a recipe, a line through its steps), with 95% error bars. Returns
@@ -527,7 +538,11 @@ def readme():
                          + frontier_tables(combined).replace("\n## ", "\n#### ").lstrip("#").lstrip() + "\n\n"
                          + "#### the mean over seeds (± the sampling half-width of the mean; lowest and highest seed)\n\n"
                          + headline_table(combined) + "\n")
-        for name, heading in (("levers-classical-uniform.json", "the levers against the recipe (classical RK points), "
+        for name, heading in (("schedules-uniform.json", "step schedules against the recipe's uniform steps, uniform source, "
+                               "{n} samples a cell, the same students and references (schedules-uniform.json, SAMPLES=512 "
+                               "config/reproduce_frontier.sh with EVAL_ARGS=--student_schedules=...; seed 3 trained after "
+                               "the schedules were chosen)"),
+                              ("levers-classical-uniform.json", "the levers against the recipe (classical RK points), "
                                "uniform source, {n} samples a cell: every student against its seed's reference, raw and at "
                                "matched entropy (levers-classical-uniform.json, SAMPLES=512 config/reproduce_frontier.sh with LEVERS)"),
                               ("levers-uniform.json", "the levers against the recipe before it took classical RK points "
@@ -536,6 +551,7 @@ def readme():
             levers = load(os.path.join(HERE, folder), name)
             if levers:  # levers against the recipe, with the same references
                 text += f"\n## {heading.format(n=levers['num_samples'])}\n\n" + lever_tables(levers) + "\n"
+                text += "".join(f"\n{line}" for line in schedule_lines(levers)) + "\n" * bool(schedule_lines(levers))
         parts.append(f"# {title} (`{folder}/`)\n\n" + text.replace("\n## ", "\n### ").lstrip("\n"))
         if parts[-1].startswith(f"# {title} (`{folder}/`)\n\n## "):
             parts[-1] = parts[-1].replace("\n\n## ", "\n\n### ", 1)

@@ -37,13 +37,14 @@ def test_a_schedule_is_compared_with_its_own_students_uniform_steps_and_left_out
     reports = [report(seed, {f"student-s{seed}": (ratio, 0.97)}) for seed, ratio in ((1, 1.10), (2, 1.20))]
     for rep, ratio in zip(reports, (1.00, 1.05)):
         scheduled = {**rep["rows"][1], "name": "student rk4 cumulative, schedule front", "gen_ppl_ratio": ratio,
-                     "entropy_ratio": 0.95, "schedule": {"name": "front", "sizes": [0.25] * 3 + [0.125] * 2}}
+                     "entropy_ratio": 0.95, "schedule": {"name": "front", "sizes": [0.25] * 3 + [0.0625] * 3 + [0.03125] * 2}}
         rep["rows"].append(scheduled)
     headline = TABLES["combine_frontier"](reports)
     assert headline["summary"]["student@8"]["raw"]["mean"] == pytest.approx(1.15)  # the uniform rows only
     versus = TABLES["combine_levers"](reports)["summary"]["recipe, schedule front@8"]["versus_recipe"]
     assert versus["raw"]["values"] == pytest.approx([-0.10, -0.15]) and versus["raw"]["better_on"] == 2
     assert versus["entropy"]["values"] == pytest.approx([-0.02, -0.02]) and versus["entropy"]["better_on"] == 0
+    assert TABLES["schedule_lines"](reports[0]) == ["- schedule front at 8 steps: 1/4, 1/4, 1/4, 1/16, 1/16, 1/16, 1/32, 1/32"]
 
 
 def test_levers_are_compared_seed_by_seed_and_left_out_of_the_headline():
