@@ -30,7 +30,7 @@ from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, POSI
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
-from nanodfm.sampler import SAMPLERS, schedule_times
+from nanodfm.sampler import COARSE_TO_FINE, SAMPLERS, schedule_times
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -45,8 +45,9 @@ data_dir = ""  # read val.bin from this folder instead (overrides dataset)
 # quality
 steps_list = "1,2,4,8,16,64,256,1024"  # model calls per sample, one row each
 student_steps_list = ""  # the students' step counts; "": steps_list
-student_schedules = ""  # the students also at these step sizes, NAME=SIZES separated by spaces or ";", e.g.
-# "front=1/2,1/4,1/8,1/8 front=1/4,1/4,1/4,1/16,1/16,1/16,1/32,1/32" (a row each; one name may cover several step counts)
+student_schedules = ""  # the students also at these step sizes: NAME=SIZES entries separated by spaces or ";", e.g.
+# "front=1/2,1/4,1/8,1/8 front=1/4,1/4,1/4,1/16,1/16,1/16,1/32,1/32" (a row each; one name may cover several step
+# counts), or "coarse-to-fine" (nanodfm/sampler.py's, at 4, 8 and 16 steps)
 dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
 reference_steps = 0  # the reference row: DFM, cumulative step, at this many steps; 0: the largest of steps_list
 reference_temperatures = ""  # e.g. "1.0,0.8,0.6": the reference row also at these temperatures (its frontier), and
@@ -240,6 +241,9 @@ def student_schedules(text):
     each checked."""
     schedules = []
     for entry in filter(None, re.split(r"[;\s]+", text)):
+        if entry == "coarse-to-fine":
+            schedules += [{"name": entry, "sizes": list(sizes)} for sizes in COARSE_TO_FINE.values()]
+            continue
         name, sep, sizes = entry.partition("=")
         if not (sep and name and sizes):
             raise UsageError(f"--student_schedules takes NAME=SIZES entries separated by spaces or ; (e.g. "

@@ -2,15 +2,16 @@
 
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --steps=64
     python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --start="ROMEO:"
-    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --schedule=1/2,1/4,1/8,1/8
+    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --schedule=coarse-to-fine
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --sampler=euler --start=FILE:prompt.txt
     python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --show=frames --start=$'ROMEO:\\n____\\nJULIET:'
 
 A DFM model or a few-step student writes all `length` tokens in parallel over `steps` model calls;
 a prompt (--start) is clamped as a prefix and never resampled. An autoregressive checkpoint (kind=ar)
 writes them one at a time with its KV cache (--temperature, --top_k); --steps does not apply.
-The steps are 1/steps each, or the sizes in --schedule (they sum to 1, their number is the steps):
-large steps first and small ones last helps a few-step student (README, "Step schedules").
+The steps are 1/steps each, or the sizes in --schedule (they sum to 1, their number is the steps;
+e.g. 1/2,1/4,1/8,1/8). Large steps first and small ones last helps a few-step student: coarse-to-fine
+is such a schedule at 4, 8 and 16 steps (nanodfm/sampler.py, COARSE_TO_FINE; README, "Step schedules").
 
 Infilling: each run of four or more underscores in --start is a hole of `hole_len` tokens. The text
 around the holes is clamped and only the holes are sampled; the sample then ends where the prompt
@@ -33,14 +34,15 @@ from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, SEED
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.model import compile as compile_model
 from nanodfm.path import ProbPath
-from nanodfm.sampler import SAMPLERS, schedule_times
+from nanodfm.sampler import COARSE_TO_FINE, SAMPLERS, schedule_times
 from nanodfm.sampler import sample as reference_sample
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
 ckpt = "out/ckpt.pt"  # the checkpoint to sample: a DFM model, a student or an AR model
 steps = 64  # model calls per sample (NFE)
-schedule = ""  # the step sizes, e.g. "1/2,1/4,1/8,1/8" (summing to 1; steps is their number); "": 1/steps each
+schedule = ""  # "coarse-to-fine" (4, 8 or 16 steps), or the step sizes, e.g. "1/2,1/4,1/8,1/8" (summing to 1;
+# steps is their number); "": 1/steps each
 sampler = "cumulative"  # "cumulative" (FS-DFM) or "euler" (DFM)
 num_samples = 2  # samples drawn at once
 length = 0  # tokens per sample; 0: the model's block_size
@@ -156,6 +158,11 @@ def step_schedule(cfg, explicit):
     --steps says otherwise or the sizes do not sum to 1."""
     if not cfg["schedule"]:
         return None
+    if cfg["schedule"] == "coarse-to-fine":
+        if cfg["steps"] not in COARSE_TO_FINE:
+            raise UsageError(f"--schedule=coarse-to-fine is defined for --steps=4, 8 or 16, got --steps={cfg['steps']}: "
+                             f"give one of those, or the step sizes themselves")
+        return list(COARSE_TO_FINE[cfg["steps"]])
     sizes = size_list("schedule", cfg["schedule"])
     if "steps" in explicit and cfg["steps"] != len(sizes):
         raise UsageError(f"--schedule has {len(sizes)} step sizes but --steps={cfg['steps']}: drop --steps (the "

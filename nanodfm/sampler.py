@@ -84,6 +84,13 @@ def start(path, shape, steps, sampler, prompt=None, generator=None, device="cpu"
     return torch.where(fixed, prompt, x), fixed, last_change.masked_fill(fixed, -1)
 
 
+# Large steps first, small ones last, at the step counts where it was measured against 1/steps each
+# for the few-step student (README, "Step schedules"): sizes of the form 2^-k, which it was trained on.
+COARSE_TO_FINE = {4: (1 / 2, 1 / 4, 1 / 8, 1 / 8),
+                  8: (1 / 4,) * 3 + (1 / 16,) * 3 + (1 / 32,) * 2,
+                  16: (1 / 8,) * 4 + (1 / 16,) * 4 + (1 / 32,) * 8}
+
+
 def schedule_times(steps, schedule=None):
     """[(t, h)] of every step: h = 1/steps each, or the sizes of `schedule` (a sequence of `steps`
     positive numbers summing to 1, e.g. [1/2, 1/4, 1/8, 1/8]: large steps first, small ones last)."""

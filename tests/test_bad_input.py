@@ -376,6 +376,8 @@ def _cases():
                r"sum to 1"),
           Case("sample", "--schedule with a zero step", "sample.py", (ckpt("dfm"), "--schedule=1,0"), r"in \(0, 1\]"),
           Case("sample", "--schedule not numbers", "sample.py", (ckpt("dfm"), "--schedule=half,half"), r"step sizes"),
+          Case("sample", "--schedule=coarse-to-fine at 64 steps", "sample.py", (ckpt("dfm"), "--schedule=coarse-to-fine"),
+               r"coarse-to-fine is defined for --steps=4, 8 or 16"),
           Case("sample", "--html in a missing folder", "sample.py", (ckpt("dfm"), lambda e, w: f"--html={w}/no/x.html"),
                r"html")]
     # eval.py: outputs checked at start, held-out data and judges of another vocabulary

@@ -15,6 +15,7 @@ from nanodfm.evaluate import (ar_samples, flow_samples, generative_perplexity, m
                               ratio_interval, unigram_entropy)
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import ProbPath
+from nanodfm.sampler import COARSE_TO_FINE
 from test_autoregressive import save_checkpoint, tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -268,6 +269,11 @@ def test_quality_samples_a_student_at_each_schedule_as_rows_of_their_own(tmp_pat
     assert result.returncode == 0, result.stderr
     reused = [r for r in json.loads(again.read_text())["rows"] if r["name"].startswith("student")]
     assert reused == students[:1] + students[2:3]
+    named = tmp_path / "named.json"
+    result = run_eval("--mode=quality", *common, "--student_schedules=coarse-to-fine", f"--out_json={named}")
+    assert result.returncode == 0, result.stderr
+    rows = [r for r in json.loads(named.read_text())["rows"] if r.get("schedule")]
+    assert [(r["steps"], tuple(r["schedule"]["sizes"])) for r in rows] == list(COARSE_TO_FINE.items())
     for bad, message in (("front", "NAME=SIZES"), ("front=1/2,1/4", "must sum to 1"), ("front=a,b", "step sizes")):
         result = run_eval("--mode=quality", *common, f"--student_schedules={bad}")
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr

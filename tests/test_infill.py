@@ -133,6 +133,9 @@ def test_sample_with_a_schedule_takes_its_steps_and_shows_their_times(ckpt, tmp_
     assert re.findall(r"after step (\d)/(\d) \(t = ([\d.]+)\)", r.stdout) == [
         ("1", "4", "0.500"), ("2", "4", "0.750"), ("3", "4", "0.875"), ("4", "4", "1.000")]
     assert "warning" not in r.stderr
+    named = run_sample(f"--ckpt={ckpt}", "--steps=4", "--schedule=coarse-to-fine", "--num_samples=1", "--length=12",
+                       "--show=frames", "--color=never")
+    assert named.returncode == 0 and named.stdout == r.stdout  # coarse-to-fine at 4 steps is these sizes
 
 
 def test_a_schedule_step_the_student_was_not_distilled_for_is_named(tmp_path):

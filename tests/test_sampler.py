@@ -2,6 +2,8 @@
 tests/test_engine.py holds the engine to the same law."""
 
 import math
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from nanodfm.config import UsageError
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm import engine
 from nanodfm.path import LOG_ZERO, ProbPath
-from nanodfm.sampler import jump_probability, sample, step
+from nanodfm.sampler import COARSE_TO_FINE, jump_probability, sample, schedule_times, step
 
 V = 7
 MASK = ProbPath(V).mask_id
@@ -174,6 +176,17 @@ def test_a_student_is_given_each_steps_own_time_and_size(sample_fn, source):
     assert len(model.calls) == 4
     for (t, h), start, size in zip(model.calls, [0.0, 0.5, 0.75, 0.875], sizes):
         assert t == [start] * len(t) and (h == size if isinstance(h, float) else h == [size] * len(h))
+
+
+def test_coarse_to_fine_takes_sizes_the_cpu_student_was_trained_on():
+    """Each of its schedules sums to 1, never grows, and uses only h = 2^-k with k at most the CPU
+    recipe's max_step_exponent (a student meets no other h in training)."""
+    recipe = runpy.run_path(str(Path(__file__).resolve().parents[1] / "config" / "shakespeare_char_cpu_student.py"))
+    trained = {2.0 ** -k for k in range(recipe["max_step_exponent"] + 1)}
+    for steps, sizes in COARSE_TO_FINE.items():
+        assert len(sizes) == steps and math.fsum(sizes) == 1.0 and set(sizes) <= trained
+        assert list(sizes) == sorted(sizes, reverse=True)
+        assert schedule_times(steps, sizes)[-1][0] + sizes[-1] == 1.0
 
 
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
