@@ -228,8 +228,9 @@ def main(argv):
                                 cfg["temperature"], prompt, generator, dev, on_step, progress=not frames,
                                 schedule=schedule)
     samples = list(zip(x.tolist(), last_change.tolist()))
+    steps_used = f"{cfg['steps']} steps" + (f" (schedule {cfg['schedule']})" if schedule else "")
     for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
-        print(f"---------- sample {i + 1}/{len(x)}, {cfg['steps']} steps, {cfg['sampler']}")
+        print(f"---------- sample {i + 1}/{len(x)}, {steps_used}, {cfg['sampler']}")
         if cfg["show"] == "steps":
             print(render(ids, lc, cfg["steps"], tokenizer) if color else render_codes(ids, lc, cfg["steps"], tokenizer))
         else:
@@ -237,7 +238,7 @@ def main(argv):
     if cfg["show"] != "text" and color:
         print(legend(cfg["steps"]))
     if cfg["html"]:
-        sections = [(f"{cfg['ckpt']} ({ck['kind']}), sample {i + 1}, {cfg['steps']} steps, {cfg['sampler']}",
+        sections = [(f"{cfg['ckpt']} ({ck['kind']}), sample {i + 1}, {steps_used}, {cfg['sampler']}",
                      ids, lc, cfg["steps"]) for i, (ids, lc) in enumerate(samples)]
         with output_file(cfg["html"]) as f:
             f.write(html_page(sections, tokenizer))

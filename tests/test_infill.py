@@ -136,6 +136,8 @@ def test_sample_with_a_schedule_takes_its_steps_and_shows_their_times(ckpt, tmp_
     named = run_sample(f"--ckpt={ckpt}", "--steps=4", "--schedule=coarse-to-fine", "--num_samples=1", "--length=12",
                        "--show=frames", "--color=never")
     assert named.returncode == 0 and named.stdout == r.stdout  # coarse-to-fine at 4 steps is these sizes
+    text = run_sample(f"--ckpt={ckpt}", "--steps=4", "--schedule=coarse-to-fine", "--num_samples=1", "--length=12")
+    assert text.returncode == 0 and "1/1, 4 steps (schedule coarse-to-fine), cumulative" in text.stdout
 
 
 def test_a_schedule_step_the_student_was_not_distilled_for_is_named(tmp_path):
