@@ -45,7 +45,11 @@ TRAIN_ARGS=${TRAIN_ARGS:-}
 #   LEVERS="chained:--rk_points=chained anchor:--rk_points=chained,--anchor_share=0.5
 #           calibrated:--rk_points=chained,--teacher_average=calibrated own:--rk_points=chained,--own_share=0.5"
 LEVERS=${LEVERS:-}
-EVAL_ARGS=${EVAL_ARGS:-}  # more eval.py flags for every evaluation, e.g. --batch_size=64
+# more eval.py flags for every evaluation, e.g. --batch_size=64. schedules-uniform.json (results/README.md;
+# $OUT/levers-uniform.json here) is the recipe's students also sampled with coarse-to-fine steps:
+#   SEEDS="1337 7 11 3" SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15 EVAL_ARGS=--student_schedules=coarse-to-fine
+# (there seeds 1337, 7 and 11 reused headline-seeds-uniform.json's reference rows, its --previous files)
+EVAL_ARGS=${EVAL_ARGS:-}
 EVALUATE=${EVALUATE:-1}  # 0: train only
 LANES=${LANES:-2}  # 1: one process at a time
 export OMP_NUM_THREADS=1

@@ -539,9 +539,9 @@ def readme():
                          + "#### the mean over seeds (± the sampling half-width of the mean; lowest and highest seed)\n\n"
                          + headline_table(combined) + "\n")
         for name, heading in (("schedules-uniform.json", "step schedules against the recipe's uniform steps, uniform source, "
-                               "{n} samples a cell, the same students and references (schedules-uniform.json, SAMPLES=512 "
-                               "config/reproduce_frontier.sh with EVAL_ARGS=--student_schedules=...; seed 3 trained after "
-                               "the schedules were chosen)"),
+                               "{n} samples a cell, the same students and references (schedules-uniform.json, SEEDS=\"1337 7 "
+                               "11 3\" SAMPLES=512 config/reproduce_frontier.sh with EVAL_ARGS=--student_schedules=coarse-to-fine; "
+                               "seed 3 trained after the schedules were chosen; the file's note says which rows it reused)"),
                               ("levers-classical-uniform.json", "the levers against the recipe (classical RK points), "
                                "uniform source, {n} samples a cell: every student against its seed's reference, raw and at "
                                "matched entropy (levers-classical-uniform.json, SAMPLES=512 config/reproduce_frontier.sh with LEVERS)"),
