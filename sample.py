@@ -11,7 +11,7 @@ a prompt (--start) is clamped as a prefix and never resampled. An autoregressive
 writes them one at a time with its KV cache (--temperature, --top_k); --steps does not apply.
 The steps are 1/steps each, or the sizes in --schedule (they sum to 1, their number is the steps;
 e.g. 1/2,1/4,1/8,1/8). Large steps first and small ones last helps a few-step student: coarse-to-fine
-is such a schedule at 4, 8 and 16 steps (nanodfm/sampler.py, COARSE_TO_FINE; README, "Step schedules").
+is such a schedule at 4, 8 and 16 steps (nanodfm/sampler.py, COARSE_TO_FINE; README, Results).
 
 Infilling: each run of four or more underscores in --start is a hole of `hole_len` tokens. The text
 around the holes is clamped and only the holes are sampled; the sample then ends where the prompt

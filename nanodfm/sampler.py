@@ -85,7 +85,7 @@ def start(path, shape, steps, sampler, prompt=None, generator=None, device="cpu"
 
 
 # Large steps first, small ones last, at the step counts where it was measured against 1/steps each
-# for the few-step student (README, "Step schedules"): sizes of the form 2^-k, which it was trained on.
+# for the few-step student (README, Results): sizes of the form 2^-k, the ones it was trained on.
 COARSE_TO_FINE = {4: (1 / 2, 1 / 4, 1 / 8, 1 / 8),
                   8: (1 / 4,) * 3 + (1 / 16,) * 3 + (1 / 32,) * 2,
                   16: (1 / 8,) * 4 + (1 / 16,) * 4 + (1 / 32,) * 8}
