@@ -6,10 +6,11 @@
 quality: for every S in steps_list, N samples of `length` tokens from DFM + Euler, DFM + cumulative
 and the student (cumulative, h = 1/S, and at the step sizes of each of student_schedules), plus two
 reference rows, held-out text and AR samples, all scored by the judge: generative perplexity and
-unigram entropy. A markdown table on stdout, every number in out_json, a plot in out_png. With reference_temperatures the reference row (DFM, cumulative
-step, reference_steps) is also sampled at those temperatures: a perplexity-entropy curve, and every
-other flow row is compared with it at its own entropy (evaluate.matched_entropy_ratio). Each row
-records its temperature and the training seed of the model it comes from.
+unigram entropy. A markdown table on stdout, every number in out_json, a plot in out_png. With
+reference_temperatures the reference row (DFM, cumulative step, reference_steps) is also sampled at
+those temperatures: a perplexity-entropy curve, and every other flow row is compared with it at its
+own entropy (evaluate.matched_entropy_ratio). Each row records its temperature and the training
+seed of the model it comes from.
 elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin.
 Generation speed is bench.py's (its speed does not depend on the weights).
 """

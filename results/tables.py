@@ -551,7 +551,8 @@ def readme():
             levers = load(os.path.join(HERE, folder), name)
             if levers:  # levers against the recipe, with the same references
                 text += f"\n## {heading.format(n=levers['num_samples'])}\n\n" + lever_tables(levers) + "\n"
-                text += "".join(f"\n{line}" for line in schedule_lines(levers)) + "\n" * bool(schedule_lines(levers))
+                sizes = schedule_lines(levers)
+                text += "".join(f"\n{line}" for line in sizes) + "\n" * bool(sizes)
         parts.append(f"# {title} (`{folder}/`)\n\n" + text.replace("\n## ", "\n### ").lstrip("\n"))
         if parts[-1].startswith(f"# {title} (`{folder}/`)\n\n## "):
             parts[-1] = parts[-1].replace("\n\n## ", "\n\n### ", 1)
