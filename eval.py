@@ -4,9 +4,9 @@
     python eval.py --mode=elbo --dfm=out-dfm/ckpt.pt
 
 quality: for every S in steps_list, N samples of `length` tokens from DFM + Euler, DFM + cumulative
-and the student (cumulative, h = 1/S, and at the step sizes of each of student_schedules), plus two
-reference rows, held-out text and AR samples, all scored by the judge: generative perplexity and
-unigram entropy. A markdown table on stdout, every number in out_json, a plot in out_png. With
+and the student (cumulative, h = 1/S, at the step sizes of each of student_schedules, and each of
+these with its first step at student_first_temperature), plus two reference rows, held-out text and
+AR samples, all scored by the judge: generative perplexity and unigram entropy. A markdown table on stdout, every number in out_json, a plot in out_png. With
 reference_temperatures the reference row (DFM, cumulative step, reference_steps) is also sampled at
 those temperatures: a perplexity-entropy curve, and every other flow row is compared with it at its
 own entropy (evaluate.matched_entropy_ratio). Each row records its temperature and the training
@@ -49,6 +49,8 @@ student_steps_list = ""  # the students' step counts; "": steps_list
 student_schedules = ""  # the students also at these step sizes: NAME=SIZES entries separated by spaces or ";", e.g.
 # "front=1/2,1/4,1/8,1/8 front=1/4,1/4,1/4,1/16,1/16,1/16,1/32,1/32" (a row each; one name may cover several step
 # counts), or "coarse-to-fine" (nanodfm/sampler.py's, at 4, 8 and 16 steps)
+student_first_temperature = 0.0  # > 0: every student row (equal steps and each schedule) also with its first step at
+# this temperature, a row each (e.g. 3: the few-step student's diversity back, README, Results); 0: off
 dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
 reference_steps = 0  # the reference row: DFM, cumulative step, at this many steps; 0: the largest of steps_list
 reference_temperatures = ""  # e.g. "1.0,0.8,0.6": the reference row also at these temperatures (its frontier), and
@@ -73,7 +75,7 @@ seed = 1337  # seeds every sample, batch and model
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 RULES = {"steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE, "num_samples": POSITIVE, "length": NON_NEGATIVE,
-         "temperature": POSITIVE_FLOAT, "top_k": NON_NEGATIVE, "batch_size": POSITIVE, "num_batches": POSITIVE,
+         "temperature": POSITIVE_FLOAT, "student_first_temperature": NON_NEGATIVE, "top_k": NON_NEGATIVE, "batch_size": POSITIVE, "num_batches": POSITIVE,
          "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT, "out_png": OUTPUT,
          "dtype": one_of("auto", "bfloat16", "float32")}
 
@@ -155,13 +157,15 @@ def quality(cfg, dev):
 
     held_out = val_path(cfg, first_ck)
     schedules = student_schedules(cfg["student_schedules"])
-    # (row name, method, steps, temperature, training seed, what made its samples, how to draw them, schedule)
+    first_T = cfg["student_first_temperature"] or None
+    # (row name, method, steps, temperature, training seed, what made its samples, how to draw them, schedule,
+    #  the first step's temperature)
     jobs = [("held-out text", None, None, None, None, file_key(held_out),
-             lambda: evaluate.real_samples(held_out, N, L, seed), None)]
+             lambda: evaluate.real_samples(held_out, N, L, seed), None, None)]
     if ar_model is not None:
         start = start_token(load_tokenizer(ar_ck["meta"]))
         jobs.append(("AR samples", None, None, T, ar_ck["config"].get("seed"), file_key(ar_path), lambda: evaluate.ar_samples(
-            ar_model, N, L, start, T, cfg["top_k"] or None, bs, seed, dev), None))
+            ar_model, N, L, start, T, cfg["top_k"] or None, bs, seed, dev), None, None))
     paths = [cfg["dfm"]] * bool(cfg["dfm"]) + [path for path, _, _ in students]
     for (kind, model, ck), path in zip(flows, paths):
         methods = dfm_methods if kind == "dfm" else ("cumulative",)
@@ -171,24 +175,34 @@ def quality(cfg, dev):
                 for temp in [T] + (curve_temperatures if on_curve else []):
                     def make(model=model, ck=ck, method=method, S=S, temp=temp):
                         return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, method, temp, bs, seed, dev)
-                    jobs.append((f"{kind} {method}", method, S, temp, ck["config"].get("seed"), file_key(path), make, None))
+                    jobs.append((f"{kind} {method}", method, S, temp, ck["config"].get("seed"), file_key(path), make, None,
+                                 None))
         for schedule in schedules if kind != "dfm" else ():
             def make(model=model, ck=ck, sizes=schedule["sizes"]):
                 return evaluate.flow_samples(model, ProbPath.of(ck), N, L, len(sizes), "cumulative", T, bs, seed, dev,
                                              schedule=sizes)
             jobs.append((f"{kind} cumulative, schedule {schedule['name']}", "cumulative", len(schedule["sizes"]), T,
-                         ck["config"].get("seed"), file_key(path), make, schedule))
+                         ck["config"].get("seed"), file_key(path), make, schedule, None))
+        plans = [(S, None) for S in student_steps] + [(len(s["sizes"]), s) for s in schedules]
+        for S, schedule in plans if kind != "dfm" and first_T else ():
+            def make(model=model, ck=ck, S=S, sizes=schedule and schedule["sizes"]):
+                return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, "cumulative", T, bs, seed, dev,
+                                             schedule=sizes, first_temperature=first_T)
+            name = f"{kind} cumulative" + (f", schedule {schedule['name']}" if schedule else "")
+            jobs.append((f"{name}, first step at {first_T:g}", "cumulative", S, T, ck["config"].get("seed"),
+                         file_key(path), make, schedule, first_T))
     done = previous_rows(cfg, L, dtype)
     rows = []
-    for name, method, S, temp, train_seed, made_by, make, schedule in tqdm(jobs, desc="quality", dynamic_ncols=True):
-        key = (made_by, method, S, temp, schedule and tuple(schedule["sizes"]))
+    for name, method, S, temp, train_seed, made_by, make, schedule, first in tqdm(jobs, desc="quality", dynamic_ncols=True):
+        key = (made_by, method, S, temp, schedule and tuple(schedule["sizes"]), first)
         if key in done:  # the same samples, scored the same way, in a --previous file
             rows.append({**done[key], "name": name, "temperature": temp, "seed": train_seed})
             continue
         with autocast:
             ids = make().to(dev)
         rows.append({"name": name, "method": method, "steps": S, "temperature": temp, "seed": train_seed,
-                     "made_by": made_by, **({"schedule": schedule} if schedule else {}), **evaluate.score(judge, ids, bs)})
+                     "made_by": made_by, **({"schedule": schedule} if schedule else {}),
+                     **({"first_temperature": first} if first else {}), **evaluate.score(judge, ids, bs)})
     has_reference = cfg["dfm"] and "cumulative" in dfm_methods
     reference = add_ratios(rows, reference_steps, T) if has_reference else None
     curve = [r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps] if curve_temperatures else []
@@ -277,11 +291,11 @@ SAME_SAMPLES = ("num_samples", "seed", "top_k", "judge", "batch_size", "device")
 
 
 def previous_rows(cfg, length, dtype):
-    """{(checkpoint or data file, method, steps, temperature, step sizes): row} from the --previous quality JSON files, whose
+    """{(checkpoint or data file, method, steps, temperature, step sizes, first step's temperature): row} from the --previous quality JSON files, whose
     rows this run reuses instead of sampling them again (the DFM model at 1024 steps is most of an
     evaluation's time; each new student then costs only its own rows). A row is reused only from a
     file made with the same judge, seed, sample count, batch size and length, and only for the same
-    checkpoint (or held-out file), sampler, temperature and step sizes (a row of a file written before
+    checkpoint (or held-out file), sampler, temperatures and step sizes (a row of a file written before
     rows carried their temperature has its file's; a row without a schedule has 1/steps each)."""
     done = {}
     for path in filter(None, cfg["previous"].split(",")):
@@ -301,7 +315,7 @@ def previous_rows(cfg, length, dtype):
             if "made_by" in r:
                 temp = r.get("temperature", None if r["name"] == "held-out text" else old["settings"]["temperature"])
                 sizes = tuple(r["schedule"]["sizes"]) if r.get("schedule") else None
-                done[(r["made_by"], r["method"], r["steps"], temp, sizes)] = r
+                done[(r["made_by"], r["method"], r["steps"], temp, sizes, r.get("first_temperature"))] = r
     return done
 
 

@@ -49,6 +49,7 @@ length = 0  # tokens per sample; 0: the model's block_size
 start = ""  # prompt text, or FILE:path to read it from a file; ____ (4+ underscores) is a hole
 hole_len = 16  # tokens per hole: the model fills each hole with exactly this many
 temperature = 1.0  # divides the logits: below 1 sharper, above 1 more varied
+first_temperature = 0.0  # the first step's temperature instead (e.g. 3: a student's diversity back); 0: temperature
 top_k = 0  # AR checkpoints: draw from the k most likely tokens only; 0: off
 seed = 1337  # the same seed draws the same samples
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
@@ -63,7 +64,8 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 FEW_STEPS = 64  # below this, a model that was not distilled is sampled far from its accuracy
 HOLE = re.compile(r"_{4,}")  # a hole in --start: four or more underscores
 RULES = {"steps": POSITIVE, "sampler": one_of(*SAMPLERS), "num_samples": POSITIVE, "length": NON_NEGATIVE,
-         "hole_len": POSITIVE, "temperature": POSITIVE_FLOAT, "top_k": NON_NEGATIVE, "seed": SEED,
+         "hole_len": POSITIVE, "temperature": POSITIVE_FLOAT, "first_temperature": NON_NEGATIVE,
+         "top_k": NON_NEGATIVE, "seed": SEED,
          "show": one_of("text", "steps", "frames"), "color": one_of("auto", "always", "never"), "html": OUTPUT,
          "dtype": one_of("auto", "bfloat16", "float32")}
 MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
@@ -226,9 +228,10 @@ def main(argv):
     with autocast:
         x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, cfg["steps"], cfg["sampler"],
                                 cfg["temperature"], prompt, generator, dev, on_step, progress=not frames,
-                                schedule=schedule)
+                                schedule=schedule, first_temperature=cfg["first_temperature"] or None)
     samples = list(zip(x.tolist(), last_change.tolist()))
-    steps_used = f"{cfg['steps']} steps" + (f" (schedule {cfg['schedule']})" if schedule else "")
+    steps_used = f"{cfg['steps']} steps" + (f" (schedule {cfg['schedule']})" if schedule else "") + (
+        f", first step at temperature {cfg['first_temperature']:g}" if cfg["first_temperature"] else "")
     for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
         print(f"---------- sample {i + 1}/{len(x)}, {steps_used}, {cfg['sampler']}")
         if cfg["show"] == "steps":

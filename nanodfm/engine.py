@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from nanodfm import categorical
 from nanodfm.path import uniform
-from nanodfm.sampler import jump_probability, schedule_times, start
+from nanodfm.sampler import jump_probability, schedule_times, start, step_temperatures
 
 
 def candidates(x, t, h, path, sampler, u, fixed=None):
@@ -129,16 +129,16 @@ def model_step(model, x, t, h, path, sampler, temperature, fixed, generator, wor
 
 @torch.no_grad()
 def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", temperature=1.0, prompt=None,
-           generator=None, device="cpu", on_step=None, progress=False, schedule=None):
+           generator=None, device="cpu", on_step=None, progress=False, schedule=None, first_temperature=None):
     """`sampler.sample`, same arguments and law, for a model with a `trunk` and a bias-free `head`
     (model.Transformer)."""
     x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
-    times = schedule_times(steps, schedule)
+    times, temps = schedule_times(steps, schedule), step_temperatures(steps, temperature, first_temperature)
     workspace = Workspace(num_samples * seq_len * path.vocab_size)
     for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
         t = torch.full((num_samples,), times[s][0], device=device)
         h = torch.full((num_samples,), times[s][1], dtype=torch.float64, device=device)
-        x_next = model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace)
+        x_next = model_step(model, x, t, h, path, sampler, temps[s], fixed, generator, workspace)
         last_change.masked_fill_(x_next != x, s)  # (indexing with the mask would read it on the host)
         x = x_next
         if on_step is not None:

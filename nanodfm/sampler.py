@@ -106,23 +106,32 @@ def schedule_times(steps, schedule=None):
     return [(math.fsum(sizes[:s]), h) for s, h in enumerate(sizes)]
 
 
+def step_temperatures(steps, temperature, first_temperature=None):
+    """The temperature of every step: `temperature`, except the first step's if first_temperature is
+    given (a hotter first step gives the few-step student back diversity: README, Results)."""
+    if first_temperature is not None and not 0 < first_temperature < math.inf:
+        raise UsageError(f"the first step's temperature must be a positive number, got {first_temperature}")
+    return [first_temperature if s == 0 and first_temperature is not None else temperature for s in range(steps)]
+
+
 @torch.no_grad()
 def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", temperature=1.0, prompt=None,
-           generator=None, device="cpu", on_step=None, progress=False, schedule=None):
+           generator=None, device="cpu", on_step=None, progress=False, schedule=None, first_temperature=None):
     """Generate num_samples sequences of seq_len tokens in `steps` model calls (NFE = steps).
 
     prompt (L,) or (B, L): token ids to keep, -1 at the positions to sample. schedule: the step
-    sizes, `steps` of them summing to 1 (None: 1/steps each). A model whose config is
+    sizes, `steps` of them summing to 1 (None: 1/steps each). first_temperature: the first step's
+    temperature (None: `temperature`, as every other step's). A model whose config is
     step_conditioned (the few-step student) is also given each step's size h.
     on_step(s, x, last_change): called after every step s in [0, steps), e.g. to show frames.
     Returns x (B, L) and last_change (B, L): the step at which each position last took a new value
     (0 for one that kept its initial token, -1 for prompt positions)."""
     x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
-    times = schedule_times(steps, schedule)
+    times, temps = schedule_times(steps, schedule), step_temperatures(steps, temperature, first_temperature)
     for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
         t, h = torch.full((num_samples,), times[s][0], device=device), times[s][1]
         logits = model(x, t, h if model.config.step_conditioned else None)  # (B, L, V)
-        x_next = step(x, logits, t, h, path, sampler, temperature, fixed, generator)
+        x_next = step(x, logits, t, h, path, sampler, temps[s], fixed, generator)
         last_change[x_next != x] = s
         x = x_next
         if on_step is not None:

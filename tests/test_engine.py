@@ -123,18 +123,19 @@ def transformer(vocab_size, seed=0, step_conditioned=False):
 
 @pytest.mark.parametrize("source", ["mask", "uniform"])
 @pytest.mark.parametrize("rule", ["cumulative", "euler"])
-@pytest.mark.parametrize("schedule", [None, (0.5, 0.375, 0.125)], ids=["uniform", "schedule"])
-def test_whole_samples_agree_in_distribution(source, rule, schedule, engine_path):
-    """Sequences of 3 tokens over 3 letters in 3 steps (of 1/3 each, or of a schedule's sizes) with a
-    prompt at the middle: the 9 outcomes of each implementation's 30,000 samples are one law
-    (chi-square test of homogeneity)."""
+@pytest.mark.parametrize("schedule, first_temperature", [(None, None), ((0.5, 0.375, 0.125), None), (None, 3.0)],
+                         ids=["uniform", "schedule", "hot-first-step"])
+def test_whole_samples_agree_in_distribution(source, rule, schedule, first_temperature, engine_path):
+    """Sequences of 3 tokens over 3 letters in 3 steps (of 1/3 each, or of a schedule's sizes, or with
+    a hotter first step) with a prompt at the middle: the 9 outcomes of each implementation's 30,000
+    samples are one law (chi-square test of homogeneity)."""
     N, vocab = 30_000, 3
     model, path = transformer(vocab, step_conditioned=True), ProbPath(vocab, source)
     prompt = torch.tensor([-1, 2, -1])
     counts = []
     for seed, sample in enumerate((sampler.sample, engine.sample)):
         x, _ = sample(model, path, N, 3, 3, rule, prompt=prompt, generator=torch.Generator().manual_seed(seed),
-                      schedule=schedule)
+                      schedule=schedule, first_temperature=first_temperature)
         assert (x[:, 1] == 2).all()
         counts.append(torch.bincount(x[:, 0] * vocab + x[:, 2], minlength=vocab * vocab).double())
     a, b = counts

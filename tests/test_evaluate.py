@@ -274,6 +274,15 @@ def test_quality_samples_a_student_at_each_schedule_as_rows_of_their_own(tmp_pat
     assert result.returncode == 0, result.stderr
     rows = [r for r in json.loads(named.read_text())["rows"] if r.get("schedule")]
     assert [(r["steps"], tuple(r["schedule"]["sizes"])) for r in rows] == list(COARSE_TO_FINE.items())
+    hot = tmp_path / "hot.json"
+    result = run_eval("--mode=quality", *common, "--student_schedules=front=3/4,1/4", "--student_first_temperature=3",
+                      f"--previous={out}", f"--out_json={hot}")
+    assert result.returncode == 0, result.stderr
+    rows = [r for r in json.loads(hot.read_text())["rows"] if r["name"].startswith("student")]
+    assert [(r["name"], r.get("first_temperature")) for r in rows] == [
+        ("student rk4 cumulative", None), ("student rk4 cumulative, schedule front", None),
+        ("student rk4 cumulative, first step at 3", 3.0), ("student rk4 cumulative, schedule front, first step at 3", 3.0)]
+    assert rows[:2] == reused  # the rows without a first temperature come from --previous
     for bad, message in (("front", "NAME=SIZES"), ("front=1/2,1/4", "must sum to 1"), ("front=a,b", "step sizes")):
         result = run_eval("--mode=quality", *common, f"--student_schedules={bad}")
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr

@@ -12,7 +12,7 @@ from nanodfm.config import UsageError
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm import engine
 from nanodfm.path import LOG_ZERO, ProbPath
-from nanodfm.sampler import COARSE_TO_FINE, jump_probability, sample, schedule_times, step
+from nanodfm.sampler import COARSE_TO_FINE, jump_probability, sample, schedule_times, step, step_temperatures
 
 V = 7
 MASK = ProbPath(V).mask_id
@@ -205,6 +205,34 @@ def test_a_uniform_schedule_is_the_default(sample_fn):
 def test_a_bad_schedule_is_a_usage_error(sample_fn, schedule, message):
     with pytest.raises(UsageError, match=message):
         sample_fn(tiny_model(), ProbPath(V), 1, 8, 3, schedule=schedule)
+
+
+def test_only_the_first_step_takes_the_first_temperature():
+    assert step_temperatures(4, 0.9, 3.0) == [3.0, 0.9, 0.9, 0.9]
+    assert step_temperatures(3, 0.9) == [0.9] * 3
+
+
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+def test_a_first_temperature_heats_the_first_step_alone(sample_fn, source):
+    """The first step at first_temperature T draws what a first step at temperature T does (the state
+    after it is the same), the samples of one step too; a first temperature equal to the temperature
+    changes nothing."""
+    def run(steps, **kw):
+        states = []
+        x, _ = sample_fn(tiny_model(), ProbPath(V, source), 8, 32, steps, generator=torch.Generator().manual_seed(3),
+                         on_step=lambda s, x, last: states.append(x.clone()), **kw)
+        return x, states[0]
+    assert torch.equal(run(4, first_temperature=3.0)[1], run(4, temperature=3.0)[1])
+    assert torch.equal(run(1, first_temperature=3.0)[0], run(1, temperature=3.0)[0])
+    assert torch.equal(run(4, temperature=0.8, first_temperature=0.8)[0], run(4, temperature=0.8)[0])
+
+
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_bad_first_temperature_is_a_usage_error(sample_fn, bad):
+    with pytest.raises(UsageError, match="first step's temperature must be a positive number"):
+        sample_fn(tiny_model(), ProbPath(V), 1, 8, 3, first_temperature=bad)
 
 
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
