@@ -177,20 +177,17 @@ def quality(cfg, dev):
                         return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, method, temp, bs, seed, dev)
                     jobs.append((f"{kind} {method}", method, S, temp, ck["config"].get("seed"), file_key(path), make, None,
                                  None))
-        for schedule in schedules if kind != "dfm" else ():
-            def make(model=model, ck=ck, sizes=schedule["sizes"]):
-                return evaluate.flow_samples(model, ProbPath.of(ck), N, L, len(sizes), "cumulative", T, bs, seed, dev,
-                                             schedule=sizes)
-            jobs.append((f"{kind} cumulative, schedule {schedule['name']}", "cumulative", len(schedule["sizes"]), T,
-                         ck["config"].get("seed"), file_key(path), make, schedule, None))
-        plans = [(S, None) for S in student_steps] + [(len(s["sizes"]), s) for s in schedules]
-        for S, schedule in plans if kind != "dfm" and first_T else ():
-            def make(model=model, ck=ck, S=S, sizes=schedule and schedule["sizes"]):
+        # the schedules' rows, then (with a first temperature) every student row again with its first step hot
+        plans = [(len(s["sizes"]), s, None) for s in schedules]
+        if first_T:
+            plans += [(S, None, first_T) for S in student_steps] + [(S, s, first_T) for S, s, _ in plans]
+        for S, schedule, first in plans if kind != "dfm" else ():
+            def make(model=model, ck=ck, S=S, sizes=schedule and schedule["sizes"], first=first):
                 return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, "cumulative", T, bs, seed, dev,
-                                             schedule=sizes, first_temperature=first_T)
-            name = f"{kind} cumulative" + (f", schedule {schedule['name']}" if schedule else "")
-            jobs.append((f"{name}, first step at {first_T:g}", "cumulative", S, T, ck["config"].get("seed"),
-                         file_key(path), make, schedule, first_T))
+                                             schedule=sizes, first_temperature=first)
+            name = (f"{kind} cumulative" + (f", schedule {schedule['name']}" if schedule else "")
+                    + (f", first step at {first:g}" if first else ""))
+            jobs.append((name, "cumulative", S, T, ck["config"].get("seed"), file_key(path), make, schedule, first))
     done = previous_rows(cfg, L, dtype)
     rows = []
     for name, method, S, temp, train_seed, made_by, make, schedule, first in tqdm(jobs, desc="quality", dynamic_ncols=True):
