@@ -216,11 +216,13 @@ def spread(values, cis):
 def student_name(row):
     """The recipe a student row comes from, by its checkpoint's folder (config/reproduce_frontier.sh's
     names): student-s7 -> "recipe", student-own-s7 -> "own"; sampled with a step schedule (eval.py
-    --student_schedules), its name after the recipe's: "recipe, schedule front"."""
+    --student_schedules), its name after the recipe's: "recipe, schedule front"; with a hotter first step
+    (eval.py --student_first_temperature), that too: "recipe, schedule front, first step at 3"."""
     folder = os.path.basename(os.path.dirname(row["made_by"]))
     stem = re.sub(r"-s\d+$", "", folder)
     name = "recipe" if stem == "student" else stem.removeprefix("student-")
-    return f"{name}, schedule {row['schedule']['name']}" if row.get("schedule") else name
+    name = f"{name}, schedule {row['schedule']['name']}" if row.get("schedule") else name
+    return f"{name}, first step at {row['first_temperature']:g}" if row.get("first_temperature") else name
 
 
 def combine_frontier(reports, only="recipe"):
@@ -323,21 +325,28 @@ def headline_table(combined):
     return "\n".join(out)
 
 
+def baseline_name(name):
+    """What a student row is compared with in the lever table: the same rows without a hotter first
+    step ("recipe, schedule front, first step at 3" -> "recipe, schedule front"), else the recipe."""
+    return name.split(", first step at ")[0] if ", first step at " in name else "recipe"
+
+
 def combine_levers(reports):
     """The levers against the recipe, from the same per-seed reports: for each student recipe and
-    step count, its ratios over seeds (as `combine_frontier`), and per seed its difference from the
-    recipe's ratio with the interval of the difference (independent samples; wide, since both ratios
-    share the reference row's interval), the mean difference with its sampling interval, and how
-    many seeds it is better on (lower perplexity ratio; higher entropy ratio)."""
+    step count, its ratios over seeds (as `combine_frontier`), and per seed its difference from its
+    baseline's ratio (`baseline_name`: the recipe, or the same rows without a hotter first step) with
+    the interval of the difference (independent samples; wide, since both ratios share the reference
+    row's interval), the mean difference with its sampling interval, and how many seeds it is better
+    on (lower perplexity ratio; higher entropy ratio)."""
     combined = combine_frontier(reports, only=None)
     students = [r for r in combined["rows"] if r["name"].startswith("student")]
     names = list(dict.fromkeys(student_name(r) for r in students))
     if "recipe" not in names:
         raise SystemExit("the reports hold no recipe student (student-s<seed>): nothing to compare the levers with")
-    recipe = {(r["seed"], r["steps"]): r for r in students if student_name(r) == "recipe"}
+    by_name = {(student_name(r), r["seed"], r["steps"]): r for r in students}
     def versus(mine, value, ci, higher_is_better=False):
-        pairs = [(value(r), ci(r), value(recipe[r["seed"], r["steps"]]), ci(recipe[r["seed"], r["steps"]]))
-                 for r in mine if (r["seed"], r["steps"]) in recipe]
+        base = lambda r: by_name.get((baseline_name(student_name(r)), r["seed"], r["steps"]))
+        pairs = [(value(r), ci(r), value(base(r)), ci(base(r))) for r in mine if base(r)]
         pairs = [p for p in pairs if None not in p]
         if not pairs:
             return None
@@ -360,6 +369,7 @@ def combine_levers(reports):
                 entry["matched"] = spread([r["matched"]["gen_ppl_ratio"] for r in mine],
                                           [r["matched"]["gen_ppl_ratio_ci95"] for r in mine])
             if name != "recipe":
+                entry["versus"] = baseline_name(name)
                 entry["versus_recipe"] = {
                     "raw": versus(mine, lambda r: r["gen_ppl_ratio"], lambda r: r["gen_ppl_ratio_ci95"]),
                     "entropy": versus(mine, lambda r: r["entropy_ratio"], lambda r: r["entropy_ratio_ci95"], True),
@@ -371,7 +381,7 @@ def combine_levers(reports):
 def lever_tables(levers):
     """Each recipe's ratios per seed and their mean, and each lever's difference from the recipe."""
     out = ["| student | steps | seeds | × reference, per seed | mean | at matched entropy, per seed | mean "
-           "| entropy ×, mean | vs recipe: Δ ×, mean ± sampling (better on) | Δ matched | Δ entropy × |",
+           "| entropy ×, mean | vs baseline: Δ ×, mean ± sampling (better on) | Δ matched | Δ entropy × |",
            "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | --- | --- | --- |"]
     per_seed = lambda e: ", ".join(f"{v:.3f} ± {c:.3f}" for v, c in zip(e["values"], e["ci95"]))
     delta = lambda d: "-" if d is None else f"{d['mean']:+.3f} ± {d['ci95_of_mean']:.3f} ({d['better_on']} of {d['of']})"
@@ -382,6 +392,8 @@ def lever_tables(levers):
         versus = f"{delta(v['raw'])} | {delta(v['matched'])} | {delta(v['entropy'])}" if v else "- | - | -"
         out.append(f"| {name} | {S} | {', '.join(map(str, e['seeds']))} | {per_seed(e['raw'])} | {e['raw']['mean']:.3f} "
                    f"| {matched} | {e['entropy']['mean']:.3f} | {versus} |")
+    hot = any(", first step at " in key for key in levers["summary"])
+    out.append("\nbaseline: the recipe at equal steps" + "; for a row with a hotter first step, the same row without it" * hot)
     return "\n".join(out)
 
 
@@ -447,7 +459,7 @@ def frontier(paths, out_json=None, out_png=None, levers_json=None, levers_png=No
     print(headline_table(combined))
     if any(student_name(r) != "recipe" for rep in reports for r in rep["rows"] if r["name"].startswith("student")):
         levers = combine_levers(reports)
-        print("\n## the levers against the recipe (each seed's own reference; Δ: lever minus recipe)\n")
+        print("\n## the levers against the recipe (each seed's own reference; Δ: lever minus baseline)\n")
         print(lever_tables(levers))
         if levers_json:
             with open(levers_json, "w") as f:
@@ -542,6 +554,11 @@ def readme():
                                "{n} samples a cell, the same students and references (schedules-uniform.json, SEEDS=\"1337 7 "
                                "11 3\" SAMPLES=512 config/reproduce_frontier.sh with EVAL_ARGS=--student_schedules=coarse-to-fine; "
                                "seed 3 trained after the schedules were chosen; the file's note says which rows it reused)"),
+                              ("first-step-uniform.json", "a hotter first step (temperature 3), with equal and with "
+                               "coarse-to-fine steps, uniform source, {n} samples a cell, each seed's students and references "
+                               "trained and sampled afresh (first-step-uniform.json, SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,"
+                               "0.15,1.1 config/reproduce_frontier.sh with EVAL_ARGS=\"--student_schedules=coarse-to-fine "
+                               "--student_first_temperature=3\")"),
                               ("levers-classical-uniform.json", "the levers against the recipe (classical RK points), "
                                "uniform source, {n} samples a cell: every student against its seed's reference, raw and at "
                                "matched entropy (levers-classical-uniform.json, SAMPLES=512 config/reproduce_frontier.sh with LEVERS)"),

@@ -31,6 +31,9 @@ def test_student_names_come_from_the_checkpoint_folders():
     assert name({"made_by": "/abs/out/student-anchor-s1337/ckpt.pt"}) == "anchor"
     assert name({"made_by": "out/student-s7/ckpt.pt", "schedule": {"name": "front", "sizes": [0.5, 0.5]}}) == \
         "recipe, schedule front"
+    assert name({"made_by": "out/student-s7/ckpt.pt", "first_temperature": 3.0}) == "recipe, first step at 3"
+    assert name({"made_by": "out/student-s7/ckpt.pt", "schedule": {"name": "front", "sizes": [0.5, 0.5]},
+                 "first_temperature": 1.5}) == "recipe, schedule front, first step at 1.5"
 
 
 def test_a_schedule_is_compared_with_its_own_students_uniform_steps_and_left_out_of_the_headline():
@@ -67,3 +70,22 @@ def test_levers_are_compared_seed_by_seed_and_left_out_of_the_headline():
 def test_levers_without_the_recipe_are_refused():
     with pytest.raises(SystemExit, match="no recipe student"):
         TABLES["combine_levers"]([report(1, {"student-own-s1": (1.05, 0.97)})])
+
+
+def test_a_hot_first_step_is_compared_with_the_same_rows_without_it():
+    reports = [report(seed, {f"student-s{seed}": (ratio, 0.97)}) for seed, ratio in ((1, 1.10), (2, 1.20))]
+    for rep, (plain, hot) in zip(reports, ((1.00, 1.08), (1.02, 1.06))):
+        schedule = {"name": "front", "sizes": [0.5, 0.5]}
+        rep["rows"].append({**rep["rows"][1], "name": "student rk4 cumulative, schedule front", "gen_ppl_ratio": plain,
+                            "entropy_ratio": 0.95, "schedule": schedule})
+        rep["rows"].append({**rep["rows"][1], "name": "student rk4 cumulative, schedule front, first step at 3",
+                            "gen_ppl_ratio": hot, "entropy_ratio": 0.99, "schedule": schedule, "first_temperature": 3.0})
+    assert TABLES["baseline_name"]("recipe, schedule front, first step at 3") == "recipe, schedule front"
+    assert TABLES["baseline_name"]("own") == TABLES["baseline_name"]("recipe, schedule front") == "recipe"
+    summary = TABLES["combine_levers"](reports)["summary"]
+    hot = summary["recipe, schedule front, first step at 3@8"]
+    assert hot["versus"] == "recipe, schedule front"
+    assert hot["versus_recipe"]["raw"]["values"] == pytest.approx([0.08, 0.04])  # against the schedule, not the recipe
+    assert hot["versus_recipe"]["entropy"]["values"] == pytest.approx([0.04, 0.04])
+    assert hot["versus_recipe"]["entropy"]["better_on"] == 2 and hot["versus_recipe"]["raw"]["better_on"] == 0
+    assert summary["recipe, schedule front@8"]["versus"] == "recipe"
