@@ -49,9 +49,8 @@ LEVERS=${LEVERS:-}
 # $OUT/levers-uniform.json here) is the recipe's students also sampled with coarse-to-fine steps:
 #   SEEDS="1337 7 11 3" SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15 EVAL_ARGS=--student_schedules=coarse-to-fine
 # (there seeds 1337, 7 and 11 reused headline-seeds-uniform.json's reference rows, its --previous files), and
-# first-step-uniform.json is every student row also with its first step at temperature 3 (1.1: a curve above
-# the students' entropy at 16 steps):
-#   SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15,1.1
+# first-step-uniform.json is every student row also with its first step at temperature 3:
+#   SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15
 #   EVAL_ARGS="--student_schedules=coarse-to-fine --student_first_temperature=3"
 EVAL_ARGS=${EVAL_ARGS:-}
 EVALUATE=${EVALUATE:-1}  # 0: train only
