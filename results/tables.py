@@ -557,7 +557,7 @@ def readme():
                               ("first-step-uniform.json", "a hotter first step (temperature 3), with equal and with "
                                "coarse-to-fine steps, uniform source, {n} samples a cell, each seed's students and references "
                                "trained and sampled afresh (first-step-uniform.json, SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,"
-                               "0.15,1.1 config/reproduce_frontier.sh with EVAL_ARGS=\"--student_schedules=coarse-to-fine "
+                               "0.15 config/reproduce_frontier.sh with EVAL_ARGS=\"--student_schedules=coarse-to-fine "
                                "--student_first_temperature=3\")"),
                               ("levers-classical-uniform.json", "the levers against the recipe (classical RK points), "
                                "uniform source, {n} samples a cell: every student against its seed's reference, raw and at "
