@@ -86,7 +86,8 @@ def main():
                       f"per position {position:.3f} bits  (data {data_h:.3f})")
     if args.out_json:
         with open(args.out_json, "w") as f:
-            json.dump({"data_entropy": data_h, "num_samples": args.num_samples, "seed": args.seed,
+            json.dump({"settings": vars(args), "data_entropy": data_h,
+                       "num_samples": args.num_samples, "seed": args.seed,
                        "log2_vocab": math.log2(path.vocab_size), "rows": rows}, f, indent=1)
         print(f"wrote {args.out_json}")
 
