@@ -568,6 +568,9 @@ def readme():
             levers = load(os.path.join(HERE, folder), name)
             if levers:  # levers against the recipe, with the same references
                 text += f"\n## {heading.format(n=levers['num_samples'])}\n\n" + lever_tables(levers) + "\n"
+                picture = name.replace(".json", ".png").replace("-", "_")  # drawn by reproduce_frontier.sh, copied to assets/
+                if os.path.isfile(os.path.join(HERE, "..", "assets", picture)):
+                    text += f"\n![each seed's frontier with these students](../assets/{picture})\n"
                 sizes = schedule_lines(levers)
                 text += "".join(f"\n{line}" for line in sizes) + "\n" * bool(sizes)
         parts.append(f"# {title} (`{folder}/`)\n\n" + text.replace("\n## ", "\n### ").lstrip("\n"))

@@ -94,10 +94,13 @@ def test_results_readme_is_what_tables_py_writes(tmp_path, monkeypatch):
     import shutil
     copy = tmp_path / "results"
     shutil.copytree(ROOT / "results", copy)
+    shutil.copytree(ROOT / "assets", tmp_path / "assets")  # the pictures it links, where they exist
     tables = runpy.run_path(str(ROOT / "results" / "tables.py"))
     monkeypatch.setitem(tables["readme"].__globals__, "HERE", str(copy))
     tables["readme"]()
     assert (copy / "README.md").read_text(encoding="utf-8") == (ROOT / "results" / "README.md").read_text(encoding="utf-8")
+    for picture in re.findall(r"\]\(\.\./(assets/[^)]+)\)", (copy / "README.md").read_text(encoding="utf-8")):
+        assert (ROOT / picture).is_file(), picture
 
 
 def test_nothing_a_user_reads_points_outside_the_checkout():
