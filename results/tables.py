@@ -559,6 +559,9 @@ def readme():
                                "trained and sampled afresh (first-step-uniform.json, SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,"
                                "0.15 config/reproduce_frontier.sh with EVAL_ARGS=\"--student_schedules=coarse-to-fine "
                                "--student_first_temperature=3\")"),
+                              ("first-step-seed3-uniform.json", "the same on seed 3, trained after the schedules and "
+                               "the first step's temperature were chosen on seeds 1337, 7 and 11, {n} samples a cell "
+                               "(first-step-seed3-uniform.json: the same command with SEEDS=3)"),
                               ("levers-classical-uniform.json", "the levers against the recipe (classical RK points), "
                                "uniform source, {n} samples a cell: every student against its seed's reference, raw and at "
                                "matched entropy (levers-classical-uniform.json, SAMPLES=512 config/reproduce_frontier.sh with LEVERS)"),
