@@ -52,6 +52,10 @@ LEVERS=${LEVERS:-}
 # first-step-uniform.json is every student row also with its first step at temperature 3:
 #   SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15
 #   EVAL_ARGS="--student_schedules=coarse-to-fine --student_first_temperature=3"
+# (first-step-seed3-uniform.json: the same with SEEDS=3, into the same $OUT). On those models,
+# first-step-sample.jsonl is results/first_step_sample.py (--students=$OUT/student-sSEED/ckpt.pt,...
+# --references=$OUT/frontier-sSEED.json,... --judge=$OUT/ar/best.pt, --steps=8 then --steps=4, the
+# variants in the file), and first-step-predictions.json results/first_step.py (--pairs=DFM:STUDENT,...).
 EVAL_ARGS=${EVAL_ARGS:-}
 EVALUATE=${EVALUATE:-1}  # 0: train only
 LANES=${LANES:-2}  # 1: one process at a time
