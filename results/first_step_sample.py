@@ -6,7 +6,7 @@
     python results/first_step_sample.py --summary=first-step-sample.jsonl   # the mean over seeds
 
 Each student is sampled with coarse-to-fine step sizes (nanodfm.sampler.COARSE_TO_FINE) at each of
---steps, by the reference sampler's own loop, once per variant: "own" (every step as sample.py
+--steps, by the reference sampler (nanodfm.sampler.sample), once per variant: "own" (every step as sample.py
 takes it), "T=x" (the first step at temperature x), "h=a/b" (the first step's model call given the
 step size a/b instead of its own: nearer the data's marginal at t = 0, results/first_step.py), or
 both ("h=1/32:T=1.5"). Every variant draws from the same generator seed, so the variants of one
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nanodfm import checkpoint, evaluate  # noqa: E402
 from nanodfm.config import UsageError  # noqa: E402
 from nanodfm.path import ProbPath  # noqa: E402
-from nanodfm.sampler import COARSE_TO_FINE, start, step  # noqa: E402
+from nanodfm.sampler import COARSE_TO_FINE, sample  # noqa: E402
 
 
 def parse_variant(text):
@@ -50,24 +50,27 @@ def parse_variant(text):
     return h, temperature
 
 
+class FirstStepConditioned(torch.nn.Module):
+    """A student whose call at t = 0 (the first step) is given the step size first_h instead of its own."""
+
+    def __init__(self, model, first_h):
+        super().__init__()
+        self.model, self.first_h, self.config = model, first_h, model.config
+
+    def forward(self, x, t, h=None):
+        return self.model(x, t, self.first_h if float(t.max()) == 0.0 else h)
+
+
 @torch.no_grad()
 def first_step_samples(model, path, num_samples, length, sizes, first_h=None, first_temperature=1.0, seed=0,
                        batch_size=64):
-    """(num_samples, length) ids in len(sizes) steps of those sizes; the first step's model call is
-    given first_h (None: its own size) and its draw made at first_temperature."""
+    """(num_samples, length) ids from the reference sampler in len(sizes) steps of those sizes; the first
+    step's model call is given first_h (None: its own size) and its draw made at first_temperature."""
     generator = torch.Generator().manual_seed(seed)
-    out = []
-    for b in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - b)
-        x, fixed, _ = start(path, (n, length), len(sizes), "cumulative", generator=generator)
-        t = 0.0
-        for s, h in enumerate(sizes):
-            times = torch.full((n,), t)
-            logits = model(x, times, first_h if s == 0 and first_h is not None else h)
-            x = step(x, logits, times, h, path, "cumulative", first_temperature if s == 0 else 1.0, fixed, generator)
-            t += h
-        out.append(x)
-    return torch.cat(out)
+    model = model if first_h is None else FirstStepConditioned(model, first_h)
+    return torch.cat([sample(model, path, min(batch_size, num_samples - b), length, len(sizes), schedule=sizes,
+                             generator=generator, first_temperature=first_temperature)[0]
+                      for b in range(0, num_samples, batch_size)])
 
 
 def reference_curve(report_path):
