@@ -51,13 +51,14 @@ from torch.overrides import TorchFunctionMode
 from tqdm import tqdm
 
 from nanodfm import distill, engine
+from train import student_from_dfm
 from nanodfm.autoregressive import generate
 from nanodfm.config import (NON_NEGATIVE, OUTPUT, OUTPUT_IN_NEW_FOLDER, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, SEED, Rule,
                             UsageError, at_least, autocast_for, check, device_peak_flops, int_list, one_of, output_file,
                             parse, pick_device)
 from nanodfm.evaluate import markdown_table
 from nanodfm.model import ModelConfig, Transformer
-from nanodfm.model import compile as compile_model
+from nanodfm.engine import compile as compile_model
 from nanodfm.path import SOURCES, ProbPath, batch_loss
 
 # ----------------------------------------------------------------------------- defaults
@@ -419,7 +420,7 @@ def training_costs(size, path, length, batch_size, recipe, rounds=3, iters=10, s
     machine load: {"dfm": s, "student": s, "ratio": student / dfm}."""
     torch.manual_seed(seed)
     dfm = random_model("dfm", path.vocab_size, length, **size).to(device).train()
-    student = distill.student_from_dfm(dfm).train()
+    student = student_from_dfm(dfm).train()
     ema = copy.deepcopy(student).eval().requires_grad_(False)
     optimizers = {"dfm": dfm.optimizer(1e-3, 0.1, (0.9, 0.99), torch.device(device).type),
                   "student": student.optimizer(5e-4, 0.1, (0.9, 0.99), torch.device(device).type)}

@@ -29,9 +29,9 @@ from nanodfm.autoregressive import start_token
 from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, RETIRED, SEED, UsageError,
                             autocast_for, check, int_list, one_of, output_file, parse, pick_device, size_list)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
-from nanodfm.model import compile as compile_model
+from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
-from nanodfm.sampler import COARSE_TO_FINE, SAMPLERS, schedule_times
+from nanodfm.sampler import COARSE_TO_FINE, STEP_RULES, Schedule
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -174,7 +174,8 @@ def quality(cfg, dev):
                 on_curve = kind == "dfm" and method == "cumulative" and S == reference_steps
                 for temp in [T] + (curve_temperatures if on_curve else []):
                     def make(model=model, ck=ck, method=method, S=S, temp=temp):
-                        return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, method, temp, bs, seed, dev)
+                        return evaluate.flow_samples(model, ProbPath.of(ck), N, L, Schedule.of(S, temperature=temp),
+                                                     method, bs, seed, dev)
                     jobs.append((f"{kind} {method}", method, S, temp, ck["config"].get("seed"), file_key(path), make, None,
                                  None))
         # the schedules' rows, then (with a first temperature) every student row again with its first step hot
@@ -183,8 +184,8 @@ def quality(cfg, dev):
             plans += [(S, None, first_T) for S in student_steps] + [(S, s, first_T) for S, s, _ in plans]
         for S, schedule, first in plans if kind != "dfm" else ():
             def make(model=model, ck=ck, S=S, sizes=schedule and schedule["sizes"], first=first):
-                return evaluate.flow_samples(model, ProbPath.of(ck), N, L, S, "cumulative", T, bs, seed, dev,
-                                             schedule=sizes, first_temperature=first)
+                return evaluate.flow_samples(model, ProbPath.of(ck), N, L, Schedule.of(S, sizes, T, first),
+                                             "cumulative", bs, seed, dev)
             name = (f"{kind} cumulative" + (f", schedule {schedule['name']}" if schedule else "")
                     + (f", first step at {first:g}" if first else ""))
             jobs.append((name, "cumulative", S, T, ck["config"].get("seed"), file_key(path), make, schedule, first))
@@ -261,7 +262,7 @@ def student_schedules(text):
             raise UsageError(f"--student_schedules takes NAME=SIZES entries separated by spaces or ; (e.g. "
                              f"front=1/2,1/4,1/4), got {entry!r}")
         sizes = size_list("student_schedules", sizes)
-        schedule_times(len(sizes), sizes)  # they sum to 1
+        Schedule.of(len(sizes), sizes)  # they sum to 1
         schedules.append({"name": name, "sizes": sizes})
     return schedules
 

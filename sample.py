@@ -32,9 +32,9 @@ from nanodfm.autoregressive import generate, start_token
 from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, SEED, UsageError, autocast_for, check,
                             one_of, output_file, parse, pick_device, size_list)
 from nanodfm.display import html_page, legend, render, render_codes
-from nanodfm.model import compile as compile_model
+from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
-from nanodfm.sampler import COARSE_TO_FINE, SAMPLERS, schedule_times
+from nanodfm.sampler import COARSE_TO_FINE, STEP_RULES, Schedule
 from nanodfm.sampler import sample as reference_sample
 from nanodfm.tokenizer import load_tokenizer
 
@@ -63,7 +63,7 @@ color = "auto"  # "auto" (colour when stdout is a terminal), "always" or "never"
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 FEW_STEPS = 64  # below this, a model that was not distilled is sampled far from its accuracy
 HOLE = re.compile(r"_{4,}")  # a hole in --start: four or more underscores
-RULES = {"steps": POSITIVE, "sampler": one_of(*SAMPLERS), "num_samples": POSITIVE, "length": NON_NEGATIVE,
+RULES = {"steps": POSITIVE, "sampler": one_of(*STEP_RULES), "num_samples": POSITIVE, "length": NON_NEGATIVE,
          "hole_len": POSITIVE, "temperature": POSITIVE_FLOAT, "first_temperature": NON_NEGATIVE,
          "top_k": NON_NEGATIVE, "seed": SEED,
          "show": one_of("text", "steps", "frames"), "color": one_of("auto", "always", "never"), "html": OUTPUT,
@@ -127,11 +127,12 @@ def prompt_tensor(prompt_ids, seq_len):
     return prompt
 
 
-def frame_printer(tokenizer, steps, color, schedule=None):
+def frame_printer(tokenizer, schedule, color):
     """on_step callback for --show=frames: prints up to MAX_FRAMES steps, evenly spaced, and the last,
     each token coloured by the step at which it last changed so far."""
+    steps = len(schedule.sizes)
     shown = {round(k * (steps - 1) / (MAX_FRAMES - 1)) for k in range(MAX_FRAMES)} | {steps - 1}
-    ends = [t + h for t, h in schedule_times(steps, schedule)]
+    ends = [t + h for t, h in schedule.times()]
 
     def on_step(s, x, last_change):
         if s in shown:
@@ -170,7 +171,7 @@ def step_schedule(cfg, explicit):
         raise UsageError(f"--schedule has {len(sizes)} step sizes but --steps={cfg['steps']}: drop --steps (the "
                          f"schedule sets it) or give {cfg['steps']} sizes")
     cfg["steps"] = len(sizes)
-    schedule_times(len(sizes), sizes)  # their sum, checked before anything is loaded
+    Schedule.of(len(sizes), sizes)  # their sum, checked before anything is loaded
     return sizes
 
 
@@ -187,7 +188,8 @@ def main(argv):
     explicit = set()
     cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
     check(cfg, RULES)
-    schedule = step_schedule(cfg, explicit)
+    sizes = step_schedule(cfg, explicit)
+    schedule = Schedule.of(cfg["steps"], sizes, cfg["temperature"], cfg["first_temperature"] or None)
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])
     autocast, _ = autocast_for(torch.device(dev).type, cfg["dtype"])  # the draws stay exact for the logits given
@@ -212,10 +214,10 @@ def main(argv):
     if ck["kind"] == "dfm" and cfg["steps"] < FEW_STEPS:
         print(f"warning: this DFM model was not distilled for few steps; with {cfg['steps']} steps expect poor "
               f"samples. Distil it: {distil_command(cfg['ckpt'], ck)}", file=sys.stderr)
-    if student and schedule and untrained_sizes(ck, schedule):
+    if student and sizes and untrained_sizes(ck, sizes):
         print(f"warning: this student was distilled for step sizes 1, 1/2, ..., "
               f"1/{2 ** ck['config']['max_step_exponent']}; "
-              f"{', '.join(f'{h:g}' for h in untrained_sizes(ck, schedule))} it meets only by interpolation",
+              f"{', '.join(f'{h:g}' for h in untrained_sizes(ck, sizes))} it meets only by interpolation",
               file=sys.stderr)
     prompt = prompt_tensor(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
@@ -223,14 +225,13 @@ def main(argv):
             return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
     frames = cfg["show"] == "frames"
-    on_step = frame_printer(tokenizer, cfg["steps"], color, schedule) if frames else None
+    on_step = frame_printer(tokenizer, schedule, color) if frames else None
     sample = reference_sample if cfg["reference"] else engine.sample
     with autocast:
-        x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, cfg["steps"], cfg["sampler"],
-                                cfg["temperature"], prompt, generator, dev, on_step, progress=not frames,
-                                schedule=schedule, first_temperature=cfg["first_temperature"] or None)
+        x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, schedule, cfg["sampler"],
+                                prompt, generator, dev, on_step, progress=not frames)
     samples = list(zip(x.tolist(), last_change.tolist()))
-    steps_used = f"{cfg['steps']} steps" + (f" (schedule {cfg['schedule']})" if schedule else "") + (
+    steps_used = f"{cfg['steps']} steps" + (f" (schedule {cfg['schedule']})" if sizes else "") + (
         f", first step at temperature {cfg['first_temperature']:g}" if cfg["first_temperature"] else "")
     for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
         print(f"---------- sample {i + 1}/{len(x)}, {steps_used}, {cfg['sampler']}")

@@ -30,7 +30,8 @@ from nanodfm import checkpoint, distill
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, SEED, UsageError, autocast_for,
                             device_peak_flops, one_of, parse, pick_device)
 from nanodfm.config import check as check_values
-from nanodfm.data import dataset_folder, get_batch, load_meta, split_path
+from nanodfm.data import dataset_folder, get_batch, load_meta, same_vocabulary, split_path
+from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import LOSS_WEIGHTINGS, SOURCES, ProbPath, batch_loss, elbo_bound
 
 # ----------------------------------------------------------------------------- defaults
@@ -61,11 +62,8 @@ kappa_power = 1.0  # kappa(t) = t ** kappa_power
 loss_weighting = "elbo"  # "elbo" (generalised KL, a bound) or "ce" (plain cross-entropy)
 # few-step distillation (nanodfm/distill.py), kind = "student"
 max_step_exponent = 8  # step sizes h in {1, 1/2, ..., 2**-max_step_exponent}
-teacher = "rk4"  # "rk4" or "rk2" shortcut teacher
-teacher_average = "logits"  # RK average of the half steps' "logits" (the paper), "probs" (the velocities) or "calibrated"
-rk_points = "chained"  # RK evaluation points: "chained" half steps (the release's) or "classical" (all from x_t)
-anchor_share = 0.0  # share of each batch trained on the data at the smallest h; 0: as step_size_weighting gives
-own_share = 0.0  # share of the samples at h >= 1/8 whose x_t is the teacher's own few-step state, not noised data
+teacher = "rk4"  # the Runge-Kutta shortcut teacher: a row of distill.TEACHERS ("rk4" or "rk2")
+teacher_average = "logits"  # average the RK points' "logits" (the paper) or "probs" (the velocities)
 step_size_weighting = "inverse_h"  # P(h): "inverse_h" (proportional to 1/h, the paper) or "uniform" over exponents
 ema_decay = 0.9995  # the teacher is this exponential moving average of the student
 # optimiser: AdamW, linear warmup then cosine decay to min_lr
@@ -94,7 +92,6 @@ POSITIVE_KEYS = ("batch_size", "block_size", "eval_interval", "eval_iters", "log
 RULES = {"kind": one_of(*checkpoint.KINDS), "source": one_of(*SOURCES), "loss_weighting": one_of(*LOSS_WEIGHTINGS),
          "teacher": one_of(*distill.TEACHERS), "teacher_average": one_of(*distill.TEACHER_AVERAGES),
          "step_size_weighting": one_of(*distill.STEP_SIZE_WEIGHTINGS), "dtype": one_of("auto", "bfloat16", "float32"),
-         "rk_points": one_of(*distill.RK_POINTS), "anchor_share": PROBABILITY, "own_share": PROBABILITY,
          **dict.fromkeys(POSITIVE_KEYS, POSITIVE), "dropout": PROBABILITY, "ema_decay": PROBABILITY,
          "beta1": PROBABILITY, "beta2": PROBABILITY, "kappa_power": POSITIVE_FLOAT, "learning_rate": POSITIVE_FLOAT,
          **dict.fromkeys(("max_iters", "warmup_iters", "lr_decay_iters", "max_step_exponent", "min_lr", "weight_decay",
@@ -259,12 +256,25 @@ def seed_everything(seed):
     return torch.Generator().manual_seed(seed)
 
 
+def model_flops_per_token(model, seq_len, backward=True):
+    """Matmul FLOPs per token of a forward pass (and, with backward, of its backward too, twice
+    the forward): 2 per weight for the weights that act on every token, attention's scores and
+    weighted sums (2 matmuls of 2 T D FLOPs per layer), and the conditioning (time and step-size
+    MLPs, the adaLN modulations), which runs once per sequence, spread over its seq_len tokens."""
+    c = model.config
+    per_sequence = sum(p.numel() for name, p in model.named_parameters()
+                       if name.startswith(("time_mlp.", "step_mlp.", "final_modulation.")) or ".modulation." in name)
+    per_token = model.num_params() - per_sequence  # the embedding is a lookup, not a matmul
+    forward = 2 * per_token + 2 * per_sequence / seq_len + 4 * c.n_layer * c.n_embd * seq_len
+    return 3 * forward if backward else forward
+
+
 def flops_per_token(model, cfg):
-    """Training FLOPs per token of one iteration: the model's forward and backward and, for a
-    student, its teacher's forward passes (distill.teacher_forwards, on average)."""
-    flops = model.flops_per_token(cfg["block_size"])
+    """Training FLOPs per token of one iteration (for MFU): the model's forward and backward and, for
+    a student, its teacher's forward passes (one per RK point, `Recipe.teacher_forwards`)."""
+    flops = model_flops_per_token(model, cfg["block_size"])
     if cfg["kind"] == "student":
-        flops += distill.teacher_forwards(distill.Recipe.of(cfg)) * model.flops_per_token(cfg["block_size"], backward=False)
+        flops += distill.Recipe.of(cfg).teacher_forwards() * model_flops_per_token(model, cfg["block_size"], False)
     return flops
 
 
@@ -277,6 +287,45 @@ def restore(start, optimizer, teacher_model, generator, seed, world_size):
         set_rng_state(start["rng"], generator)
     else:  # several processes (only rank 0's state is saved), or another layout: restore the step and
         generator.manual_seed(seed + 1000003 * start["step"])  # draw fresh but reproducible data streams
+
+
+def student_from_dfm(dfm_model):
+    """The few-step student of a DFM model: the same network with the step-size input
+    (model.py, `step_conditioned`), whose zero-initialised last layer makes it compute exactly what
+    its parent computes until it trains."""
+    config = ModelConfig(**{**vars(dfm_model.config), "step_conditioned": True})
+    student = Transformer(config).to(next(dfm_model.parameters()).device)
+    missing, unexpected = student.load_state_dict(dfm_model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("step_mlp.") for k in missing), (missing, unexpected)
+    return student
+
+
+def model_to_train(cfg, explicit, start, start_path, meta, data_dir):
+    """The model a run trains: new, of cfg's shape (start None); the resumed one; or the student of
+    a DFM parent. From a checkpoint, cfg takes its shape and path keys (and its block_size, unless
+    one is given), once checked that it was trained on the same tokens and that no key set for this
+    run (`explicit`: by a config file or on the command line) contradicts it."""
+    if start is None:
+        return Transformer(ModelConfig(vocab_size=meta["vocab_size"], block_size=cfg["block_size"],
+                                       n_layer=cfg["n_layer"], n_head=cfg["n_head"], n_embd=cfg["n_embd"],
+                                       n_cond=cfg["n_cond"], dropout=cfg["dropout"], causal=cfg["kind"] == "ar"))
+    if not same_vocabulary(start["meta"], meta):
+        raise UsageError(f"{start_path} was trained on another vocabulary than {data_dir} (its tokens differ, "
+                         f"not only their number): use the dataset it was trained on")
+    theirs = {**{k: start["model_config"][k] for k in checkpoint.SHAPE_KEYS},
+              **{k: start["config"][k] for k in checkpoint.PATH_KEYS}}
+    differ = [f"{k}={cfg[k]!r} (checkpoint: {v!r})" for k, v in theirs.items() if cfg[k] != v and k in explicit]
+    if differ:
+        raise UsageError(f"the model comes from {start_path}, but {', '.join(differ)}: drop these keys or set them "
+                         f"to the checkpoint's values")
+    cfg.update(theirs)  # the config recorded in the new checkpoints is the model's
+    model = checkpoint.build_model(start)
+    if "block_size" not in explicit:
+        cfg["block_size"] = model.config.block_size
+    if cfg["block_size"] > model.config.block_size:
+        raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}: "
+                         f"drop --block_size to take the model's")
+    return student_from_dfm(model) if start["kind"] == "dfm" and cfg["kind"] == "student" else model
 
 
 def distributed(cfg):
@@ -318,14 +367,14 @@ def main(argv):
         checkpoint.refuse_to_replace(cfg, ckpt_path)
 
     torch.manual_seed(cfg["seed"])  # every rank builds the same model (DDP would broadcast it anyway)
-    model = checkpoint.model_to_train(cfg, explicit, start, start_path, meta, data_dir).to(dev)
+    model = model_to_train(cfg, explicit, start, start_path, meta, data_dir).to(dev)
     path = ProbPath(meta["vocab_size"], cfg["source"], cfg["kappa_power"])
     resuming = cfg["init_from"] == "resume"
     iter_num, best_val_loss = (start["step"], start["best_val_loss"]) if resuming else (0, float("inf"))
     generator = seed_everything(cfg["seed"] + rank)  # ranks differ in dropout, as in their data
     optimizer = model.optimizer(cfg["learning_rate"], cfg["weight_decay"], (cfg["beta1"], cfg["beta2"]), device_type)
     teacher_model = None
-    if cfg["kind"] == "student":  # the EMA of the student is the shortcut teacher, and what samples
+    if cfg["kind"] == "student":  # the EMA of the student (student_from_dfm) is the shortcut teacher, and what samples
         teacher_model = copy.deepcopy(model).requires_grad_(False).eval()
     if resuming:
         restore(start, optimizer, teacher_model, generator, cfg["seed"] + rank, world_size)

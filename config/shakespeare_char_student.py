@@ -7,8 +7,7 @@ eval_interval = 500
 eval_iters = 50
 log_interval = 50
 
-batch_size = 64
-block_size = 256
+batch_size = 64  # block_size: the DFM model's
 
 max_step_exponent = 8  # h down to 1/256: the finest step the DFM baseline is sampled with here
 teacher = "rk4"

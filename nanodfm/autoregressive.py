@@ -14,7 +14,7 @@ Choices:
 - Logits are scaled by 1 / temperature in float32, top-k keeps the k largest, and the draw is the
   DFM samplers' exact one (`categorical.sample_logits`).
 - The tokens go into a buffer allocated once for the whole sequence; each call feeds a view of it.
-- A compiled model (`model.compile`) gets the static KV cache (`model.KVCache`): the one-token step
+- A compiled model (`engine.compile`) gets the static KV cache (`KVCache`): the one-token step
   then has the same shapes at every position and compiles once. Eager keeps the dynamic cache,
   which attends to the cached prefix only: attending to all block_size positions under a mask makes
   eager decoding slower.
@@ -29,7 +29,63 @@ import torch
 
 from nanodfm.categorical import sample_logits
 from nanodfm.config import UsageError
-from nanodfm.model import is_compiled
+from nanodfm.engine import is_compiled
+
+
+class KVCache:
+    """Keys and values of past positions for causal generation, preallocated per layer.
+
+    Two ways to read it, results equal up to float rounding:
+    - dynamic (default): `pos` is a Python int; new keys go into a slice and attention runs over the
+      prefix `:pos + T`. Least work in eager, but every call has new shapes, so torch.compile would
+      recompile, then trace with dynamic shapes.
+    - static=True: `pos` is a long tensor; new keys are written with `index_copy_` at positions
+      `pos + arange(T)`, and attention runs over all max_len cached positions under a mask (key
+      position <= query position; the unwritten zeros are masked out). Every call with T new tokens
+      has the same shapes and no Python int that changes, so a compiled model compiles once per T.
+      Bounds are not checked here (that would read the tensor back); `generate` checks them.
+    Each layer has its own k and v tensors: under torch.compile an in-place write to a slice of one
+    tensor for all layers became a copy of the whole cache at every step.
+    """
+
+    def __init__(self, n_layer, batch_size, n_head, max_len, head_dim, device, dtype=torch.float32, static=False):
+        shape = (batch_size, n_head, max_len, head_dim)  # one tensor per layer (below)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.static = static
+        # number of positions already cached
+        self.pos = torch.zeros((), dtype=torch.long, device=device) if static else 0
+        self.key_pos = torch.arange(max_len, device=device) if static else None
+
+    def positions(self, T):
+        """Positions (T,) of T new tokens: a tensor for the static cache, a slice for the dynamic one."""
+        if self.static:
+            return self.pos + self.key_pos[:T]
+        return slice(self.pos, self.pos + T)
+
+    def update(self, layer, k, v):
+        """Store k, v (B, H, T, hd) after the cached ones; return the keys and values to attend to
+        and the boolean mask (T, keys) of those each new query sees (None: all of them)."""
+        T = k.shape[2]
+        if self.static:
+            at = self.positions(T)
+            self.k[layer].index_copy_(2, at, k)
+            self.v[layer].index_copy_(2, at, v)
+            return self.k[layer], self.v[layer], self.key_pos <= at[:, None]
+        end = self.pos + T
+        if end > self.k[layer].shape[2]:
+            raise ValueError(f"KV cache holds {self.k[layer].shape[2]} positions; asked for {end}")
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        # new queries see every cached key and the new ones up to themselves; one query sees all
+        mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(self.pos) if T > 1 else None
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end], mask
+
+
+def new_cache(model, batch_size, device, dtype=torch.float32, static=False):
+    """An empty KVCache for `model`'s block_size positions."""
+    c = model.config
+    return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, device, dtype, static)
 
 
 def next_token(logits, temperature=1.0, top_k=None, greedy=False, generator=None):
@@ -64,7 +120,7 @@ def cache_dtype(model, device):
 def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, greedy=False, use_cache=True,
              generator=None, static_cache=None):
     """Continue prompt_ids (B, T0) by max_new_tokens tokens; returns (B, T0 + max_new_tokens).
-    static_cache: use the static-shape KV cache (`model.KVCache`); None: if the model's trunk is compiled."""
+    static_cache: use the static-shape KV cache (`KVCache`); None: if the model's trunk is compiled."""
     if not model.config.causal:
         raise ValueError("generate needs a causal (kind=ar) model")
     B, T0 = prompt_ids.shape
@@ -78,7 +134,7 @@ def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, gre
     x[:, :T0] = prompt_ids
     if static_cache is None:
         static_cache = is_compiled(model)
-    cache = model.new_cache(B, x.device, cache_dtype(model, x.device), static_cache) if use_cache else None
+    cache = new_cache(model, B, x.device, cache_dtype(model, x.device), static_cache) if use_cache else None
     for i in range(max_new_tokens):
         end = T0 + i  # tokens written so far
         if cache is None:

@@ -23,10 +23,7 @@ import time
 import torch
 
 from nanodfm.config import UsageError
-from nanodfm.data import same_vocabulary
-from nanodfm.distill import student_from_dfm
 from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import SOURCES
 
 FORMAT = "nanodfm-2"  # 2: loads with weights_only=True (1 held numpy RNG state, which needs unpickling)
 KINDS = ("dfm", "ar", "student")
@@ -144,7 +141,7 @@ def _unreadable(ckpt):
                 isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
             return f"its {name} weights are not tensors"
     config, meta = ckpt["config"], ckpt["meta"]
-    if config.get("source") not in SOURCES or not isinstance(config.get("kappa_power"), (int, float)):
+    if config.get("source") not in ("mask", "uniform") or not isinstance(config.get("kappa_power"), (int, float)):
         return "its config has no probability path (source, kappa_power)"
     if meta.get("tokenizer") not in ("char", "gpt2") or meta.get("vocab_size") != given["vocab_size"]:
         return f"its meta's tokenizer and vocab_size do not fit its model (vocab_size {given['vocab_size']})"
@@ -191,31 +188,6 @@ def starting_point(cfg):
             raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
         return load(cfg["init_from"], kinds=("dfm",)), cfg["init_from"]
     return None, None
-
-
-def model_to_train(cfg, explicit, start, start_path, meta, data_dir):
-    """The model a run trains: new, of cfg's shape (start None); the resumed one; or the student of
-    a DFM parent, which before training computes what its parent does. From a checkpoint, cfg takes
-    its shape and path keys, once checked that it was trained on the same tokens and that no key
-    set for this run (`explicit`: by a config file or on the command line) contradicts it."""
-    if start is None:
-        return Transformer(ModelConfig(vocab_size=meta["vocab_size"], block_size=cfg["block_size"],
-                                       n_layer=cfg["n_layer"], n_head=cfg["n_head"], n_embd=cfg["n_embd"],
-                                       n_cond=cfg["n_cond"], dropout=cfg["dropout"], causal=cfg["kind"] == "ar"))
-    if not same_vocabulary(start["meta"], meta):
-        raise UsageError(f"{start_path} was trained on another vocabulary than {data_dir} (its tokens differ, "
-                         f"not only their number): use the dataset it was trained on")
-    theirs = {**{k: start["model_config"][k] for k in SHAPE_KEYS}, **{k: start["config"][k] for k in PATH_KEYS}}
-    differ = [f"{k}={cfg[k]!r} (checkpoint: {v!r})" for k, v in theirs.items()
-              if cfg[k] != v and k in explicit]
-    if differ:
-        raise UsageError(f"the model comes from {start_path}, but {', '.join(differ)}: drop these keys or set them "
-                         f"to the checkpoint's values")
-    cfg.update(theirs)  # the config recorded in the new checkpoints is the model's
-    model = build_model(start)
-    if cfg["block_size"] > model.config.block_size:
-        raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}")
-    return student_from_dfm(model) if start["kind"] == "dfm" and cfg["kind"] == "student" else model
 
 
 def _pid_alive(pid):

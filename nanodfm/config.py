@@ -49,6 +49,9 @@ def _coerce(key, value, default):
 # keys that existed once: naming what replaced them beats "unknown key"
 RETIRED = {"always_save_checkpoint": "train.py now writes ckpt.pt (the latest state) at every evaluation and "
                                      "at the end, and best.pt (the best val loss) beside it: drop the key",
+           **dict.fromkeys(("rk_points", "anchor_share", "own_share"),
+                           "a distillation lever measured without gain, gone from nanodfm (its code lives at "
+                           "commit e631de9, its rows in results/README.md): drop the key"),
            "eval.py --mode=speed": "moved to bench.py: `python bench.py --mode=study` times AR with its KV cache, the "
                                    "student and the DFM model (speed does not depend on the weights: give the size)"}
 
@@ -96,7 +99,7 @@ def int_list(key, text):
 
 def size_list(key, text):
     """The step sizes of a comma-separated --key value, fractions or decimals ("1/2,1/4,0.25"), as
-    floats, or a one-line UsageError (sampler.schedule_times checks that they sum to 1)."""
+    floats, or a one-line UsageError (sampler.Schedule.of checks that they sum to 1)."""
     try:
         values = [float(Fraction(v.strip())) for v in text.split(",") if v.strip()]
     except (ValueError, ZeroDivisionError):

@@ -20,9 +20,13 @@ scripts that sample many sequences use it. What makes it faster (docs/speed.md):
 import torch
 from tqdm import tqdm
 
-from nanodfm import categorical
+from nanodfm import categorical, sampler as reference
 from nanodfm.path import uniform
-from nanodfm.sampler import jump_probability, schedule_times, start, step_temperatures
+from nanodfm.sampler import Schedule, jump_probability, start
+
+# The step rules (sampler.STEP_RULES) drawn here: their jump probability is largest at p(x_t) = 0,
+# which the candidates rely on. `step` and `sample` run any other rule through the reference.
+ACCELERATED = ("cumulative", "euler")
 
 
 def candidates(x, t, h, path, sampler, u, fixed=None):
@@ -71,7 +75,9 @@ def _move(x, z, rows, blocks, t, h, path, sampler, u, flat, generator):
 
 def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=None, generator=None):
     """`sampler.step`, same arguments and law: reads only the candidates' rows of logits (B, L, V),
-    with one block pass and a block draw each (the distillation teacher's half steps use it)."""
+    with one block pass and a block draw each (the distillation teacher's RK points use it)."""
+    if sampler not in ACCELERATED:
+        return reference.step(x, logits, t, h, path, sampler, temperature, fixed, generator)
     B, L = x.shape
     h = torch.as_tensor(h, dtype=torch.float64, device=x.device).expand(B)
     u = uniform(x.shape, generator, x.device, torch.float64)
@@ -128,19 +134,44 @@ def model_step(model, x, t, h, path, sampler, temperature, fixed, generator, wor
 
 
 @torch.no_grad()
-def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", temperature=1.0, prompt=None,
-           generator=None, device="cpu", on_step=None, progress=False, schedule=None, first_temperature=None):
+def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", prompt=None, generator=None,
+           device="cpu", on_step=None, progress=False):
     """`sampler.sample`, same arguments and law, for a model with a `trunk` and a bias-free `head`
     (model.Transformer)."""
-    x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
-    times, temps = schedule_times(steps, schedule), step_temperatures(steps, temperature, first_temperature)
+    if sampler not in ACCELERATED:
+        return reference.sample(model, path, num_samples, seq_len, steps, sampler, prompt, generator, device,
+                                on_step, progress)
+    schedule = steps if isinstance(steps, Schedule) else Schedule.of(steps)
+    x, fixed, last_change = start(path, (num_samples, seq_len), sampler, prompt, generator, device)
     workspace = Workspace(num_samples * seq_len * path.vocab_size)
-    for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
-        t = torch.full((num_samples,), times[s][0], device=device)
-        h = torch.full((num_samples,), times[s][1], dtype=torch.float64, device=device)
-        x_next = model_step(model, x, t, h, path, sampler, temps[s], fixed, generator, workspace)
+    for s, ((t, h), temperature) in enumerate(tqdm(list(zip(schedule.times(), schedule.temperatures)),
+                                                   disable=not progress, desc="sampling", leave=False)):
+        t = torch.full((num_samples,), t, device=device)
+        h = torch.full((num_samples,), h, dtype=torch.float64, device=device)
+        x_next = model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace)
         last_change.masked_fill_(x_next != x, s)  # (indexing with the mask would read it on the host)
         x = x_next
         if on_step is not None:
             on_step(s, x, last_change)
     return x, last_change
+
+
+RECOMPILE_LIMIT = 64
+
+
+def compile(model, **options):
+    """torch.compile a Transformer's trunk in place, and return the model: forward, generation and
+    the engine (which applies the head itself) all run the compiled trunk; the weights, the state
+    dict and every attribute stay the module's.
+
+    Every Transformer shares the code of `trunk`, and dynamo keeps at most recompile_limit (8 by
+    default) compiled versions of one function, then runs it uncompiled: a benchmark of several
+    sizes, lengths and batch sizes passes that, so the limit is raised to RECOMPILE_LIMIT."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    model.trunk = torch.compile(model.trunk, **options)
+    return model
+
+
+def is_compiled(model):
+    """Whether `compile` compiled this model's trunk."""
+    return "trunk" in vars(model)

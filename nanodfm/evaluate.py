@@ -165,16 +165,14 @@ def score(judge, ids, batch_size=32):
             "entropy_ci95": ent_ci, "entropy_std": std(ent), "num_samples": len(ids)}
 
 
-def flow_samples(model, path, num_samples, length, steps, sampler="cumulative", temperature=1.0, batch_size=32, seed=0,
-                 device="cpu", schedule=None, first_temperature=None):
-    """num_samples (N, length) ids from a DFM model or student in `steps` steps (of the sizes in
-    `schedule`, or 1/steps each; the first at first_temperature if given), in batches."""
+def flow_samples(model, path, num_samples, length, steps, sampler="cumulative", batch_size=32, seed=0, device="cpu"):
+    """num_samples (N, length) ids from a DFM model or student in `steps` steps (a number, or a
+    sampler.Schedule of sizes and temperatures), in batches."""
     generator = torch.Generator(device).manual_seed(seed)
     out = []
     for b in range(0, num_samples, batch_size):
-        x, _ = sample(model, path, min(batch_size, num_samples - b), length, steps, sampler, temperature,
-                      generator=generator, device=device, schedule=schedule,
-                      first_temperature=first_temperature)
+        x, _ = sample(model, path, min(batch_size, num_samples - b), length, steps, sampler, generator=generator,
+                      device=device)
         out.append(x)
     return torch.cat(out)
 

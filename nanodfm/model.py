@@ -5,7 +5,7 @@ nothing of paths, losses or samplers. Design choices:
 
 - Bidirectional attention by default: every position sees the whole (partly corrupted) sequence
   and predicts p(x1 | x_t), an x1-predictor ("denoiser"). `causal=True` runs the very same blocks
-  with a causal mask and a KV cache: the autoregressive baseline and judge.
+  with a causal mask (and a KV cache, autoregressive.py): the autoregressive baseline and judge.
 - The token embedding has V + 1 rows, the last one for MASK; the head has V outputs, so MASK can
   never be predicted. Embedding and head are untied (they differ in size).
 - Rotary position embedding on queries and keys; no learned position table.
@@ -60,56 +60,6 @@ def apply_rotary(x, cos, sin):
     """Rotate pairs (first half, second half) of x (B, H, T, hd) by position-dependent angles."""
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
-
-
-class KVCache:
-    """Keys and values of past positions for causal generation, preallocated per layer.
-
-    Two ways to read it, results equal up to float rounding:
-    - dynamic (default): `pos` is a Python int; new keys go into a slice and attention runs over the
-      prefix `:pos + T`. Least work in eager, but every call has new shapes, so torch.compile would
-      recompile, then trace with dynamic shapes.
-    - static=True: `pos` is a long tensor; new keys are written with `index_copy_` at positions
-      `pos + arange(T)`, and attention runs over all max_len cached positions under a mask (key
-      position <= query position; the unwritten zeros are masked out). Every call with T new tokens
-      has the same shapes and no Python int that changes, so a compiled model compiles once per T.
-      Bounds are not checked here (that would read the tensor back); `generate` checks them.
-    Each layer has its own k and v tensors: under torch.compile an in-place write to a slice of one
-    tensor for all layers became a copy of the whole cache at every step.
-    """
-
-    def __init__(self, n_layer, batch_size, n_head, max_len, head_dim, device, dtype=torch.float32, static=False):
-        shape = (batch_size, n_head, max_len, head_dim)  # one tensor per layer (below)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.static = static
-        # number of positions already cached
-        self.pos = torch.zeros((), dtype=torch.long, device=device) if static else 0
-        self.key_pos = torch.arange(max_len, device=device) if static else None
-
-    def positions(self, T):
-        """Positions (T,) of T new tokens: a tensor for the static cache, a slice for the dynamic one."""
-        if self.static:
-            return self.pos + self.key_pos[:T]
-        return slice(self.pos, self.pos + T)
-
-    def update(self, layer, k, v):
-        """Store k, v (B, H, T, hd) after the cached ones; return the keys and values to attend to
-        and the boolean mask (T, keys) of those each new query sees (None: all of them)."""
-        T = k.shape[2]
-        if self.static:
-            at = self.positions(T)
-            self.k[layer].index_copy_(2, at, k)
-            self.v[layer].index_copy_(2, at, v)
-            return self.k[layer], self.v[layer], self.key_pos <= at[:, None]
-        end = self.pos + T
-        if end > self.k[layer].shape[2]:
-            raise ValueError(f"KV cache holds {self.k[layer].shape[2]} positions; asked for {end}")
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
-        # new queries see every cached key and the new ones up to themselves; one query sees all
-        mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(self.pos) if T > 1 else None
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end], mask
 
 
 class SelfAttention(nn.Module):
@@ -255,25 +205,9 @@ class Transformer(nn.Module):
         large vocabulary, then runs only where logits are wanted. Arguments as `trunk`."""
         return self.head(self.trunk(idx, t, h, cache, positions))
 
-    def new_cache(self, batch_size, device, dtype=torch.float32, static=False):
-        c = self.config
-        return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, device, dtype, static)
-
     def num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wte.weight.numel() if non_embedding else n
-
-    def flops_per_token(self, seq_len, backward=True):
-        """Matmul FLOPs per token of a forward pass (and, with backward, of its backward too, twice
-        the forward): 2 per weight for the weights that act on every token, attention's scores and
-        weighted sums (2 matmuls of 2 T D FLOPs per layer), and the conditioning (time and step-size
-        MLPs, the adaLN modulations), which runs once per sequence, spread over its seq_len tokens."""
-        c = self.config
-        per_sequence = sum(p.numel() for name, p in self.named_parameters()
-                           if name.startswith(("time_mlp.", "step_mlp.", "final_modulation.")) or ".modulation." in name)
-        per_token = self.num_params() - per_sequence  # the embedding is a lookup, not a matmul
-        forward = 2 * per_token + 2 * per_sequence / seq_len + 4 * c.n_layer * c.n_embd * seq_len
-        return 3 * forward if backward else forward
 
     def optimizer(self, learning_rate, weight_decay, betas, device_type):
         """AdamW; matrices (and embeddings) decay, biases and gains do not."""
@@ -284,24 +218,3 @@ class Transformer(nn.Module):
         ]
         fused = device_type == "cuda"
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
-
-
-RECOMPILE_LIMIT = 64
-
-
-def compile(model, **options):
-    """torch.compile a Transformer's trunk in place, and return the model: forward, generation and
-    the engine (which applies the head itself) all run the compiled trunk; the weights, the state
-    dict and every attribute stay the module's.
-
-    Every Transformer shares the code of `trunk`, and dynamo keeps at most recompile_limit (8 by
-    default) compiled versions of one function, then runs it uncompiled: a benchmark of several
-    sizes, lengths and batch sizes passes that, so the limit is raised to RECOMPILE_LIMIT."""
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    model.trunk = torch.compile(model.trunk, **options)
-    return model
-
-
-def is_compiled(model):
-    """Whether `compile` compiled this model's trunk."""
-    return "trunk" in vars(model)

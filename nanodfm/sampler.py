@@ -1,23 +1,19 @@
 """Sampling: S steps from t = 0 (source) to t = 1 (data), with the Euler or the cumulative step.
 
-docs/method.md section 4. This is the reference, written to be read: full tensors, float64
-probabilities, one draw per moving position. `engine.py` draws from the same law, faster (the
-scripts use it; tests/test_engine.py holds the two together). One step from t to t + h, per
-position, given p = p(x1 | x_t):
-
-- Euler (DFM; Meta's flow_matching solver): draw x1_hat ~ p and jump to it, if it differs from x_t,
-  with probability 1 - exp(-h g(t)): a position leaves x_t with probability
-  (1 - p(x_t)) (1 - exp(-h g(t))).
-- Cumulative scalar (FS-DFM): the jump intensity g(t) (1 - p(x_t)) with g replaced by its average
-  over the step, gbar(t, h), so a position leaves with probability 1 - exp(-h gbar (1 - p(x_t))).
-  With the mask source and a perfect denoiser it unmasks exactly (kappa(t+h) - kappa(t)) / (1 - kappa(t))
-  of the masked positions, for any h.
-- A position that leaves draws its new token from p without x_t. The last step (t + h = 1) draws x1
-  from p directly. Under the mask source only masked positions ever change (MASK is not among the V
-  tokens, so p(x_t) = 0 there), and a decoded token is never revised.
+docs/method.md section 4. The reference, written to be read: full tensors, float64 probabilities,
+one draw per moving position; `engine.py` draws from the same law, faster (tests/test_engine.py).
+One step from t to t + h, per position, given p = p(x1 | x_t):
+- Euler (DFM; Meta's flow_matching solver): x1_hat ~ p, taken if it differs from x_t with probability
+  1 - exp(-h g(t)): a position leaves x_t with probability (1 - p(x_t)) (1 - exp(-h g(t))).
+- Cumulative scalar (FS-DFM): g(t) replaced by its average over the step, gbar(t, h): a position
+  leaves with probability 1 - exp(-h gbar (1 - p(x_t))). With the mask source and a perfect denoiser
+  it unmasks exactly (kappa(t+h) - kappa(t)) / (1 - kappa(t)) of the masked positions, for any h.
+- A position that leaves draws its new token from p without x_t; the last step (t + h = 1) draws x1
+  from p. Under the mask source only masked positions change (p(MASK) = 0): decoded tokens stay.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -25,17 +21,18 @@ from tqdm import tqdm
 from nanodfm.config import UsageError
 from nanodfm.path import uniform
 
-SAMPLERS = ("cumulative", "euler")
+
+# The step rules: a position's chance to leave x_t during [t, t + h], from p(x_t) (B, L) and t, h (B, 1),
+# float64. A new rule is one entry; the engine runs those it does not accelerate through this module.
+STEP_RULES = {
+    "cumulative": lambda p_xt, t, h, path: 1 - torch.exp(-h * path.mean_rate(t, h) * (1 - p_xt)),  # FS-DFM
+    "euler": lambda p_xt, t, h, path: (1 - p_xt) * (1 - torch.exp(-h * path.rate(t))),  # DFM (flow_matching)
+}
 
 
 def jump_probability(p_xt, t, h, path, sampler):
     """The chance that a position leaves its token x_t during [t, t + h]. p_xt (B, L); t, h (B,)."""
-    t, h, leave = t.double()[:, None], h.double()[:, None], 1 - p_xt.double()
-    if sampler == "euler":
-        return leave * (1 - torch.exp(-h * path.rate(t)))
-    if sampler == "cumulative":
-        return 1 - torch.exp(-h * path.mean_rate(t, h) * leave)
-    raise ValueError(f"unknown sampler {sampler!r}: use one of {SAMPLERS}")
+    return STEP_RULES[sampler](p_xt.double(), t.double()[:, None], h.double()[:, None], path)
 
 
 def draw(probs, generator=None):
@@ -68,13 +65,44 @@ def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=Non
     return x
 
 
-def start(path, shape, steps, sampler, prompt=None, generator=None, device="cpu"):
+@dataclass(frozen=True)
+class Schedule:
+    """Each step's size h (they sum to 1) and temperature. `Schedule.of(8)`: 8 steps of 1/8 at 1."""
+    sizes: tuple
+    temperatures: tuple
+
+    @classmethod
+    def of(cls, steps, sizes=None, temperature=1.0, first_temperature=None):
+        """`steps` steps of the given sizes (None: 1/steps each), at `temperature`, the first at
+        first_temperature if given (a hot first step gives a student diversity back: results/README.md)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise UsageError(f"steps must be a positive integer, got {steps}")
+        sizes = (1.0 / steps,) * steps if sizes is None else tuple(float(h) for h in sizes)
+        if len(sizes) != steps or not all(0 < h <= 1 for h in sizes) or abs(math.fsum(sizes) - 1) > 1e-6:
+            raise UsageError(f"a schedule of {steps} steps takes {steps} step sizes in (0, 1] summing to 1 (t runs "
+                             f"from 0 to 1); got {len(sizes)} summing to {math.fsum(sizes):.6g}: {list(sizes)}")
+        first = temperature if first_temperature is None else first_temperature
+        if not (0 < temperature < math.inf and 0 < first < math.inf):
+            raise UsageError(f"temperatures must be positive numbers, got {temperature} and first {first}")
+        return cls(sizes, (first,) + (temperature,) * (steps - 1))
+
+    def times(self):
+        """[(t, h)] of every step, t the sum of the sizes before it (correctly rounded: s * (1/S) for equal steps)."""
+        return [(math.fsum(self.sizes[:s]), h) for s, h in enumerate(self.sizes)]
+
+
+# Large steps first, small ones last, sizes 2^-k as the student was trained on: measured against equal
+# steps at these step counts (results/README.md)
+COARSE_TO_FINE = {4: (1 / 2, 1 / 4, 1 / 8, 1 / 8),
+                  8: (1 / 4,) * 3 + (1 / 16,) * 3 + (1 / 32,) * 2,
+                  16: (1 / 8,) * 4 + (1 / 16,) * 4 + (1 / 32,) * 8}
+
+
+def start(path, shape, sampler, prompt=None, generator=None, device="cpu"):
     """(x, fixed, last_change) at t = 0: the source with the prompt's tokens (>= 0) clamped in, the
     positions they fix (None without a prompt), and the decode record (-1 at the prompt)."""
-    if steps < 1:
-        raise UsageError(f"steps must be a positive integer, got {steps}")
-    if sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+    if sampler not in STEP_RULES:
+        raise UsageError(f"unknown sampler {sampler!r}: use one of {', '.join(STEP_RULES)}")
     x = path.source_tokens(shape, generator, device)
     last_change = torch.zeros(shape, dtype=torch.long, device=device)
     if prompt is None:
@@ -84,54 +112,21 @@ def start(path, shape, steps, sampler, prompt=None, generator=None, device="cpu"
     return torch.where(fixed, prompt, x), fixed, last_change.masked_fill(fixed, -1)
 
 
-# Large steps first, small ones last, at the step counts where it was measured against 1/steps each
-# for the few-step student (README, Results): sizes of the form 2^-k, the ones it was trained on.
-COARSE_TO_FINE = {4: (1 / 2, 1 / 4, 1 / 8, 1 / 8),
-                  8: (1 / 4,) * 3 + (1 / 16,) * 3 + (1 / 32,) * 2,
-                  16: (1 / 8,) * 4 + (1 / 16,) * 4 + (1 / 32,) * 8}
-
-
-def schedule_times(steps, schedule=None):
-    """[(t, h)] of every step: h = 1/steps each, or the sizes of `schedule` (a sequence of `steps`
-    positive numbers summing to 1, e.g. [1/2, 1/4, 1/8, 1/8]: large steps first, small ones last)."""
-    if schedule is None:
-        return [(s * (1.0 / steps), 1.0 / steps) for s in range(steps)]
-    sizes = [float(h) for h in schedule]
-    if len(sizes) != steps:
-        raise UsageError(f"the schedule has {len(sizes)} step sizes but steps is {steps}: give one size a step")
-    if not all(0 < h <= 1 for h in sizes):
-        raise UsageError(f"step sizes must be in (0, 1], got {schedule}")
-    if abs(math.fsum(sizes) - 1) > 1e-6:
-        raise UsageError(f"the step sizes must sum to 1 (t runs from 0 to 1), they sum to {math.fsum(sizes):.6g}")
-    return [(math.fsum(sizes[:s]), h) for s, h in enumerate(sizes)]
-
-
-def step_temperatures(steps, temperature, first_temperature=None):
-    """The temperature of every step: `temperature`, except the first step's if first_temperature is
-    given (a hotter first step gives the few-step student back diversity: README, Results)."""
-    if first_temperature is not None and not 0 < first_temperature < math.inf:
-        raise UsageError(f"the first step's temperature must be a positive number, got {first_temperature}")
-    return [first_temperature if s == 0 and first_temperature is not None else temperature for s in range(steps)]
-
-
 @torch.no_grad()
-def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", temperature=1.0, prompt=None,
-           generator=None, device="cpu", on_step=None, progress=False, schedule=None, first_temperature=None):
-    """Generate num_samples sequences of seq_len tokens in `steps` model calls (NFE = steps).
-
-    prompt (L,) or (B, L): token ids to keep, -1 at the positions to sample. schedule: the step
-    sizes, `steps` of them summing to 1 (None: 1/steps each). first_temperature: the first step's
-    temperature (None: `temperature`, as every other step's). A model whose config is
-    step_conditioned (the few-step student) is also given each step's size h.
-    on_step(s, x, last_change): called after every step s in [0, steps), e.g. to show frames.
-    Returns x (B, L) and last_change (B, L): the step at which each position last took a new value
-    (0 for one that kept its initial token, -1 for prompt positions)."""
-    x, fixed, last_change = start(path, (num_samples, seq_len), steps, sampler, prompt, generator, device)
-    times, temps = schedule_times(steps, schedule), step_temperatures(steps, temperature, first_temperature)
-    for s in tqdm(range(steps), disable=not progress, desc="sampling", leave=False):
-        t, h = torch.full((num_samples,), times[s][0], device=device), times[s][1]
+def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", prompt=None, generator=None,
+           device="cpu", on_step=None, progress=False):
+    """num_samples sequences of seq_len tokens in `steps` model calls: a number of equal steps at
+    temperature 1, or a Schedule. prompt (L,) or (B, L): ids to keep, -1 where to sample. A
+    step_conditioned model (the student) is also given each step's h. on_step(s, x, last_change) after
+    each step. Returns x (B, L) and last_change (B, L): the step at which each position last took a
+    new value (0: never, -1: prompt)."""
+    schedule = steps if isinstance(steps, Schedule) else Schedule.of(steps)
+    x, fixed, last_change = start(path, (num_samples, seq_len), sampler, prompt, generator, device)
+    for s, ((t, h), temperature) in enumerate(tqdm(list(zip(schedule.times(), schedule.temperatures)),
+                                                   disable=not progress, desc="sampling", leave=False)):
+        t = torch.full((num_samples,), t, device=device)
         logits = model(x, t, h if model.config.step_conditioned else None)  # (B, L, V)
-        x_next = step(x, logits, t, h, path, sampler, temps[s], fixed, generator)
+        x_next = step(x, logits, t, h, path, sampler, temperature, fixed, generator)
         last_change[x_next != x] = s
         x = x_next
         if on_step is not None:

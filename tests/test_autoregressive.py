@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from nanodfm import checkpoint
-from nanodfm.autoregressive import generate
+from nanodfm.autoregressive import generate, new_cache
 from nanodfm.config import UsageError
-from nanodfm.model import ModelConfig, Transformer, compile
+from nanodfm.engine import compile
+from nanodfm.model import ModelConfig, Transformer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHARS = "\nabcdefghij"  # a tiny char vocabulary, newline first as in Shakespeare's
@@ -47,7 +48,7 @@ def test_cached_forward_gives_the_uncached_logits(static):
     model = tiny_model()
     x = torch.randint(len(CHARS), (3, 20))
     full = model(x)  # (B, T, V): every position from the whole prefix
-    cache = model.new_cache(3, x.device, torch.float64, static=static)
+    cache = new_cache(model, 3, x.device, torch.float64, static=static)
     steps = [model(x[:, :8], cache=cache)]  # prefill
     steps += [model(x[:, i:i + 1], cache=cache) for i in range(8, 20)]  # then one token per call
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)

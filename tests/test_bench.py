@@ -49,10 +49,10 @@ def test_compile_compiles_every_row_of_a_multi_length_study(tmp_path):
 
 
 def test_a_row_that_ran_uncompiled_is_an_error(monkeypatch):
-    from nanodfm import model as model_module
-    monkeypatch.setattr(model_module, "RECOMPILE_LIMIT", 1)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    with pytest.raises(bench.UsageError, match="ran uncompiled"):
+    from nanodfm import engine
+    monkeypatch.setattr(engine, "RECOMPILE_LIMIT", 1)
+    # dynamo's own patch: a config attribute that monkeypatch deletes and restores is gone for later tests
+    with torch._dynamo.config.patch(recompile_limit=1), pytest.raises(bench.UsageError, match="ran uncompiled"):
         bench.main([*STUDY, *TINY, "--large=False", "--compile=True", "--compile_backend=eager"])
     torch._dynamo.reset()
 

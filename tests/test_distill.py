@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nanodfm import engine
-from nanodfm.distill import Recipe, distill_loss, ema_update, sample_step_sizes, shortcut_target, student_from_dfm
+from nanodfm.distill import Recipe, distill_loss, ema_update, sample_step_sizes, shortcut_target
+from train import student_from_dfm
 from nanodfm.path import LOG_ZERO, ProbPath
 from test_sampler import PerfectDenoiser, V, tiny_model
 
@@ -131,107 +132,55 @@ def test_a_short_distillation_lowers_the_distillation_loss():
 def test_a_recipe_is_one_value_named_as_the_config_keys():
     config = {"teacher": "rk2", "teacher_average": "probs", "step_size_weighting": "uniform", "max_step_exponent": 6}
     assert Recipe.of(config) == Recipe(**config)
-    with pytest.raises(ValueError, match="teacher"):
+    with pytest.raises(ValueError, match="unknown teacher 'rk3': use one of rk4, rk2"):
         Recipe(teacher="rk3")
 
 
-def test_calibrated_target_has_the_entropy_of_the_probability_average():
-    g = torch.Generator().manual_seed(20)
-    terms = [torch.randn(3, 5, V, generator=g).mul(3).log_softmax(-1) for _ in range(4)]
-    weights = (1, 2, 2, 1)
-    mixture = (sum(w * l.exp() for w, l in zip(weights, terms)) / 6).log()
-    geometric = (sum(w * l for w, l in zip(weights, terms)) / 6).log_softmax(-1)
-    entropy = lambda log_p: -(log_p.exp() * log_p).sum(-1)
-    assert entropy(geometric).mean() < entropy(mixture).mean()  # the geometric mean is the sharper, on average
-    from nanodfm.distill import calibrate
-    calibrated = calibrate(geometric, entropy(mixture))
-    torch.testing.assert_close(entropy(calibrated), entropy(mixture), atol=1e-5, rtol=0)
-    # the shape is the geometric mean's: the order of the tokens is kept at every position
-    assert torch.equal(calibrated.argsort(-1), geometric.argsort(-1))
-
-
-@pytest.mark.parametrize("source", ["mask", "uniform"])
-@pytest.mark.parametrize("recipe", [Recipe(teacher_average="calibrated", max_step_exponent=4),
-                                    Recipe(rk_points="classical", max_step_exponent=4),
-                                    Recipe(anchor_share=0.5, max_step_exponent=4),
-                                    Recipe(own_share=1.0, max_step_exponent=4)],
-                         ids=["calibrated", "classical", "anchor", "own"])
-def test_a_perfect_teacher_still_gives_zero_loss_with_each_lever(source, recipe):
-    g = torch.Generator().manual_seed(21)
-    x1 = torch.randint(0, V, (1, 40), generator=g)
-    perfect, data, path = PerfectDenoiser(x1), x1.expand(64, -1), ProbPath(V, source)
-    t, h = sample_step_sizes(64, recipe, g)
-    target = shortcut_target(perfect, path.x_t(data, t, generator=g), t, h, path, recipe, generator=g)
-    assert torch.isfinite(target).all() and torch.equal(target.argmax(-1), data)
-    assert distill_loss(perfect, perfect, data, path, recipe, generator=g).item() == pytest.approx(0.0, abs=1e-6)
-
-
-@pytest.mark.parametrize("rk_points, starts", [("classical", ["x_t", "x_t", "x_t"]), ("chained", ["x_t", "x_a", "x_b"])])
-def test_classical_rk_points_all_start_from_x_t(rk_points, starts, monkeypatch):
-    """Each evaluation point's state is a step from x_t (classical) or from the state before (chained)."""
+def test_every_rk_point_is_a_step_from_x_t_and_the_teacher_sees_the_half_step(monkeypatch):
+    """RK4's points: x_t itself, then steps of h/2, h/2 and h from x_t, each with the posterior of the
+    point before, evaluated at t, t + h/2, t + h/2, t + h; the teacher is always given h/2."""
     from nanodfm import distill
-    states, taken = {}, []
+    states, steps, calls = {}, [], []
     real_step = engine.step
-    def recording_step(x, *args, **kwargs):
-        taken.append(next((name for name, s in states.items() if torch.equal(s, x)), "other"))
-        out = real_step(x, *args, **kwargs)
-        states[f"x_{'abc'[len(taken) - 1]}"] = out
+    def recording_step(x, log_p, t, size, *args, **kwargs):
+        steps.append((next((name for name, s in states.items() if torch.equal(s, x)), "other"), size[0].item()))
+        out = real_step(x, log_p, t, size, *args, **kwargs)
+        states[f"x_{'abc'[len(steps) - 1]}"] = out
         return out
     monkeypatch.setattr(distill.engine, "step", recording_step)
-    teacher, path = tiny_model(seed=22), ProbPath(V, "uniform")
+    model, path = tiny_model(seed=22), ProbPath(V, "uniform")
+    def teacher(x, time, step_size):
+        calls.append((time[0].item(), step_size[0].item()))
+        return model(x, time, step_size)
     x_t = torch.randint(0, V, (4, 32), generator=torch.Generator().manual_seed(23))
     states["x_t"] = x_t
-    shortcut_target(teacher, x_t, torch.full((4,), 0.25), torch.full((4,), 0.5), path, Recipe(rk_points=rk_points),
+    shortcut_target(teacher, x_t, torch.full((4,), 0.25), torch.full((4,), 0.5), path, Recipe(),
                     generator=torch.Generator().manual_seed(24))
-    assert taken == starts
+    assert steps == [("x_t", 0.25), ("x_t", 0.25), ("x_t", 0.5)]
+    assert calls == [(0.25, 0.25), (0.5, 0.25), (0.5, 0.25), (0.75, 0.25)]
 
 
-def test_the_anchor_share_sets_the_share_of_samples_at_the_smallest_step():
-    recipe = Recipe(step_size_weighting="uniform", max_step_exponent=6, anchor_share=0.5)
-    _, h = sample_step_sizes(100_000, recipe, torch.Generator().manual_seed(25))
-    assert abs((h == 2.0 ** -6).double().mean().item() - 0.5) < 0.01
-    exponents = (-torch.log2(h[h > 2.0 ** -6])).round().long()
-    counts = torch.bincount(exponents, minlength=6).double()
-    assert (counts / counts.sum() - 1 / 6).abs().max() < 0.01  # the others keep their proportions
-
-
-@pytest.mark.parametrize("source", ["mask", "uniform"])
-def test_own_states_of_a_perfect_teacher_lie_on_the_probability_path(source):
-    """The cumulative step with the true posterior keeps the path's marginals at every grid time: from
-    the source, t / h steps of size h leave a position on the data token with probability kappa(t)
-    (plus 1/V of the rest by chance under the uniform source)."""
-    from nanodfm.distill import own_states
-    g = torch.Generator().manual_seed(26)
-    L, path, h = 20_000, ProbPath(V, source, kappa_power=2.0), 0.25
-    x1 = torch.randint(0, V, (1, L), generator=g)
-    t = torch.tensor([0.0, 0.25, 0.5, 0.75])
-    x_t = own_states(PerfectDenoiser(x1), t, torch.full((4,), h), L, path, generator=g)
-    assert x_t.shape == (4, L)
-    hit = (x_t == x1).double().mean(-1)
-    expected = path.kappa(t.double()) + (1 - path.kappa(t.double())) * (1 / V if source == "uniform" else 0)
-    bound = 4 * (expected * (1 - expected) / L).sqrt() + 1e-12
-    assert ((hit - expected).abs() <= bound).all(), (hit, expected)
-    if source == "mask":  # every other position still holds the source token
-        assert ((x_t == x1) | (x_t == path.mask_id)).all()
-
-
-def test_own_share_takes_states_from_the_teacher_at_multiples_of_h(monkeypatch):
-    """The own rows are exactly the samples at h >= 1/8 the share picks, at t rounded down to a
-    multiple of h; with own_share 0 the teacher is never asked for a state."""
+def test_a_new_teacher_is_one_row_and_its_cost_follows(monkeypatch):
+    """A fork adds a teacher as one row of TEACHERS (here the midpoint rule: the posterior a half step
+    on, alone); shortcut_target runs it and Recipe.teacher_forwards counts its points."""
     from nanodfm import distill
-    asked = []
-    def recording(teacher, t, h, seq_len, path, generator=None):
-        asked.append((t.clone(), h.clone()))
-        return path.source_tokens((t.shape[0], seq_len), generator)
-    monkeypatch.setattr(distill, "own_states", recording)
-    x1 = torch.randint(0, V, (256, 8), generator=torch.Generator().manual_seed(27))
-    model = student_from_dfm(tiny_model())
-    path = ProbPath(V, "uniform")
-    distill_loss(model, model, x1, path, Recipe(step_size_weighting="uniform", max_step_exponent=6),
-                 torch.Generator().manual_seed(28))
-    assert asked == []
-    distill_loss(model, model, x1, path, Recipe(step_size_weighting="uniform", max_step_exponent=6, own_share=0.5),
-                 torch.Generator().manual_seed(28))
-    (t, h), = asked
-    assert (h >= 1 / 8).all() and torch.equal(t / h, (t / h).round()) and (t + h <= 1).all()
-    assert 0.35 < len(h) / (256 * 4 / 7) < 0.65  # about half of the 4 of 7 exponents that may take own states
+    monkeypatch.setitem(distill.TEACHERS, "midpoint", ((0, 1 / 2), (0, 1)))
+    teacher, path = tiny_model(seed=30), ProbPath(V, "mask")
+    x_t = path.x_t(torch.randint(0, V, (4, 32), generator=torch.Generator().manual_seed(31)), torch.full((4,), 0.3))
+    t, h = torch.full((4,), 0.25), torch.full((4,), 0.5)
+    target = shortcut_target(teacher, x_t, t, h, path, Recipe(teacher="midpoint"), torch.Generator().manual_seed(32))
+    x_a = engine.step(x_t, path.posterior_log_probs(teacher(x_t, t, h / 2), x_t), t, h / 2, path, "cumulative",
+                      generator=torch.Generator().manual_seed(32))
+    torch.testing.assert_close(target, path.posterior_log_probs(teacher(x_a, t + h / 2, h / 2), x_a))
+    uniform_k2 = dict(step_size_weighting="uniform", max_step_exponent=2)  # 2/3 of the samples take the teacher
+    assert Recipe(teacher="midpoint", **uniform_k2).teacher_forwards() == pytest.approx(2 * 2 / 3)
+    assert Recipe(teacher="rk4", **uniform_k2).teacher_forwards() == pytest.approx(4 * 2 / 3)
+
+
+def test_a_config_of_a_removed_lever_is_refused_in_one_line():
+    from nanodfm.config import UsageError
+    config = {"teacher": "rk4", "teacher_average": "logits", "step_size_weighting": "uniform", "max_step_exponent": 6}
+    assert Recipe.of({**config, "rk_points": "classical", "own_share": 0.0}) == Recipe("rk4", "logits", "uniform", 6)
+    for key, value in (("rk_points", "chained"), ("own_share", 0.5), ("anchor_share", 0.5)):
+        with pytest.raises(UsageError, match=f"{key}=.*commit e631de9"):
+            Recipe.of({**config, key: value})

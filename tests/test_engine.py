@@ -14,6 +14,7 @@ import torch
 from nanodfm import categorical, engine, sampler
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import ProbPath
+from nanodfm.sampler import Schedule
 
 V = 7
 
@@ -134,8 +135,8 @@ def test_whole_samples_agree_in_distribution(source, rule, schedule, first_tempe
     prompt = torch.tensor([-1, 2, -1])
     counts = []
     for seed, sample in enumerate((sampler.sample, engine.sample)):
-        x, _ = sample(model, path, N, 3, 3, rule, prompt=prompt, generator=torch.Generator().manual_seed(seed),
-                      schedule=schedule, first_temperature=first_temperature)
+        x, _ = sample(model, path, N, 3, Schedule.of(3, schedule, first_temperature=first_temperature), rule,
+                      prompt=prompt, generator=torch.Generator().manual_seed(seed))
         assert (x[:, 1] == 2).all()
         counts.append(torch.bincount(x[:, 0] * vocab + x[:, 2], minlength=vocab * vocab).double())
     a, b = counts

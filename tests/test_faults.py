@@ -396,8 +396,8 @@ def test_explicit_keys_of_a_config_file_contradicting_the_checkpoint_are_refused
     cfg = parse(train_script.DEFAULTS, [str(conf), "--kind=student", f"--init_from={parent}"], explicit=explicit)
     start = checkpoint.load(parent)
     with pytest.raises(UsageError, match=r"n_embd=64 \(checkpoint: 32\), source='uniform' \(checkpoint: 'mask'\)"):
-        checkpoint.model_to_train(cfg, explicit, start, parent, start["meta"], char_data)
+        train_script.model_to_train(cfg, explicit, start, parent, start["meta"], char_data)
     cfg = parse(train_script.DEFAULTS, ["--kind=student", f"--init_from={parent}", "--block_size=32"],
                 explicit=(explicit := set()))
-    model = checkpoint.model_to_train(cfg, explicit, start, parent, start["meta"], char_data)  # unset: the checkpoint's
+    model = train_script.model_to_train(cfg, explicit, start, parent, start["meta"], char_data)  # unset: the checkpoint's
     assert (cfg["n_embd"], cfg["source"], model.config.step_conditioned) == (32, "mask", True)

@@ -75,33 +75,6 @@ def test_model_outputs_data_tokens_only_and_depends_on_time():
         model(torch.zeros(1, 9, dtype=torch.long), 0.5)
 
 
-def test_flops_per_token_count_per_sequence_conditioning_once_and_the_teachers_forwards():
-    """By hand for a DFM model and its student, D = 16, n_cond = 8, V = 11, 1 layer, T = 4: the
-    blocks' matmuls (attention 4 D^2, MLP 8 D^2) and the head (D V) act on every token; adaLN (8 x 96
-    + 96 per block, 8 x 32 + 32 before the head) and the time MLP (256 x 8 + 8 + 8 x 8 + 8) once per
-    sequence; attention's scores and sums 4 D T per layer."""
-    import train
-    from nanodfm.distill import Recipe, student_from_dfm
-    D, C, V, T = 16, 8, 11, 4
-    dfm = Transformer(ModelConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=D, n_cond=C))
-    per_token = 12 * D * D + D * V
-    time_mlp = 256 * C + C + C * C + C
-    per_sequence = (C * 6 * D + 6 * D) + (C * 2 * D + 2 * D) + time_mlp
-    forward = 2 * per_token + 2 * per_sequence / T + 4 * D * T
-    assert dfm.flops_per_token(T, backward=False) == forward
-    assert dfm.flops_per_token(T) == 3 * forward
-    student = student_from_dfm(dfm)
-    student_forward = forward + 2 * time_mlp / T  # the step-size MLP, once per sequence
-    assert student.flops_per_token(T, backward=False) == student_forward
-    # a training iteration of a student: its forward and backward, and RK4's 4 teacher forwards on
-    # the samples whose h is not the smallest (K = 2, uniform over exponents: 2/3 of them)
-    cfg = {"kind": "student", "block_size": T, "teacher": "rk4", "teacher_average": "logits",
-           "step_size_weighting": "uniform", "max_step_exponent": 2}
-    assert Recipe.of(cfg).max_step_exponent == 2
-    assert train.flops_per_token(student, cfg) == pytest.approx(3 * student_forward + 4 * (2 / 3) * student_forward)
-    assert train.flops_per_token(dfm, {**cfg, "kind": "dfm"}) == 3 * forward
-
-
 def test_peak_flops_are_looked_up_by_exact_name():
     from nanodfm.config import PEAK_BF16_FLOPS, UsageError, device_peak_flops
     assert PEAK_BF16_FLOPS["NVIDIA H100 PCIe"] < PEAK_BF16_FLOPS["NVIDIA H100 80GB HBM3"]

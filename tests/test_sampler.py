@@ -12,7 +12,7 @@ from nanodfm.config import UsageError
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm import engine
 from nanodfm.path import LOG_ZERO, ProbPath
-from nanodfm.sampler import COARSE_TO_FINE, jump_probability, sample, schedule_times, step, step_temperatures
+from nanodfm.sampler import COARSE_TO_FINE, STEP_RULES, Schedule, jump_probability, sample, step
 
 V = 7
 MASK = ProbPath(V).mask_id
@@ -36,8 +36,8 @@ def masked_fractions(model, steps, method, n=1.0, num_samples=200, seq_len=100, 
         now = (x == MASK).sum().item()
         fractions.append(1 - now / masked[-1] if masked[-1] else float("nan"))
         masked.append(now)
-    x, _ = sample(model, ProbPath(V, "mask", n), num_samples, seq_len, steps, method,
-                  generator=torch.Generator().manual_seed(seed), on_step=on_step, schedule=schedule)
+    x, _ = sample(model, ProbPath(V, "mask", n), num_samples, seq_len, Schedule.of(steps, schedule), method,
+                  generator=torch.Generator().manual_seed(seed), on_step=on_step)
     return x, fractions, masked
 
 
@@ -172,7 +172,7 @@ class StepRecorder(Transformer):
 def test_a_student_is_given_each_steps_own_time_and_size(sample_fn, source):
     sizes = [0.5, 0.25, 0.125, 0.125]
     model = StepRecorder().eval()
-    sample_fn(model, ProbPath(V, source), 3, 32, 4, schedule=sizes, generator=torch.Generator().manual_seed(0))
+    sample_fn(model, ProbPath(V, source), 3, 32, Schedule.of(4, sizes), generator=torch.Generator().manual_seed(0))
     assert len(model.calls) == 4
     for (t, h), start, size in zip(model.calls, [0.0, 0.5, 0.75, 0.875], sizes):
         assert t == [start] * len(t) and (h == size if isinstance(h, float) else h == [size] * len(h))
@@ -186,30 +186,30 @@ def test_coarse_to_fine_takes_sizes_the_cpu_student_was_trained_on():
     for steps, sizes in COARSE_TO_FINE.items():
         assert len(sizes) == steps and math.fsum(sizes) == 1.0 and set(sizes) <= trained
         assert list(sizes) == sorted(sizes, reverse=True)
-        assert schedule_times(steps, sizes)[-1][0] + sizes[-1] == 1.0
+        assert Schedule.of(steps, sizes).times()[-1][0] + sizes[-1] == 1.0
 
 
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
 def test_a_uniform_schedule_is_the_default(sample_fn):
     a, _ = sample_fn(tiny_model(), ProbPath(V), 4, 32, 4, generator=torch.Generator().manual_seed(5))
-    b, _ = sample_fn(tiny_model(), ProbPath(V), 4, 32, 4, schedule=[0.25] * 4, generator=torch.Generator().manual_seed(5))
+    b, _ = sample_fn(tiny_model(), ProbPath(V), 4, 32, Schedule.of(4, [0.25] * 4), generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
-@pytest.mark.parametrize("schedule, message", [([0.5, 0.5], "has 2 step sizes but steps is 3"),
-                                               ([0.5, 0.25, 0.125], "must sum to 1"),
+@pytest.mark.parametrize("schedule, message", [([0.5, 0.5], "of 3 steps takes 3 step sizes.*got 2"),
+                                               ([0.5, 0.25, 0.125], "summing to 1.*summing to 0.875"),
                                                ([1.0, 0.0, 0.0], r"in \(0, 1\]"),
                                                ([1.5, -0.25, -0.25], r"in \(0, 1\]"),
                                                ([float("nan")] * 3, r"in \(0, 1\]")])
 def test_a_bad_schedule_is_a_usage_error(sample_fn, schedule, message):
     with pytest.raises(UsageError, match=message):
-        sample_fn(tiny_model(), ProbPath(V), 1, 8, 3, schedule=schedule)
+        sample_fn(tiny_model(), ProbPath(V), 1, 8, Schedule.of(3, schedule))
 
 
 def test_only_the_first_step_takes_the_first_temperature():
-    assert step_temperatures(4, 0.9, 3.0) == [3.0, 0.9, 0.9, 0.9]
-    assert step_temperatures(3, 0.9) == [0.9] * 3
+    assert Schedule.of(4, None, 0.9, 3.0).temperatures == (3.0, 0.9, 0.9, 0.9)
+    assert Schedule.of(3, None, 0.9).temperatures == (0.9,) * 3
 
 
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
@@ -220,8 +220,8 @@ def test_a_first_temperature_heats_the_first_step_alone(sample_fn, source):
     changes nothing."""
     def run(steps, **kw):
         states = []
-        x, _ = sample_fn(tiny_model(), ProbPath(V, source), 8, 32, steps, generator=torch.Generator().manual_seed(3),
-                         on_step=lambda s, x, last: states.append(x.clone()), **kw)
+        x, _ = sample_fn(tiny_model(), ProbPath(V, source), 8, 32, Schedule.of(steps, **kw),
+                         generator=torch.Generator().manual_seed(3), on_step=lambda s, x, last: states.append(x.clone()))
         return x, states[0]
     assert torch.equal(run(4, first_temperature=3.0)[1], run(4, temperature=3.0)[1])
     assert torch.equal(run(1, first_temperature=3.0)[0], run(1, temperature=3.0)[0])
@@ -231,13 +231,25 @@ def test_a_first_temperature_heats_the_first_step_alone(sample_fn, source):
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
 def test_a_bad_first_temperature_is_a_usage_error(sample_fn, bad):
-    with pytest.raises(UsageError, match="first step's temperature must be a positive number"):
-        sample_fn(tiny_model(), ProbPath(V), 1, 8, 3, first_temperature=bad)
+    with pytest.raises(UsageError, match="temperatures must be positive numbers"):
+        sample_fn(tiny_model(), ProbPath(V), 1, 8, Schedule.of(3, first_temperature=bad))
 
 
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
 def test_zero_steps_and_unknown_samplers_are_usage_errors(sample_fn):
     with pytest.raises(UsageError, match="steps must be a positive integer"):
         sample_fn(tiny_model(), ProbPath(V), 1, 8, 0)
-    with pytest.raises(UsageError, match="unknown sampler"):
+    with pytest.raises(UsageError, match="unknown sampler 'heun': use one of cumulative, euler$"):
         sample_fn(tiny_model(), ProbPath(V), 1, 8, 2, "heun")
+
+
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+def test_a_new_step_rule_is_one_table_entry_and_the_engine_runs_it_through_the_reference(source, monkeypatch):
+    """A fork adds a rule (here: every position that may change leaves with probability h) as one
+    entry of STEP_RULES; the engine, which does not accelerate it, draws exactly what the reference does."""
+    monkeypatch.setitem(STEP_RULES, "flat", lambda p_xt, t, h, path: h.expand_as(p_xt))
+    runs = [fn(tiny_model(), ProbPath(V, source), 4, 32, 4, "flat", generator=torch.Generator().manual_seed(7))
+            for fn in (sample, engine.sample)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    with pytest.raises(UsageError, match="use one of cumulative, euler, flat$"):
+        engine.sample(tiny_model(), ProbPath(V), 1, 8, 2, "heun")

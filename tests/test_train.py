@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, run_script
+import train as train_script
 from nanodfm import checkpoint
 
 
@@ -153,3 +154,30 @@ def test_compile_compiles_the_model_its_loss_and_the_teacher(char_data, tmp_path
                                "--eval_interval=1", "--max_step_exponent=2", f"--init_from={dfm}/ckpt.pt", "--compile=True"])
     names = [getattr(fn, "__name__", type(fn).__name__) for fn in compiled]
     assert compiled[0] is student and compiled[2] is ema and names[1] == "loss", names
+
+
+def test_flops_per_token_count_per_sequence_conditioning_once_and_the_teachers_forwards():
+    """By hand for a DFM model and its student, D = 16, n_cond = 8, V = 11, 1 layer, T = 4: the
+    blocks' matmuls (attention 4 D^2, MLP 8 D^2) and the head (D V) act on every token; adaLN (8 x 96
+    + 96 per block, 8 x 32 + 32 before the head) and the time MLP (256 x 8 + 8 + 8 x 8 + 8) once per
+    sequence; attention's scores and sums 4 D T per layer."""
+    from nanodfm.distill import Recipe
+    from nanodfm.model import ModelConfig, Transformer
+    D, C, V, T = 16, 8, 11, 4
+    dfm = Transformer(ModelConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=D, n_cond=C))
+    per_token = 12 * D * D + D * V
+    time_mlp = 256 * C + C + C * C + C
+    per_sequence = (C * 6 * D + 6 * D) + (C * 2 * D + 2 * D) + time_mlp
+    forward = 2 * per_token + 2 * per_sequence / T + 4 * D * T
+    assert train_script.model_flops_per_token(dfm, T, backward=False) == forward
+    assert train_script.model_flops_per_token(dfm, T) == 3 * forward
+    student = train_script.student_from_dfm(dfm)
+    student_forward = forward + 2 * time_mlp / T  # the step-size MLP, once per sequence
+    assert train_script.model_flops_per_token(student, T, backward=False) == student_forward
+    # a training iteration of a student: its forward and backward, and RK4's 4 teacher forwards on
+    # the samples whose h is not the smallest (K = 2, uniform over exponents: 2/3 of them)
+    cfg = {"kind": "student", "block_size": T, "teacher": "rk4", "teacher_average": "logits",
+           "step_size_weighting": "uniform", "max_step_exponent": 2}
+    assert Recipe.of(cfg).max_step_exponent == 2
+    assert train_script.flops_per_token(student, cfg) == pytest.approx(3 * student_forward + 4 * (2 / 3) * student_forward)
+    assert train_script.flops_per_token(dfm, {**cfg, "kind": "dfm"}) == 3 * forward
