@@ -113,8 +113,8 @@ def quality(cfg, dev):
     steps_list = int_list("steps_list", cfg["steps_list"])
     student_steps = int_list("student_steps_list", cfg["student_steps_list"]) if cfg["student_steps_list"] else steps_list
     dfm_methods = [m for m in cfg["dfm_methods"].split(",") if m]
-    if not dfm_methods or any(m not in SAMPLERS for m in dfm_methods):
-        raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(SAMPLERS)}, got {cfg['dfm_methods']!r}")
+    if not dfm_methods or any(m not in STEP_RULES for m in dfm_methods):
+        raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(STEP_RULES)}, got {cfg['dfm_methods']!r}")
     if not cfg["judge"]:
         raise UsageError("quality needs a judge: --judge=PATH to an AR checkpoint (or --judge=gpt2-large)")
     if not (cfg["dfm"] or cfg["student"]):

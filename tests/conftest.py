@@ -17,6 +17,21 @@ SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
 GPT2_DIR = os.path.join(ROOT, "..", "shared", "data", "gpt2")
 if os.path.isdir(GPT2_DIR):
     os.environ.setdefault("NANODFM_GPT2_DIR", os.path.abspath(GPT2_DIR))
+
+
+def _gpt2_problem():
+    """Why GPT-2's BPE cannot be loaded here (None if it can): no local copy and no network."""
+    from nanodfm.config import UsageError
+    from nanodfm.tokenizer import GPT2Tokenizer
+    try:
+        GPT2Tokenizer()
+    except (UsageError, RuntimeError, OSError) as e:
+        return f"GPT-2's BPE files are not found here ({e})"
+    return None
+
+
+GPT2_PROBLEM = _gpt2_problem()
+needs_gpt2 = pytest.mark.skipif(GPT2_PROBLEM is not None, reason=str(GPT2_PROBLEM))
 TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--n_cond=16", "--block_size=32", "--batch_size=4",
               "--eval_iters=1", "--warmup_iters=2", "--device=cpu"]
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_MODEL, run_script
+from conftest import ROOT, TINY_MODEL, needs_gpt2, run_script
 from nanodfm import checkpoint
 from nanodfm.config import UsageError
 from nanodfm.data import load_meta
@@ -78,6 +78,7 @@ def test_char_round_trip_and_split(corpus, tmp_path):
     assert meta["vocab_size"] == len(set(whole)) and meta["prepared_from"] == str(folder)
 
 
+@needs_gpt2
 @pytest.mark.parametrize("documents", ["files", "paragraphs", "lines"])
 def test_gpt2_documents_and_a_fair_val_share(corpus, tmp_path, documents):
     folder, texts = corpus
@@ -96,6 +97,7 @@ def test_gpt2_documents_and_a_fair_val_share(corpus, tmp_path, documents):
     assert len(val) >= (1 if documents == "files" else 5)
 
 
+@needs_gpt2
 def test_a_text_file_is_one_document_by_default(tmp_path):
     text = "First line.\nSecond line.\n\nA new paragraph.\n"
     (tmp_path / "one.txt").write_text(text)
@@ -163,6 +165,7 @@ def test_char_corpus_to_trained_distilled_sampled_and_evaluated_model(corpus, tm
     assert [r["name"] for r in rows][:2] == ["held-out text", "AR samples"] and len(rows) == 2 + 3 * 2
 
 
+@needs_gpt2
 def test_gpt2_corpus_to_trained_sampled_and_evaluated_model(corpus, tmp_path):
     folder, _ = corpus
     data = tmp_path / "mytext_gpt2"

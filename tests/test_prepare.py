@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import needs_gpt2
 from nanodfm import data
 from nanodfm.tokenizer import GPT2_EOT, load_tokenizer
 
@@ -60,6 +61,7 @@ def test_shakespeare_char(tmp_path):
     assert tok.decode(train) + tok.decode(val) == SHAKESPEARE.read_text(encoding="utf-8")
 
 
+@needs_gpt2
 @needs_shakespeare
 def test_shakespeare_gpt2(tmp_path):
     result = run_prepare("shakespeare", "--input", SHAKESPEARE, "--out_dir", tmp_path)
@@ -95,6 +97,7 @@ def make_corpus(tmp_path, kind):
     return path
 
 
+@needs_gpt2
 @pytest.mark.parametrize("kind", ["folder", "jsonl"])
 def test_openwebtext_local_corpus_round_trips(tmp_path, kind):
     corpus = make_corpus(tmp_path, kind)
@@ -115,6 +118,7 @@ def test_openwebtext_local_corpus_round_trips(tmp_path, kind):
     assert not list(out_dir.glob("*.tmp"))
 
 
+@needs_gpt2
 def test_openwebtext_text_file_is_one_document_a_line(tmp_path):
     documents = [doc.replace("\n", " ").replace("\r", "") for doc in DOCUMENTS]
     corpus = tmp_path / "corpus.txt"
@@ -127,6 +131,7 @@ def test_openwebtext_text_file_is_one_document_a_line(tmp_path):
     assert sorted(found[0] + found[1]) == sorted(documents)  # the blank line is an empty document: skipped
 
 
+@needs_gpt2
 def test_openwebtext_split_does_not_depend_on_workers(tmp_path):
     corpus = make_corpus(tmp_path, "folder")
     for num_proc in (1, 2):
@@ -137,6 +142,7 @@ def test_openwebtext_split_does_not_depend_on_workers(tmp_path):
         assert np.array_equal(load_split(tmp_path / "out1", split), load_split(tmp_path / "out2", split))
 
 
+@needs_gpt2
 def test_empty_corpus_is_a_one_line_error(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
@@ -172,6 +178,7 @@ def test_missing_input_is_a_one_line_error(tmp_path, name):
     assert len(result.stderr.strip().splitlines()) == 1 and "missing.txt" in result.stderr
 
 
+@needs_gpt2
 def test_openwebtext_bad_jsonl_is_a_one_line_error(tmp_path):
     corpus = tmp_path / "bad.jsonl"
     corpus.write_text('{"text": "fine"}\n{"title": "no text field"}\n')

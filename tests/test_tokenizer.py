@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import needs_gpt2
 from nanodfm.config import UsageError
 from nanodfm.tokenizer import GPT2_EOT, gpt2_encoding, gpt2_encoding_from_files, load_tokenizer
 
@@ -70,6 +71,7 @@ def test_offline_gpt2_equals_tiktoken(offline, monkeypatch, tmp_path):
         assert offline.encode_ordinary(text) == reference.encode_ordinary(text)
 
 
+@needs_gpt2
 def test_gpt2_tokenizer_from_meta():
     tok = load_tokenizer({"tokenizer": "gpt2", "vocab_size": 50257, "eot": 50256})
     assert (tok.name, tok.vocab_size, tok.eot) == ("gpt2", 50257, GPT2_EOT)
