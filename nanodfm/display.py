@@ -1,21 +1,19 @@
 """Showing how a sample was decoded: decode-order colours, frames, an HTML page.
 
-docs/method.md section 4 ("record at which step each position last changed"): the sampler returns
-last_change (L,), the step in [0, S-1] at which each position last took a new value (-1 for prompt
-positions). Here each token is coloured by that step.
+docs/method.md section 4: the sampler returns last_change (L,), the step in [0, S-1] at which each
+position last took a new value (-1 for prompt positions). Here each token is coloured by that step.
 
 Choices:
-- Colours run from blue (step 0) through teal and green to yellow (step S-1). The ramp grows
-  monotonically in lightness, so order reads even in greyscale, and every colour stays legible on a
-  dark background (the terminal's and the HTML page's). Terminals get 24-bit colour escapes.
+- Colours run from blue (step 0) through teal and green to yellow (step S-1), rising monotonically in
+  lightness, so order reads even in greyscale, and every colour stays legible on a dark background
+  (the terminal's and the HTML page's). Terminals get 24-bit colour escapes.
 - Prompt positions are shown dim (terminal) or grey (HTML): given, not generated.
-- A frame is the sequence part-way through sampling; under the mask source a position that is still
-  MASK is drawn as MASK_CHAR (one per token). Under the uniform source there is no MASK: a frame
-  shows the current noise tokens.
-- Text is cut into pieces that decode to valid UTF-8. A char token is always one piece. A GPT-2 token
-  can end inside a multi-byte character (an emoji is often 2-3 tokens); its bytes are joined with the
-  next tokens' until the character is complete, and the piece takes the latest step of its tokens.
-  The pieces concatenate to exactly tokenizer.decode(ids) when no MASK is present.
+- A frame is the sequence part-way through sampling: a position still MASK (mask source) is drawn as
+  MASK_CHAR, one per token; under the uniform source a frame shows the current noise tokens.
+- Text is cut into pieces that decode to valid UTF-8. A GPT-2 token can end inside a multi-byte
+  character (an emoji is often 2-3 tokens); its bytes are joined with the next tokens' until the
+  character is complete, and the piece takes the latest step of its tokens. Without MASK the pieces
+  concatenate to exactly tokenizer.decode(ids).
 """
 
 import codecs
@@ -37,46 +35,43 @@ def step_rgb(step, steps):
     return RAMP[-1][1]
 
 
+def _marks(steps, n=16):
+    """At most n evenly spaced steps of 0..steps-1, for a legend."""
+    n = min(n, steps)
+    return sorted({round(k * (steps - 1) / (n - 1)) if n > 1 else 0 for k in range(n)})
+
+
 def _token_bytes(tokenizer, i):
     encoding = getattr(tokenizer, "encoding", None)  # GPT-2: tiktoken's bytes of one token
-    if encoding is not None:
-        return encoding.decode_single_token_bytes(i)
-    return tokenizer.decode([i]).encode("utf-8")
+    return encoding.decode_single_token_bytes(i) if encoding else tokenizer.decode([i]).encode("utf-8")
 
 
 def pieces(ids, last_change, tokenizer):
     """Cut ids (L,) into [(text, step)]: valid text per piece, the latest step of its tokens.
 
     A MASK id (vocab_size) becomes MASK_CHAR; bytes that never form a character become U+FFFD,
-    as in tokenizer.decode.
-    """
-    ids, last_change = [int(i) for i in ids], [int(s) for s in last_change]
-    out, decoder, pending = [], codecs.getincrementaldecoder("utf-8")(errors="replace"), []
+    as in tokenizer.decode."""
+    out, pending, decoder = [], [], codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def flush(text):
         if text:
             out.append((text, max(pending)))
             pending.clear()
 
-    for i, s in zip(ids, last_change):
-        if i >= tokenizer.vocab_size:
-            if pending:
-                flush(decoder.decode(b"", final=True) or "\ufffd")
-            pending.append(s)
-            flush(MASK_CHAR)
-            continue
+    for i, s in zip(map(int, ids), map(int, last_change)):
+        mask = i >= tokenizer.vocab_size
+        if mask and pending:  # the bytes before a MASK never become a character
+            flush(decoder.decode(b"", final=True) or "\ufffd")
         pending.append(s)
-        flush(decoder.decode(_token_bytes(tokenizer, i)))
+        flush(MASK_CHAR if mask else decoder.decode(_token_bytes(tokenizer, i)))
     if pending:
         flush(decoder.decode(b"", final=True) or "\ufffd")
     return out
 
 
 def render(ids, last_change, steps, tokenizer, color=True):
-    """The sequence as terminal text, each piece coloured by its step; plain text if not color.
-
-    Works on a finished sample and on a frame (MASK shown as MASK_CHAR, dim).
-    """
+    """The sequence (a sample, or a frame with MASK_CHAR dim) as terminal text, each piece coloured
+    by its step; plain text if not color."""
     parts = []
     for text, s in pieces(ids, last_change, tokenizer):
         if not color:
@@ -93,33 +88,18 @@ def render(ids, last_change, steps, tokenizer, color=True):
 
 def legend(steps, width=16):
     """One terminal line: 'step 0 ████████ S-1', a block per evenly spaced step, and 'prompt' dim."""
-    n = min(width, steps)
-    marks = [round(k * (steps - 1) / (n - 1)) if n > 1 else 0 for k in range(n)]
-    blocks = "".join("\x1b[38;2;{};{};{}m█".format(*step_rgb(s, steps)) for s in marks)
+    blocks = "".join("\x1b[38;2;{};{};{}m█".format(*step_rgb(s, steps)) for s in _marks(steps, width))
     return f"decoded at step 0 {blocks}{RESET} {steps - 1}   {DIM}prompt{RESET}"
 
 
-def step_code(s, steps):
-    """One character for a step: the step itself if steps <= 10, else the tenth of the run (0-9)."""
-    if s < 0:
-        return "-"
-    return str(s if steps <= 10 else 10 * s // steps)
-
-
 def render_codes(ids, last_change, steps, tokenizer):
-    """Colourless decode order: each line of text followed by a line of step codes (step_code),
-    one under each character; '-' marks the prompt."""
-    text_lines, code_lines = [""], [""]
-    for text, s in pieces(ids, last_change, tokenizer):
-        for ch in text:
-            if ch == "\n":
-                text_lines.append("")
-                code_lines.append("")
-            else:
-                text_lines[-1] += ch
-                code_lines[-1] += step_code(s, steps)
+    """Colourless decode order: each line of text followed by a line of step codes, one under each
+    character: the step if steps <= 10, else the tenth of the run (0-9); '-' marks the prompt."""
+    chars = [(ch, "-" if s < 0 else str(s if steps <= 10 else 10 * s // steps))
+             for text, s in pieces(ids, last_change, tokenizer) for ch in text]
+    text, codes = "".join(ch for ch, _ in chars), "".join(ch if ch == "\n" else code for ch, code in chars)
+    body = "\n".join(f"{t}\n{c}" if t else "" for t, c in zip(text.split("\n"), codes.split("\n")))
     unit = "step" if steps <= 10 else f"tenth of the {steps} steps"
-    body = "\n".join(f"{t}\n{c}" if t else "" for t, c in zip(text_lines, code_lines))
     return f"{body}\n(digits: the {unit} at which each character was decoded; '-': prompt)"
 
 
@@ -128,26 +108,17 @@ def _hex(rgb):
 
 
 def html_page(sections, tokenizer, title="nanodfm: decode order"):
-    """A standalone HTML page. sections: [(caption, ids (L,), last_change (L,), steps)].
-
-    Every piece is a <span> coloured by its step with title="step k"; inline CSS only.
-    """
+    """A standalone HTML page, inline CSS only. sections: [(caption, ids (L,), last_change (L,), steps)];
+    every piece is a <span> coloured by its step, with title="step k"."""
     body = []
     for caption, ids, last_change, steps in sections:
-        spans = []
-        for text, s in pieces(ids, last_change, tokenizer):
-            if s < 0:
-                spans.append(f'<span class="prompt" title="prompt">{html.escape(text)}</span>')
-            else:
-                spans.append(f'<span style="color:{_hex(step_rgb(s, steps))}" title="step {s}">'
-                             f'{html.escape(text)}</span>')
-        n = min(16, steps)
-        marks = sorted({round(k * (steps - 1) / (n - 1)) if n > 1 else 0 for k in range(n)})
+        spans = "".join(f'<span class="prompt" title="prompt">{html.escape(text)}</span>' if s < 0 else
+                        f'<span style="color:{_hex(step_rgb(s, steps))}" title="step {s}">{html.escape(text)}</span>'
+                        for text, s in pieces(ids, last_change, tokenizer))
         keys = "".join(f'<span class="key" style="background:{_hex(step_rgb(s, steps))}" title="step {s}"></span>'
-                       for s in marks)
-        body.append(f"<h2>{html.escape(caption)}</h2>\n"
-                    f'<p class="legend">step 0 {keys} step {steps - 1} '
-                    f'<span class="prompt">prompt</span></p>\n<pre>{"".join(spans)}</pre>')
+                       for s in _marks(steps))
+        body.append(f'<h2>{html.escape(caption)}</h2>\n<p class="legend">step 0 {keys} step {steps - 1} '
+                    f'<span class="prompt">prompt</span></p>\n<pre>{spans}</pre>')
     style = ("body{background:#16181d;color:#d8d8d8;font-family:sans-serif;margin:24px;max-width:900px}"
              "h1{font-size:20px}h2{font-size:15px;font-weight:normal;color:#aaa;margin:20px 0 4px}"
              "pre{white-space:pre-wrap;font-family:monospace;font-size:15px;line-height:1.4;"

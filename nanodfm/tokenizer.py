@@ -3,10 +3,9 @@
 Choices:
 - GPT-2 ids come from tiktoken, so they equal nanoGPT's and every GPT-2 tool's. tiktoken fetches its
   two files (encoder.json, vocab.bpe) over the network on first use, and that request has no timeout.
-  When local copies exist we build the same `tiktoken.Encoding` from them first: the files are checked
-  against the sha256 hashes tiktoken pins, so the ids cannot differ, and no machine hangs on the network.
-  Local copies are looked up in $NANODFM_GPT2_DIR if set (then it must hold them), else in
-  <repo>/data/gpt2/.
+  When local copies exist ($NANODFM_GPT2_DIR if set, which must then hold them, else <repo>/data/gpt2/)
+  we build the same `tiktoken.Encoding` from them first: the files are checked against the sha256
+  hashes tiktoken pins, so the ids cannot differ, and no machine hangs on the network.
 - A dataset's meta.json says which tokenizer its .bin files use; `load_tokenizer(meta)` turns it back
   into an object with `encode`, `decode`, `vocab_size`, `eot` and `name`. The formats are (as
   nanodfm.data.load_meta returns them, beside each split's token count and largest id)
@@ -45,30 +44,20 @@ def gpt2_encoding_from_files(folder) -> tiktoken.Encoding:
     if not _has_gpt2_files(folder):
         raise RuntimeError(f"no encoder.json and vocab.bpe in {folder}: {GPT2_HELP}")
     try:
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(folder / "vocab.bpe"),
-            encoder_json_file=str(folder / "encoder.json"),
-            vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
-            encoder_json_hash=GPT2_ENCODER_JSON_SHA256,
-        )
+        ranks = data_gym_to_mergeable_bpe_ranks(str(folder / "vocab.bpe"), str(folder / "encoder.json"),
+                                                GPT2_VOCAB_BPE_SHA256, GPT2_ENCODER_JSON_SHA256)
     except (OSError, ValueError, AssertionError) as e:
         raise RuntimeError(f"{folder} does not hold GPT-2's BPE files ({e}): {GPT2_HELP}") from None
-    return tiktoken.Encoding(
-        name="gpt2",
-        pat_str=r50k_pat_str,
-        mergeable_ranks=ranks,
-        special_tokens={ENDOFTEXT: GPT2_EOT},
-        explicit_n_vocab=GPT2_EOT + 1,
-    )
+    return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={ENDOFTEXT: GPT2_EOT}, explicit_n_vocab=GPT2_EOT + 1)
 
 
 @functools.lru_cache(maxsize=None)
 def gpt2_encoding() -> tiktoken.Encoding:
     """The GPT-2 BPE encoding, identical to tiktoken.get_encoding("gpt2"), from local files if any."""
-    if os.environ.get("NANODFM_GPT2_DIR"):
-        return gpt2_encoding_from_files(os.environ["NANODFM_GPT2_DIR"])
-    if _has_gpt2_files(REPO_ROOT / "data" / "gpt2"):
-        return gpt2_encoding_from_files(REPO_ROOT / "data" / "gpt2")
+    local = os.environ.get("NANODFM_GPT2_DIR")
+    if local or _has_gpt2_files(REPO_ROOT / "data" / "gpt2"):
+        return gpt2_encoding_from_files(local or REPO_ROOT / "data" / "gpt2")
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:  # requests, OSError, hash mismatch: all mean "no usable files"
@@ -90,10 +79,9 @@ class CharTokenizer:
         try:
             return [self.stoi[ch] for ch in text]
         except KeyError:
-            unknown = sorted(set(text) - self.stoi.keys())
-            raise ValueError(
-                f"text has characters outside the char vocabulary: {', '.join(map(repr, unknown))} "
-                f"(the vocabulary is the {self.vocab_size} characters of the training text)") from None
+            unknown = ", ".join(map(repr, sorted(set(text) - self.stoi.keys())))
+            raise ValueError(f"text has characters outside the char vocabulary: {unknown} (the vocabulary is "
+                             f"the {self.vocab_size} characters of the training text)") from None
 
     def decode(self, ids) -> str:
         return "".join(self.itos[int(i)] for i in ids)
@@ -106,8 +94,7 @@ class GPT2Tokenizer:
 
     def __init__(self):
         self.encoding = gpt2_encoding()
-        self.vocab_size = self.encoding.n_vocab
-        self.eot = self.encoding.eot_token
+        self.vocab_size, self.eot = self.encoding.n_vocab, self.encoding.eot_token
 
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode(text, allowed_special={ENDOFTEXT})
@@ -118,13 +105,12 @@ class GPT2Tokenizer:
 
 def load_tokenizer(meta: dict):
     """The tokenizer a dataset's meta.json describes."""
-    kind = meta.get("tokenizer")
-    if kind == "char":
+    if meta.get("tokenizer") == "char":
         return CharTokenizer(meta["stoi"], meta["itos"])
-    if kind == "gpt2":
+    if meta.get("tokenizer") == "gpt2":
         try:
             return GPT2Tokenizer()
         except RuntimeError as e:  # no GPT-2 BPE files to be had: the user's to fix, said in one line
             raise UsageError(str(e)) from None
-    raise UsageError(f"unknown tokenizer {kind!r} in the dataset's meta.json (expected 'char' or 'gpt2'): "
-                     f"prepare the data again with data/*/prepare.py")
+    raise UsageError(f"unknown tokenizer {meta.get('tokenizer')!r} in the dataset's meta.json (expected 'char' or "
+                     f"'gpt2'): prepare the data again with data/*/prepare.py")
