@@ -56,25 +56,23 @@ def judge_meta(spec):
 
 
 def load_judge(spec, device):
-    """A judge from an AR checkpoint path, a GPT-2 name or a GPT-2 folder: (logits_fn, block_size,
-    vocab_size).
-
-    logits_fn(ids (B, T)) returns next-token logits (B, T, V)."""
-    if is_gpt2(spec):
-        try:
-            from transformers import GPT2LMHeadModel
-        except ImportError:
-            raise UsageError(f"--judge={spec} needs `pip install transformers`; or pass an AR checkpoint path") from None
-        try:
-            hf = GPT2LMHeadModel.from_pretrained(spec).to(device).eval()
-        except OSError as e:  # offline and not in the Hugging Face cache
-            raise UsageError(f"--judge={spec}: cannot load it ({str(e).splitlines()[0]}); download it once with "
-                             f"a network, or pass an AR checkpoint path") from None
-        if hf.config.vocab_size != GPT2_VOCAB:
-            raise UsageError(f"--judge={spec} has {hf.config.vocab_size} tokens, not GPT-2's {GPT2_VOCAB}")
-        return (lambda ids: hf(ids).logits), hf.config.n_positions, hf.config.vocab_size
-    model = checkpoint.build_model(checkpoint.load(spec, kinds=("ar",))).to(device).eval()
-    return model, model.config.block_size, model.config.vocab_size
+    """(logits_fn, block_size, vocab_size) of a judge: an AR checkpoint path, a GPT-2 name or a GPT-2
+    folder. logits_fn(ids (B, T)) returns next-token logits (B, T, V)."""
+    if not is_gpt2(spec):
+        model = checkpoint.build_model(checkpoint.load(spec, kinds=("ar",))).to(device).eval()
+        return model, model.config.block_size, model.config.vocab_size
+    try:
+        from transformers import GPT2LMHeadModel
+    except ImportError:
+        raise UsageError(f"--judge={spec} needs `pip install transformers`; or pass an AR checkpoint path") from None
+    try:
+        hf = GPT2LMHeadModel.from_pretrained(spec).to(device).eval()
+    except OSError as e:  # offline and not in the Hugging Face cache
+        raise UsageError(f"--judge={spec}: cannot load it ({str(e).splitlines()[0]}); download it once with "
+                         f"a network, or pass an AR checkpoint path") from None
+    if hf.config.vocab_size != GPT2_VOCAB:
+        raise UsageError(f"--judge={spec} has {hf.config.vocab_size} tokens, not GPT-2's {GPT2_VOCAB}")
+    return (lambda ids: hf(ids).logits), hf.config.n_positions, hf.config.vocab_size
 
 
 @torch.no_grad()
@@ -99,10 +97,8 @@ Z95 = 1.959964  # two-sided 95% quantile of the standard normal
 
 
 def mean_interval(values):
-    """(mean, half-width of its 95% confidence interval) of per-sample values (N,).
-
-    The interval is mean +- 1.96 standard errors (sample standard deviation / sqrt(N)): the central
-    limit theorem makes it exact as N grows, and at N >= 256 it is within a few percent of a bootstrap."""
+    """(mean, half-width of its 95% confidence interval) of per-sample values (N,): 1.96 standard
+    errors, exact as N grows by the central limit theorem; at N >= 256 within a few percent of a bootstrap."""
     values = values.double()
     if len(values) < 2:
         return values.mean().item(), float("inf")
@@ -119,31 +115,28 @@ def ratio_interval(a, a_ci, b, b_ci):
 def matched_entropy_ratio(curve, entropy, ppl, ppl_ci, entropy_ci=0.0):
     """A row's perplexity against the reference's at the row's own entropy.
 
-    curve: the reference's points, e.g. the DFM model sampled at several temperatures, each a dict
-    with "entropy", "gen_ppl" and "gen_ppl_ci95" (and optionally "temperature"). They are sorted by
-    entropy and the reference perplexity at `entropy` is interpolated linearly between the two
-    bracketing points; its 95% half-width is interpolated linearly between theirs (an upper bound on
-    that of an average of two independent means). The ratio ppl / reference gets its interval from
-    ratio_interval. The row's own entropy is uncertain too: "gen_ppl_ratio_ci95_with_entropy" adds
-    the slope of the curve times entropy_ci (in perplexity) to the reference's half-width in quadrature.
+    curve: the reference's points (e.g. the DFM model at several temperatures), dicts with "entropy",
+    "gen_ppl", "gen_ppl_ci95" and optionally "temperature". The reference perplexity and its 95%
+    half-width are interpolated linearly between the two points that bracket `entropy` (the
+    half-width so is an upper bound on that of an average of two independent means); the ratio gets
+    its interval from ratio_interval, and "gen_ppl_ratio_ci95_with_entropy" adds the row's own
+    entropy uncertainty, the curve's slope times entropy_ci, to the reference's in quadrature.
 
-    Returns (result, note): result is a dict (reference_gen_ppl, reference_gen_ppl_ci95, gen_ppl_ratio,
-    gen_ppl_ratio_ci95, gen_ppl_ratio_ci95_with_entropy, slope, bracket: the two points' temperatures)
-    and note None; or, when entropy lies outside the curve's range (no extrapolation), None and a note.
-    """
+    Returns (dict, None), the dict holding reference_gen_ppl(_ci95), gen_ppl_ratio(_ci95),
+    gen_ppl_ratio_ci95_with_entropy, slope and bracket (the two points' temperatures); or (None, a
+    note) when entropy lies outside the curve's range (no extrapolation)."""
     points = sorted(curve, key=lambda p: p["entropy"])
     if not points:
         return None, "no reference curve"
     lowest, highest = points[0]["entropy"], points[-1]["entropy"]
-    if not lowest <= entropy <= highest:
-        if entropy < lowest:
-            return None, (f"entropy {entropy:.3f} below the reference curve's lowest {lowest:.3f}: "
-                          f"add lower --reference_temperatures")
+    if entropy < lowest:
+        return None, (f"entropy {entropy:.3f} below the reference curve's lowest {lowest:.3f}: "
+                      f"add lower --reference_temperatures")
+    if entropy > highest:
         return None, (f"entropy {entropy:.3f} above the reference curve's highest {highest:.3f}: "
                       f"add higher --reference_temperatures")
-    i = next(i for i in range(len(points)) if points[i]["entropy"] >= entropy)  # points[i] is the upper bracket
-    hi = points[i]
-    lo = points[i - 1] if i > 0 else hi
+    i = next(i for i, p in enumerate(points) if p["entropy"] >= entropy)
+    lo, hi = points[max(i - 1, 0)], points[i]  # the brackets (one point twice at the lowest)
     span = hi["entropy"] - lo["entropy"]
     w = (entropy - lo["entropy"]) / span if span > 0 else 0.5  # 0 at lo, 1 at hi
     ref = (1 - w) * lo["gen_ppl"] + w * hi["gen_ppl"]
@@ -169,23 +162,18 @@ def flow_samples(model, path, num_samples, length, steps, sampler="cumulative", 
     """num_samples (N, length) ids from a DFM model or student in `steps` steps (a number, or a
     sampler.Schedule of sizes and temperatures), in batches."""
     generator = torch.Generator(device).manual_seed(seed)
-    out = []
-    for b in range(0, num_samples, batch_size):
-        x, _ = sample(model, path, min(batch_size, num_samples - b), length, steps, sampler, generator=generator,
-                      device=device)
-        out.append(x)
-    return torch.cat(out)
+    return torch.cat([sample(model, path, min(batch_size, num_samples - b), length, steps, sampler, generator=generator,
+                             device=device)[0] for b in range(0, num_samples, batch_size)])
 
 
 def ar_samples(model, num_samples, length, start_id, temperature=1.0, top_k=None, batch_size=32, seed=0,
                device="cpu"):
     """num_samples (N, length) ids from an AR model, each started from the token start_id."""
     generator = torch.Generator(device).manual_seed(seed)
-    out = []
-    for b in range(0, num_samples, batch_size):
-        prompt = torch.full((min(batch_size, num_samples - b), 1), start_id, dtype=torch.long, device=device)
-        out.append(generate(model, prompt, length - 1, temperature, top_k, generator=generator))
-    return torch.cat(out)
+    prompts = [torch.full((min(batch_size, num_samples - b), 1), start_id, dtype=torch.long, device=device)
+               for b in range(0, num_samples, batch_size)]
+    return torch.cat([generate(model, prompt, length - 1, temperature, top_k, generator=generator)
+                      for prompt in prompts])
 
 
 def real_samples(val_file, num_samples, length, seed=0):
@@ -197,11 +185,8 @@ def real_samples(val_file, num_samples, length, seed=0):
 def elbo_perplexity(model, path, val_file, num_batches, batch_size, length, num_times=8, seed=0, device="cpu"):
     """Mean negative ELBO (nats per token) of a mask-source DFM model over held-out batches."""
     generator = torch.Generator().manual_seed(seed)
-    total = 0.0
-    for _ in range(num_batches):
-        x1 = get_batch(val_file, batch_size, length, generator, device)
-        total += elbo_bound(model, x1, path, num_times, generator)
-    return total / num_batches
+    return sum(elbo_bound(model, get_batch(val_file, batch_size, length, generator, device), path, num_times, generator)
+               for _ in range(num_batches)) / num_batches
 
 
 def markdown_table(header, rows):
@@ -211,19 +196,33 @@ def markdown_table(header, rows):
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
-def plot_quality(rows, path):
-    """Generative perplexity and entropy against steps, one line per sampler with 95% error bars;
-    references dashed.
-
-    Returns False (and draws nothing) when matplotlib is not installed."""
+def pyplot():
+    """matplotlib.pyplot drawing to files, or None when matplotlib is not installed (no plot)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def save_figure(plt, fig, path):
+    """Lay fig out, write it to path and close it; True, for the plot functions to return."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_quality(rows, path):
+    """Generative perplexity and entropy against steps, one line per sampler with 95% error bars;
+    references dashed. False (and nothing drawn) without matplotlib."""
+    plt = pyplot()
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "gen_ppl", "generative perplexity"), (axes[1], "entropy", "unigram entropy (bits)")):
+    for ax, key, label in zip(axes, ("gen_ppl", "entropy"), ("generative perplexity", "unigram entropy (bits)")):
         for name in dict.fromkeys(r["name"] for r in rows):
             mine = [r for r in rows if r["name"] == name]
             if mine[0]["steps"] is None:  # a reference row: one value
@@ -238,34 +237,27 @@ def plot_quality(rows, path):
         if key == "gen_ppl":
             ax.set_yscale("log")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path)
 
 
 def plot_frontier(curves, students, path):
     """Perplexity (log) against entropy: per seed the reference's temperature curve (a line, each
     point labelled with its temperature) and the students as points (one marker per step count), all
-    with 95% error bars in both directions.
-
-    curves: {seed: [rows of the reference, each with "temperature"]}; students: {seed: [student rows]}.
-    Returns False (and draws nothing) when matplotlib is not installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
+    with 95% error bars in both directions. curves: {seed: [rows of the reference, each with
+    "temperature"]}; students: {seed: [student rows]}. False (and nothing drawn) without matplotlib."""
+    plt = pyplot()
+    if plt is None:
         return False
+    from matplotlib.ticker import ScalarFormatter
     fig, ax = plt.subplots(figsize=(7.5, 5))
     markers = ["s", "^", "D", "v", "P", "X", "*"]
     steps = sorted({r["steps"] for rows in students.values() for r in rows})
     for k, seed in enumerate(curves):
         color = f"C{k}"
         curve = sorted(curves[seed], key=lambda r: r["entropy"])
-        ax.errorbar([r["entropy"] for r in curve], [r["gen_ppl"] for r in curve], xerr=[r["entropy_ci95"] for r in curve],
-                    yerr=[r["gen_ppl_ci95"] for r in curve], color=color, marker="o", ms=4, capsize=2,
+        column = lambda key: [r[key] for r in curve]  # noqa: E731
+        ax.errorbar(column("entropy"), column("gen_ppl"), xerr=column("entropy_ci95"), yerr=column("gen_ppl_ci95"),
+                    color=color, marker="o", ms=4, capsize=2,
                     label=f"DFM, {curve[0]['steps']} steps, temperatures (seed {seed})")
         for r in curve:
             ax.annotate(f"{r['temperature']:g}", (r["entropy"], r["gen_ppl"]), textcoords="offset points",
@@ -276,13 +268,10 @@ def plot_frontier(curves, students, path):
     for i, S in enumerate(steps):  # the markers' legend, in no seed's colour
         ax.plot([], [], marker=markers[i % len(markers)], color="gray", linestyle="none", label=f"student, {S} steps")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("unigram entropy (bits)")
     ax.set_ylabel("generative perplexity")
     ax.set_title("DFM's perplexity-entropy frontier and the few-step students", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path)
