@@ -43,10 +43,8 @@ def draw(probs, generator=None):
 
 
 def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=None, generator=None):
-    """x at t + h (B, L), one step of size h (a float or (B,)) from x at time t (B,).
-
-    logits (B, L, V): the model's posterior logits (or log-probabilities) at (x, t).
-    fixed (B, L) bool: positions that must not change (a prompt)."""
+    """x at t + h (B, L), one step of size h (a float or (B,)) from x at time t (B,). logits (B, L, V):
+    the model's posterior logits (or log-probabilities) at (x, t); fixed (B, L): positions kept (a prompt)."""
     h = torch.as_tensor(h, dtype=torch.float64, device=x.device).expand(x.shape[0])
     probs = torch.softmax(logits.double() / temperature, dim=-1)  # (B, L, V)
     masked = x == path.mask_id
@@ -91,8 +89,7 @@ class Schedule:
         return [(math.fsum(self.sizes[:s]), h) for s, h in enumerate(self.sizes)]
 
 
-# Large steps first, small ones last, sizes 2^-k as the student was trained on: measured against equal
-# steps at these step counts (results/README.md)
+# large steps first, sizes 2^-k as the student was trained on: measured against equal steps (results/README.md)
 COARSE_TO_FINE = {4: (1 / 2, 1 / 4, 1 / 8, 1 / 8),
                   8: (1 / 4,) * 3 + (1 / 16,) * 3 + (1 / 32,) * 2,
                   16: (1 / 8,) * 4 + (1 / 16,) * 4 + (1 / 32,) * 8}
@@ -115,11 +112,10 @@ def start(path, shape, sampler, prompt=None, generator=None, device="cpu"):
 @torch.no_grad()
 def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", prompt=None, generator=None,
            device="cpu", on_step=None, progress=False):
-    """num_samples sequences of seq_len tokens in `steps` model calls: a number of equal steps at
-    temperature 1, or a Schedule. prompt (L,) or (B, L): ids to keep, -1 where to sample. A
-    step_conditioned model (the student) is also given each step's h. on_step(s, x, last_change) after
-    each step. Returns x (B, L) and last_change (B, L): the step at which each position last took a
-    new value (0: never, -1: prompt)."""
+    """num_samples sequences of seq_len tokens in `steps` model calls (a number of equal steps at
+    temperature 1, or a Schedule). prompt (L,) or (B, L): ids to keep, -1 where to sample. A student
+    (step_conditioned) is also given each step's h. on_step(s, x, last_change) after each step.
+    Returns x (B, L) and last_change (B, L): the step each position last changed at (0: never, -1: prompt)."""
     schedule = steps if isinstance(steps, Schedule) else Schedule.of(steps)
     x, fixed, last_change = start(path, (num_samples, seq_len), sampler, prompt, generator, device)
     for s, ((t, h), temperature) in enumerate(tqdm(list(zip(schedule.times(), schedule.temperatures)),

@@ -401,3 +401,20 @@ def test_explicit_keys_of_a_config_file_contradicting_the_checkpoint_are_refused
                 explicit=(explicit := set()))
     model = train_script.model_to_train(cfg, explicit, start, parent, start["meta"], char_data)  # unset: the checkpoint's
     assert (cfg["n_embd"], cfg["source"], model.config.step_conditioned) == (32, "mask", True)
+
+
+def test_a_student_takes_its_parents_block_size_unless_one_is_given(char_data, parent):
+    """A student preset need not know its parent's context: unset, block_size is the parent's (32
+    here, against train.py's default of 256); a smaller one is kept, a larger one refused in one line."""
+    import train as train_script
+    from nanodfm.config import UsageError, parse
+    start = checkpoint.load(parent)
+    def block_size(*extra):
+        explicit = set()
+        cfg = parse(train_script.DEFAULTS, ["--kind=student", f"--init_from={parent}", *extra], explicit=explicit)
+        train_script.model_to_train(cfg, explicit, start, parent, start["meta"], char_data)
+        return cfg["block_size"]
+    assert train_script.DEFAULTS["block_size"] != 32 and block_size() == 32
+    assert block_size("--block_size=16") == 16
+    with pytest.raises(UsageError, match="block_size=64 exceeds the model's 32: drop --block_size"):
+        block_size("--block_size=64")
