@@ -1,31 +1,27 @@
 """The engine's draw: exact categorical draws from logits at about the cost of one pass over them.
 
-For speed only (engine.py); the reference draws from float64 probabilities (`sampler.draw`), and
-this module draws the same law (tests/test_categorical.py). docs/speed.md. Every sampler step draws, for each moving position, one token from
-softmax(z / temperature) over V entries, and under the uniform source it first needs p(x_t) of
-every position. With GPT-2's vocabulary that work can exceed the model's forward (a narrow model's
-output layer costs 2 n_embd FLOPs per logit), so it is done in two levels:
+For speed only (engine.py, docs/speed.md); the reference draws from float64 probabilities
+(`sampler.draw`), and this module draws the same law (tests/test_categorical.py). Each moving
+position draws one token from softmax(z / temperature) over V entries; with GPT-2's vocabulary that
+work can exceed a narrow model's forward (its output layer costs 2 n_embd FLOPs per logit), so it is
+done in two levels:
 
-1. One pass over the logits, in chunks of rows that fit in cache: exponentiate and sum blocks of
-   BLOCK consecutive tokens (`logit_blocks`). Nothing of size V is kept: a row becomes a shift and
-   V / BLOCK block masses. The shift (the row's maximum, as a softmax subtracts) is needed only
-   where the logits would overflow or underflow float32; the row's total tells which rows those
-   are, so most rows need no separate pass for their maximum. Where the sampler has the output
-   layer's input, it computes the logits band by band and runs the pass on each band while it is
-   in cache (`output_blocks`).
+1. One pass over the logits, in chunks of rows that fit in cache, exponentiates and sums blocks of
+   BLOCK consecutive tokens (`logit_blocks`): a row becomes a shift and V / BLOCK block masses. The
+   shift (the row's maximum, as a softmax subtracts) is needed only where float32 would overflow or
+   underflow, which the row's total tells, so most rows need no pass for their maximum. Where the
+   sampler has the output layer's input, the logits are computed band by band and each band runs
+   the pass while it is in cache (`output_blocks`).
 2. Inverse CDF with float64 sums: a block is drawn from the cumulative block masses, then a token
    from the float64 cumulative weights of that block alone, recomputed from the logits
    (`block_weights`). Two uniforms per row; no per-entry noise.
 
-Everything here works in base-2 log-weights a = z * scale, scale = log2(e) / T (`scale_for`): a
-token's weight is 2^(a - shift), exp2 being the faster kernel on CPUs. The draw is exact: P(token
-j) = w_j / sum(w) with w = 2^(a - shift) = e^(z / T) / const, the weights carrying
-float32's relative precision of the scaled logits (as a float32 softmax would: a few 1e-6 where
-p ~ 1e-26) and the cumulative sums float64, so a token of probability 1e-12 is drawn 1e-12 of the
-time (tests/test_categorical.py: chi-square, and the u-interval of every token). A token
-can be excluded per row (`exclude`, the current token of a uniform-source jump): its block is
-recomputed in float64 without it, so no cancellation against a dominant p(x_t) occurs, and the rest
-of that block keeps its precision.
+Weights are base-2: a = z * scale, scale = log2(e) / T (`scale_for`), w = 2^(a - shift), exp2 being
+the faster kernel on CPUs. The draw is exact: P(token j) = w_j / sum(w), the weights carrying
+float32's relative precision of the scaled logits (as a float32 softmax would) and the sums float64,
+so a token of probability 1e-12 is drawn 1e-12 of the time. A token can be excluded per row
+(`exclude`, the current token of a uniform-source jump): its block is recomputed in float64 without
+it, so nothing cancels against a dominant p(x_t).
 """
 
 import torch
@@ -71,14 +67,13 @@ def _exp2_blocks(chunk, shift, scale, buf, size):
 def _shift_where_needed(z, rows, masses, scale, per_chunk):
     """(shifts (N,), masses (N, blocks) float64): rows whose unshifted masses leave [LOW, HIGH]
     are summed again, shifted by their largest log-weight."""
-    V = z.shape[1]
     masses = masses.double()
     shifts = torch.zeros(masses.shape[0], device=z.device)
     total = masses.sum(-1)
-    redo = ~((total > V * 2.0 ** LOW) & (total < 2.0 ** HIGH))  # also NaN: a row of -inf or +inf logits
+    redo = ~((total > z.shape[1] * 2.0 ** LOW) & (total < 2.0 ** HIGH))  # also NaN: a row of -inf or +inf logits
     if redo.any():  # rare: logits beyond a few tens, or a low temperature
         again = redo.nonzero().squeeze(1)
-        size, blocks = block_shape(V)
+        size, blocks = block_shape(z.shape[1])
         buf = torch.zeros(min(per_chunk, again.shape[0]), size * blocks, device=z.device)
         chunk = z[again] if rows is None else z[rows[again]]
         top = chunk.amax(dim=-1, keepdim=True).float() * scale  # (n, 1)
@@ -98,32 +93,26 @@ def host_shortcuts(device):
 
 @torch.no_grad()
 def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None):
-    """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all.
+    """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all:
+    masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]).
 
-    masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]). On a CPU the
-    shift is 0 where the row's logits allow it (two elementwise passes: scale and exponentiate, then
-    the block sums), else the row's maximum (one more pass, only for those rows); on a GPU every row
-    is shifted by its maximum (`host_shortcuts`). chunk_elements: rows x V per chunk (None: 2 MB, in
-    cache, on a CPU; up to 64 MB on a GPU, where launches cost).
-    """
-    chunk_elements = chunk_elements or (2**19 if z.device.type == "cpu" else 2**24)
-    R, V = z.shape
-    N = R if rows is None else rows.shape[0]
-    size, blocks = block_shape(V)
-    per_chunk = max(1, chunk_elements // (size * blocks))
+    On a CPU the shift is 0 where the row's logits allow it, else the row's maximum (one more pass,
+    only for those rows); on a GPU every row is shifted by its maximum (`host_shortcuts`).
+    chunk_elements: rows x V per chunk (None: 2 MB, in cache, on a CPU; 64 MB on a GPU, where launches cost)."""
+    N = z.shape[0] if rows is None else rows.shape[0]
+    size, blocks = block_shape(z.shape[1])
+    per_chunk = max(1, (chunk_elements or (2**19 if z.device.type == "cpu" else 2**24)) // (size * blocks))
     buf = torch.zeros(min(per_chunk, max(N, 1)), size * blocks, device=z.device)  # the padding weighs 0
-    masses = torch.empty(N, blocks, device=z.device)
+    masses, shifts = torch.empty(N, blocks, device=z.device), torch.zeros(N, device=z.device)
     shift_all = not host_shortcuts(z.device)
-    shifts = torch.zeros(N, device=z.device)
     for start in range(0, N, per_chunk):
-        chunk = z[start:start + per_chunk] if rows is None else z[rows[start:start + per_chunk]]
-        top = chunk.amax(dim=-1, keepdim=True).float() * scale if shift_all else None
-        masses[start:start + chunk.shape[0]] = _exp2_blocks(chunk, top, scale, buf, size)
+        part = slice(start, start + per_chunk)
+        chunk = z[part] if rows is None else z[rows[part]]
+        top = chunk.amax(dim=-1, keepdim=True).float() * scale if shift_all else None  # (r, 1)
+        masses[part] = _exp2_blocks(chunk, top, scale, buf, size)
         if shift_all:
-            shifts[start:start + chunk.shape[0]] = top.squeeze(1)
-    if shift_all:
-        return shifts, masses.double()
-    return _shift_where_needed(z, rows, masses, scale, per_chunk)
+            shifts[part] = top.squeeze(1)
+    return (shifts, masses.double()) if shift_all else _shift_where_needed(z, rows, masses, scale, per_chunk)
 
 
 @torch.no_grad()
@@ -133,14 +122,11 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
     log-weights z scale (the matmul applies the scale for free), so pass scale=1 with them.
 
     Written as two steps, the output layer sends N x V logits to memory and the pass reads them all
-    back. Here z is computed a band of vocabulary columns at a time, each band exponentiated and
-    summed into its blocks while it is still in cache; memory sees z written once, read later only
-    at the draw's one block per row. On a CPU the pass then costs a few percent of the matmul
-    instead of about a fifth (bench.py --mode=overhead). chunk_elements: rows x columns of a band.
-    out: a float32 tensor of at least N x V elements to write a into (the sampler keeps
-    one across steps: a fresh tensor of tens of MB costs a page fault per 4 kB on a CPU). A GPU runs
-    the two steps: bands would only add kernel launches there.
-    """
+    back; here z is computed a band of vocabulary columns at a time, each band exponentiated and summed
+    into its blocks while it is still in cache (chunk_elements: rows x columns of a band). out: a
+    float32 tensor of at least N x V elements to write a into (the sampler keeps one across steps: a
+    fresh one of tens of MB costs a page fault per 4 kB on a CPU). A GPU runs the two steps: bands
+    would only add kernel launches there."""
     scale = scale_for(temperature)
     if not host_shortcuts(features.device):
         a = F.linear(features * scale, weight)  # in autocast's dtype, if on; chunks are read as float32
@@ -151,20 +137,16 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
     chunk_elements = chunk_elements or 2**19  # 2 MB
     rows_per_group = max(1, min(N, chunk_elements // size))  # at least one block of columns per band
     cols = max(1, chunk_elements // rows_per_group // size) * size  # whole blocks
-    if out is None:
-        z = torch.empty(N, V, device=features.device, dtype=torch.float32)
-    else:
-        z = out.reshape(-1)[:N * V].view(N, V)
+    z = out.reshape(-1)[:N * V].view(N, V) if out is not None else torch.empty(N, V, device=features.device)
     masses = torch.empty(N, blocks, device=features.device)
     buf = torch.empty(rows_per_group, min(cols, size * blocks), device=features.device)
-    weight_t = weight.t()
     for r0 in range(0, N, rows_per_group):
         f = features[r0:r0 + rows_per_group]
         r = f.shape[0]
         for c0 in range(0, V, cols):
             c1 = min(V, c0 + cols)
             band = buf[:r, :c1 - c0]
-            torch.addmm(band, f, weight_t[:, c0:c1], beta=0, alpha=scale, out=band)  # z scale
+            torch.addmm(band, f, weight.t()[:, c0:c1], beta=0, alpha=scale, out=band)  # z scale
             z[r0:r0 + r, c0:c1] = band
             padded = -(-(c1 - c0) // size) * size  # whole blocks: the last one's padding must weigh 0
             buf[:r, c1 - c0:padded] = 0
@@ -192,19 +174,16 @@ def without_token(z, rows, token, shifts, masses, *, scale=LOG2E):
     size, _ = block_shape(z.shape[1])
     weights, ids = block_weights(z, rows, token // size, shifts, scale=scale)
     own = ids == token[:, None]
-    weight = (weights * own).sum(-1)
-    return masses.scatter(1, (token // size)[:, None], (weights * ~own).sum(-1, keepdim=True)), weight
+    others = masses.scatter(1, (token // size)[:, None], (weights * ~own).sum(-1, keepdim=True))
+    return others, (weights * own).sum(-1)
 
 
 def draw(z, rows, shifts, masses, *, scale=LOG2E, exclude=None, generator=None):
     """One token id per row `rows` (N,) of z (R, V), drawn with weights 2^(z scale), i.e. from
-    softmax(z / T) for scale = scale_for(T), by inverse CDF.
-
-    shifts (N,) and masses (N, blocks) are from `logit_blocks` (or `without_token`, where the token
-    `exclude` (N,) is left out; -1: none)."""
-    N = rows.shape[0]
+    softmax(z / T) for scale = scale_for(T), by inverse CDF. shifts (N,) and masses (N, blocks) are
+    from `logit_blocks` (or `without_token`, where the token `exclude` (N,) is left out; -1: none)."""
     size, blocks = block_shape(z.shape[1])
-    u = uniform((N, 2), generator, z.device, torch.float64)
+    u = uniform((rows.shape[0], 2), generator, z.device, torch.float64)
     cdf = masses.cumsum(-1)  # (N, blocks)
     block = torch.searchsorted(cdf, u[:, :1] * cdf[:, -1:], right=True).clamp(max=blocks - 1).squeeze(1)
     weights, ids = block_weights(z, rows, block, shifts, scale=scale)
@@ -217,7 +196,6 @@ def draw(z, rows, shifts, masses, *, scale=LOG2E, exclude=None, generator=None):
 
 def sample_logits(z, temperature=1.0, generator=None):
     """One token id per row of logits z (N, V) from softmax(z / temperature); -inf entries never."""
-    rows = torch.arange(z.shape[0], device=z.device)
     scale = scale_for(temperature)
     shifts, masses = logit_blocks(z, None, scale=scale)
-    return draw(z, rows, shifts, masses, scale=scale, generator=generator)
+    return draw(z, torch.arange(z.shape[0], device=z.device), shifts, masses, scale=scale, generator=generator)
