@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -278,6 +279,24 @@ def flops_per_token(model, cfg):
     return flops
 
 
+def refuse_partial(start, path, kind):
+    """A checkpoint resumes exactly only with its optimiser, RNG and step (and a student's EMA): one
+    without them (a file written elsewhere, or trimmed to its weights) is refused, not half-restored."""
+    needed = ("optimizer", "rng", "step", "best_val_loss", "world_size") + (("ema",) if kind == "student" else ())
+    missing = [k for k in needed if start.get(k) is None]
+    if not missing and not (isinstance(start["rng"], dict) and {"torch", "data", "numpy", "python"} <= start["rng"].keys()):
+        missing = ["rng"]
+    if missing:
+        raise UsageError(f"{path} cannot resume a run: it lacks {', '.join(missing)}. Sample or evaluate it as it is, "
+                         f"or start a new run in another --out_dir")
+
+
+def resume_command(argv):
+    """The command that continues this run from its ckpt.pt."""
+    kept = [a for a in argv if not a.startswith(("--init_from=", "--overwrite="))]
+    return shlex.join(["python", "train.py", *kept, "--init_from=resume"])
+
+
 def restore(start, optimizer, teacher_model, generator, seed, world_size):
     """Load the optimiser, the EMA and the RNG states of the checkpoint a run resumes from."""
     optimizer.load_state_dict(start["optimizer"])
@@ -328,17 +347,36 @@ def model_to_train(cfg, explicit, start, start_path, meta, data_dir):
     return student_from_dfm(model) if start["kind"] == "dfm" and cfg["kind"] == "student" else model
 
 
+TORCHRUN_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torchrun_environment(env):
+    """(rank, local_rank, world_size) from the variables torchrun sets, checked as a set: RANK alone
+    (or a value that is not a rank) is a one-line UsageError, not a traceback inside NCCL or gloo."""
+    missing = [k for k in TORCHRUN_KEYS if not env.get(k)]
+    if missing:
+        raise UsageError(f"RANK is set but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not: start "
+                         f"several processes with torchrun (it sets {', '.join(TORCHRUN_KEYS)}), or unset RANK")
+    values = {k: env[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    bad = [f"{k}={v!r}" for k, v in values.items() if not v.isdigit()]
+    rank, local_rank, world_size = (int(values[k]) if values[k].isdigit() else -1 for k in TORCHRUN_KEYS[:3])
+    if bad or not (0 <= rank < world_size and 0 <= local_rank < world_size):
+        raise UsageError(f"torchrun's variables do not fit together ({', '.join(bad) or values}): each must be a "
+                         f"whole number, with RANK and LOCAL_RANK below WORLD_SIZE; start with torchrun")
+    return rank, local_rank, world_size
+
+
 def distributed(cfg):
     """(ddp, rank, local_rank, world_size, device): DDP only when torchrun set RANK; TF32 on CUDA."""
     dev = pick_device(cfg["device"])
     if dev.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if int(os.environ.get("RANK", -1)) == -1:
+    if os.environ.get("RANK", "-1") == "-1":
         if dev.startswith("cuda"):
             torch.cuda.set_device(dev)  # so that syncs and pinned memory use this device, not cuda:0
         return False, 0, 0, 1, dev
-    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    rank, local_rank, world_size = torchrun_environment(os.environ)
     dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
     if dev.startswith("cuda"):
         dev = f"cuda:{local_rank}"
@@ -356,6 +394,11 @@ def main(argv):
     autocast, dtype_name = autocast_for(device_type, cfg["dtype"])
 
     start, start_path = checkpoint.starting_point(cfg)
+    if cfg["init_from"] == "resume":
+        refuse_partial(start, start_path, cfg["kind"])
+    if start is not None and "dataset" in explicit and cfg["dataset"] != start["config"]["dataset"] and not cfg["data_dir"]:
+        raise UsageError(f"{start_path} was trained on dataset {start['config']['dataset']!r}, not {cfg['dataset']!r}: "
+                         f"drop --dataset (a model continues on its own data), or start a new run")
     if start is not None and not cfg["data_dir"]:  # resume and students read the data the model was trained on
         cfg["dataset"], cfg["data_dir"] = start["config"]["dataset"], start["config"].get("data_dir", "")
     data_dir = dataset_folder(cfg)
@@ -453,6 +496,8 @@ def main(argv):
                 bar.set_postfix({k: v for k, v in stats.items() if k != "row"})
                 write_log(log_file, {"step": iter_num, "loss": lossf, "lr": lr, **stats["row"]})
                 t_last, tokens_since = time.time(), 0
+    except KeyboardInterrupt:  # nothing is lost: the checkpoint on disk is whole, and resume is exact
+        raise SystemExit(f"interrupted at step {iter_num}: {intact()}; continue with {resume_command(argv)}") from None
     finally:
         bar.close()
     if master:
@@ -468,3 +513,5 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     except UsageError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted before training started: nothing was written")

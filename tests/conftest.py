@@ -36,9 +36,9 @@ TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--n_cond=16", "--bloc
               "--eval_iters=1", "--warmup_iters=2", "--device=cpu"]
 
 
-def run_script(*args, timeout=300):
-    """Run a top-level script in a fresh interpreter; returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def run_script(*args, timeout=300, env=None):
+    """Run a top-level script in a fresh interpreter (env: variables to add); returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 

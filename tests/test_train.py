@@ -181,3 +181,73 @@ def test_flops_per_token_count_per_sequence_conditioning_once_and_the_teachers_f
     assert Recipe.of(cfg).max_step_exponent == 2
     assert train_script.flops_per_token(student, cfg) == pytest.approx(3 * student_forward + 4 * (2 / 3) * student_forward)
     assert train_script.flops_per_token(dfm, {**cfg, "kind": "dfm"}) == 3 * forward
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"RANK": "0"}, "LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT are not: start several processes with torchrun"),
+    ({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29500"}, "MASTER_ADDR is not"),
+    ({"RANK": "abc", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}, "RANK='abc'"),
+    ({"RANK": "2", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}, "below WORLD_SIZE"),
+])
+def test_torchrun_variables_are_checked_as_a_set(env, fragment):
+    from nanodfm.config import UsageError
+    with pytest.raises(UsageError, match=fragment.replace("(", r"\(")):
+        train_script.torchrun_environment(env)
+    full = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}
+    assert train_script.torchrun_environment(full) == (1, 1, 2)
+
+
+def test_rank_without_torchrun_is_one_line(char_data, tmp_path):
+    result = run_script("train.py", f"--data_dir={char_data}", f"--out_dir={tmp_path / 'out'}", *TINY_MODEL,
+                        env={"RANK": "0"})
+    one_line_error(result, "RANK is set but LOCAL_RANK")
+
+
+def test_a_checkpoint_without_its_training_state_is_refused_for_resume(char_data, tmp_path):
+    out = tmp_path / "out"
+    train(char_data, out, "--max_iters=3")
+    ckpt = checkpoint.load(str(out / "ckpt.pt"))
+    for key in ("optimizer", "rng"):
+        trimmed = {k: v for k, v in ckpt.items() if k not in (key, "format", "loaded_from")}
+        checkpoint.save(str(out / "ckpt.pt"), trimmed)
+        result = run_script("train.py", f"--data_dir={char_data}", f"--out_dir={out}", *TINY_MODEL, "--max_iters=6",
+                            "--init_from=resume")
+        one_line_error(result, "cannot resume a run: it lacks " + key, "another --out_dir")
+
+
+def test_resume_refuses_another_dataset(char_data, tmp_path):
+    out = tmp_path / "out"
+    train(char_data, out, "--max_iters=3")
+    result = run_script("train.py", "--dataset=other_text", f"--out_dir={out}", *TINY_MODEL, "--max_iters=6",
+                        "--init_from=resume")
+    one_line_error(result, "was trained on dataset", "'other_text'", "drop --dataset")
+
+
+def test_ctrl_c_ends_training_in_one_line_that_says_how_to_resume(char_data, tmp_path):
+    """SIGINT mid-run: one line naming the intact checkpoint's step and the command that continues it,
+    which does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "out"
+    args = [f"--data_dir={char_data}", f"--out_dir={out}", *TINY_MODEL, "--max_iters=100000", "--eval_interval=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "train.py", *args], cwd=train_script.__file__.rsplit("/", 1)[0],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (out / "ckpt.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    last = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert process.returncode == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert last.startswith("interrupted at step ") and "is intact; continue with python train.py" in last, last
+    assert last.endswith("--init_from=resume")
+    step = checkpoint.load(str(out / "ckpt.pt"))["step"]
+    assert f"(step {step}) is intact" in last
+    command = shlex.split(last.split("continue with ", 1)[1])
+    assert command[:2] == ["python", "train.py"] and "--max_iters=100000" in command
+    assert run_script(*command[1:], f"--max_iters={step + 2}").returncode == 0  # it continues (here to 2 steps more)
+    assert checkpoint.load(str(out / "ckpt.pt"))["step"] == step + 2
