@@ -89,7 +89,8 @@ def test_readme_teaches_in_200_lines_and_links_what_moved_out():
 
 
 def test_results_readme_is_what_tables_py_writes(tmp_path, monkeypatch):
-    """results/README.md is generated from the JSON beside it, never edited by hand."""
+    """Every table of results/README.md is what tables.py writes from the JSON beside it (the prose around the
+    tables is hand-written and kept), and every picture it links exists."""
     import runpy
     import shutil
     copy = tmp_path / "results"
