@@ -11,17 +11,17 @@
 #   INPUT=path/to/tinyshakespeare.txt OUT=out-frontier bash config/reproduce_frontier.sh   # no download
 #   TRAIN_ARGS="--max_iters=20 --eval_interval=10" REFERENCE_STEPS=8 SAMPLES=4 SEEDS="1 2" \
 #       OUT=out-smoke bash config/reproduce_frontier.sh                                   # every stage in minutes
-#   LEVERS="own:--own_share=0.5" OUT=... bash config/reproduce_frontier.sh   # a lever's students beside the recipe's
+#   LEVERS="probs:--teacher_average=probs" OUT=... bash config/reproduce_frontier.sh  # a lever beside the recipe
 #   DATASET=pystdlib SEEDS=1337 OUT=out-pystdlib bash config/reproduce_frontier.sh  # your own text, prepared
 #   JOB="reference 7 0.6" OUT=... bash config/reproduce_frontier.sh          # one stage only (or "dfm 7",
-#                                                                            # "student 7 own", "students 7")
+#                                                                            # "student 7 probs", "students 7")
 #
 # Two lanes run side by side, one thread each (LANES=1: one process at a time); each takes the next
 # stage nobody has claimed (the judge, the DFM models, the students, the reference rows, the students'
 # evaluations) and waits for what it needs. A rerun into the same $OUT continues: a stage whose output
 # is there is skipped. Measured with two lanes on a 2-core machine: the judge 7 minutes, a DFM run 14-19,
-# a student 9-21 (own states the most), a reference row at 1024 steps 6-11 at 256 samples and 12-17 at 512 (a seed's students:
-# 1-3 minutes); about 2 hours without levers at 256 samples or at 512, and each lever adds three students.
+# a student 9-21, a reference row at 1024 steps 6-11 at 256 samples and 12-17 at 512 (a seed's students: 1-3
+# minutes); about 2 hours without levers at 256 samples or at 512, and each lever adds three students.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,13 +37,9 @@ REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.6,0.4,0.15}
 SAMPLES=${SAMPLES:-256}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 # students beside the recipe's, NAME:FLAGS each (FLAGS: train.py flags on top of the recipe, comma-separated).
-# levers-classical-uniform.json (results/README.md; $OUT/levers-uniform.json here) is
-#   SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15
-#   LEVERS="anchor:--anchor_share=0.5 calibrated:--teacher_average=calibrated own:--own_share=0.5"
-# and levers-uniform.json, measured when the recipe still chained its RK points (its "recipe" is
-# "chained" below, its "classical" today's recipe), SEEDS=1337 for all four, seeds 7 and 11 "chained" only:
-#   LEVERS="chained:--rk_points=chained anchor:--rk_points=chained,--anchor_share=0.5
-#           calibrated:--rk_points=chained,--teacher_average=calibrated own:--rk_points=chained,--own_share=0.5"
+# The levers of levers-classical-uniform.json and levers-uniform.json (anchor_share, own_share, the
+# calibrated average, chained RK points) left the package: results/README.md has their LEVERS, to run in a
+# checkout of commit e631de9.
 LEVERS=${LEVERS:-}
 # more eval.py flags for every evaluation, e.g. --batch_size=64. schedules-uniform.json (results/README.md;
 # $OUT/levers-uniform.json here) is the recipe's students also sampled with coarse-to-fine steps:
@@ -52,10 +48,8 @@ LEVERS=${LEVERS:-}
 # first-step-uniform.json is every student row also with its first step at temperature 3:
 #   SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15
 #   EVAL_ARGS="--student_schedules=coarse-to-fine --student_first_temperature=3"
-# (first-step-seed3-uniform.json: the same with SEEDS=3, into the same $OUT). On those models,
-# first-step-sample.jsonl is results/first_step_sample.py (--students=$OUT/student-sSEED/ckpt.pt,...
-# --references=$OUT/frontier-sSEED.json,... --judge=$OUT/ar/best.pt, --steps=8 then --steps=4, the
-# variants in the file), and first-step-predictions.json results/first_step.py (--pairs=DFM:STUDENT,...).
+# (first-step-seed3-uniform.json: the same with SEEDS=3, into the same $OUT). first-step-sample.jsonl and
+# first-step-predictions.json come from scripts run on those models, at commit e631de9 (results/README.md).
 EVAL_ARGS=${EVAL_ARGS:-}
 EVALUATE=${EVALUATE:-1}  # 0: train only
 LANES=${LANES:-2}  # 1: one process at a time
