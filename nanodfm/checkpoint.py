@@ -6,10 +6,10 @@ student), the step, the training config and every RNG state. Everything in it is
 Python value, so it loads with torch.load(weights_only=True): a downloaded file that needs anything
 else unpickled is refused, and nothing in it runs.
 
-Writing: to `<path>.tmp` in the same folder, flushed to disk, then renamed over the old file, so a
-crash or a full disk mid-write never loses the last good checkpoint, and weights that are not
-finite are never written. A training run holds `out_dir/lock` (its pid) so that two runs cannot
-write one out_dir; a run that was killed leaves a lock whose pid is dead, which the next run takes.
+Writing goes through config.output_file (a temporary renamed over the old file), so a crash or a full
+disk never loses the last good checkpoint, and weights that are not finite are never written. A
+training run holds `out_dir/lock` (its pid) so that two runs cannot write one out_dir; a run that was
+killed leaves a lock whose pid is dead, which the next run takes.
 """
 
 import atexit
@@ -18,11 +18,12 @@ import dataclasses
 import glob
 import os
 import pickle
+import shutil
 import time
 
 import torch
 
-from nanodfm.config import UsageError
+from nanodfm.config import UsageError, output_file
 from nanodfm.model import ModelConfig, Transformer
 
 FORMAT = "nanodfm-2"  # 2: loads with weights_only=True (1 held numpy RNG state, which needs unpickling)
@@ -31,63 +32,29 @@ SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "n_cond", "dropout")  # a resumed o
 PATH_KEYS = ("source", "kappa_power")  # and the probability path it was trained on
 
 
-def _remove_temporaries(pattern):
-    # leftovers of a write that was killed: only the run holding the out_dir's lock writes there
-    for stale in glob.glob(pattern):
-        os.remove(stale)
-
-
 def save(path, state):
-    """torch.save(state) to path atomically: write beside it, flush, then rename.
-
-    A UsageError naming the path and the cause if it cannot be written (full disk, read-only
-    folder) or if the weights hold NaN or infinity; the previous file at path is left as it was."""
+    """torch.save(state) to path atomically; a UsageError if it cannot be written (full disk,
+    read-only folder) or if the weights hold NaN or infinity, the previous file left as it was."""
     for name in ("model", "ema"):
-        weights = state.get(name) or {}
-        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        bad = [k for k, v in (state.get(name) or {}).items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise UsageError(f"not writing {path}: the {name} weights hold NaN or infinity ({bad[0]})")
-    tmp = f"{path}.tmp"
-    try:
-        _remove_temporaries(glob.escape(path) + ".tmp*")
-        with open(tmp, "wb") as f:  # a Python file: a failed write is an OSError that says why
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        cause = e  # torch.save may report a failed write as a RuntimeError raised while handling the OSError
-        while cause is not None and not isinstance(cause, OSError):
-            cause = cause.__context__
-        if cause is None:
-            raise
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise UsageError(f"cannot write checkpoint {path}: {cause.strerror}; "
-                         f"the previous checkpoint there, if any, is intact") from None
+    with output_file(path, "wb", name=f"checkpoint {path}") as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def copy(src, dst):
-    """dst becomes the file src is now (a hard link where the filesystem has them), atomically."""
+    """dst becomes the file src is now, atomically: a hard link where the filesystem has them (src is
+    replaced, never rewritten in place, so the link keeps what it holds now), else a copy."""
     tmp = f"{dst}.tmp"
+    with contextlib.suppress(OSError):
+        os.remove(tmp)
     try:
-        _remove_temporaries(glob.escape(dst) + ".tmp*")
-        try:
-            os.link(src, tmp)  # no copy: src is replaced, never rewritten in place, so the link stays as it is
-        except OSError:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                while chunk := fin.read(1 << 24):
-                    fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
+        os.link(src, tmp)
         os.replace(tmp, dst)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise UsageError(f"cannot write checkpoint {dst}: {e.strerror}; the previous one there, if any, is "
-                         f"intact") from None
+    except OSError:
+        with output_file(dst, "wb", name=f"checkpoint {dst}") as fout, open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fout, 1 << 24)
 
 
 def load(path, kinds=KINDS, map_location="cpu"):
@@ -120,17 +87,17 @@ def _unreadable(ckpt):
     ProbPath.of and load_tokenizer read is there, of the right type and shape."""
     if not isinstance(ckpt.get("kind"), str) or ckpt["kind"] not in KINDS:
         return f"its kind is {ckpt.get('kind')!r}, not one of {', '.join(KINDS)}"
-    for key in ("model_config", "model", "config", "meta"):
-        if not isinstance(ckpt.get(key), dict):
-            return f"no {key}"
-    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    missing = [key for key in ("model_config", "model", "config", "meta") if not isinstance(ckpt.get(key), dict)]
+    if missing:
+        return f"no {missing[0]}"
+    types = {f.name: {"int": int, "float": (float, int), "bool": bool}[getattr(f.type, "__name__", f.type)]
+             for f in dataclasses.fields(ModelConfig)}
     given = ckpt["model_config"]
-    if given.keys() != fields.keys():
-        extra, missing = sorted(given.keys() - fields.keys()), sorted(fields.keys() - given.keys())
+    if given.keys() != types.keys():
+        extra, missing = sorted(given.keys() - types.keys()), sorted(types.keys() - given.keys())
         return f"model_config {'has unknown keys ' + ', '.join(extra) if extra else 'lacks ' + ', '.join(missing)}"
-    types = {"int": int, "float": (float, int), "bool": bool}
-    wrong = [k for k, t in fields.items() if not isinstance(given[k], types[getattr(t, "__name__", t)])
-             or types[getattr(t, "__name__", t)] is int and (isinstance(given[k], bool) or given[k] < 1)]
+    wrong = [k for k, t in types.items() if not isinstance(given[k], t)
+             or t is int and (isinstance(given[k], bool) or given[k] < 1)]
     if wrong:
         return f"model_config {wrong[0]}={given[wrong[0]]!r}"
     if given["n_embd"] % (2 * given["n_head"]) or not 0 <= given["dropout"] < 1:
@@ -154,8 +121,7 @@ def _unreadable(ckpt):
 def model_state(model):
     """State dict without DDP / torch.compile wrappers (their prefixes would not load elsewhere)."""
     model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
-    return model.state_dict()
+    return getattr(model, "_orig_mod", model).state_dict()
 
 
 def build_model(ckpt, weights="model"):
@@ -183,11 +149,17 @@ def starting_point(cfg):
     if cfg["init_from"] == "resume":
         path = os.path.join(cfg["out_dir"], "ckpt.pt")
         return load(path, kinds=(cfg["kind"],)), path
-    if cfg["init_from"] != "scratch":
-        if cfg["kind"] != "student":
-            raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
-        return load(cfg["init_from"], kinds=("dfm",)), cfg["init_from"]
-    return None, None
+    if cfg["init_from"] == "scratch":
+        return None, None
+    if cfg["kind"] != "student":
+        raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
+    return load(cfg["init_from"], kinds=("dfm",)), cfg["init_from"]
+
+
+def _remove_temporaries(out_dir):
+    # what a killed write left: only the run holding the out_dir's lock writes there
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), "*.pt.tmp*")):
+        os.remove(stale)
 
 
 def _pid_alive(pid):
@@ -196,7 +168,7 @@ def _pid_alive(pid):
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, but another user's
-        return True
+        pass
     return True
 
 
@@ -223,8 +195,7 @@ def _try_lock(lock, out_dir):
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return False
-        # the lock is ours: first free what a killed write left (on a full disk the pid would not fit)
-        _remove_temporaries(os.path.join(glob.escape(out_dir), "*.pt.tmp*"))
+        _remove_temporaries(out_dir)  # the lock is ours: free what a killed write left, or the pid may not fit
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         return True
@@ -266,16 +237,13 @@ def lock_out_dir(out_dir):
             os.remove(lock)  # its run is gone (killed, or the machine restarted)
         else:
             raise UsageError(f"cannot take {lock}: other runs keep taking it; pick another --out_dir")
-        _remove_temporaries(os.path.join(glob.escape(out_dir), "*.pt.tmp*"))
+        _remove_temporaries(out_dir)
     except OSError as e:
         raise UsageError(f"cannot use out_dir {out_dir}: {e.strerror} ({e.filename or out_dir})") from None
 
     def release():
-        try:
-            with open(lock) as f:
-                if f.read().strip() == str(os.getpid()):
-                    os.remove(lock)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), open(lock) as f:
+            if f.read().strip() == str(os.getpid()):
+                os.remove(lock)
     atexit.register(release)
     return release

@@ -16,6 +16,7 @@ import runpy
 import tokenize
 import traceback
 from fractions import Fraction
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
@@ -35,13 +36,10 @@ def _coerce(key, value, default):
                 raise UsageError(f"--{key}: cannot parse {value!r} as a {type(default).__name__}") from None
     if default is None or value is None:
         return value
-    if isinstance(default, bool) or isinstance(value, bool):
-        if type(value) is not type(default):
-            raise UsageError(f"{key} must be {type(default).__name__}, got {value!r}")
-        return value
-    if isinstance(default, float) and isinstance(value, int):
+    if isinstance(default, float) and type(value) is int:
         return float(value)
-    if not isinstance(value, type(default)):
+    strict = isinstance(default, bool) or isinstance(value, bool)  # to Python True is an int; not to a config
+    if type(value) is not type(default) if strict else not isinstance(value, type(default)):
         raise UsageError(f"{key} must be {type(default).__name__}, got {value!r}")
     return value
 
@@ -70,15 +68,13 @@ def _set(config, key, value, where, explicit):
 def pick_device(name):
     """"auto": CUDA if present, then Apple's MPS, then the CPU; any other name as given, if this
     machine has it (else a UsageError, not a traceback from the first tensor moved there)."""
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if torch.backends.mps.is_available() else "cpu"
+        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UsageError(f"--device={name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not available.get(device.type, False):
         raise UsageError(f"--device={name}: no {device.type} device here; use --device=auto or --device=cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -86,12 +82,17 @@ def pick_device(name):
     return name
 
 
+def _comma_list(text, parse):
+    """The values of a comma-separated text, each through parse; None if one does not parse or none is there."""
+    try:
+        return [parse(v.strip()) for v in text.split(",") if v.strip()] or None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 def int_list(key, text):
     """The positive integers of a comma-separated --key value, or a one-line UsageError."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
+    values = _comma_list(text, int)
     if not values or min(values) < 1:
         raise UsageError(f"--{key} must be comma-separated positive integers, got {text!r}")
     return values
@@ -100,10 +101,7 @@ def int_list(key, text):
 def size_list(key, text):
     """The step sizes of a comma-separated --key value, fractions or decimals ("1/2,1/4,0.25"), as
     floats, or a one-line UsageError (sampler.Schedule.of checks that they sum to 1)."""
-    try:
-        values = [float(Fraction(v.strip())) for v in text.split(",") if v.strip()]
-    except (ValueError, ZeroDivisionError):
-        values = []
+    values = _comma_list(text, lambda v: float(Fraction(v)))
     if not values:
         raise UsageError(f"--{key} must be comma-separated step sizes such as 1/2,1/4,1/4, got {text!r}")
     return values
@@ -125,13 +123,10 @@ def autocast_for(device_type, dtype):
 # Dense bfloat16 tensor-core peaks (FLOP/s, without sparsity) from NVIDIA's data sheets, keyed by the
 # names torch.cuda.get_device_name reports; variants of one chip differ (an H100 PCIe has 3/4 of an
 # SXM's peak). A GPU not listed gets no MFU unless --peak_flops gives its peak.
-PEAK_BF16_FLOPS = {
-    "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
-    "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12,
-    "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
-    "NVIDIA A100 80GB PCIe": 312e12,
-    "NVIDIA L4": 121e12, "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12,
-}
+PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
+                   "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12, "NVIDIA A100-SXM4-40GB": 312e12,
+                   "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-PCIE-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
+                   "NVIDIA L4": 121e12, "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12}
 
 
 def device_peak_flops(device, override=0.0):
@@ -144,17 +139,16 @@ def device_peak_flops(device, override=0.0):
     return PEAK_BF16_FLOPS.get(torch.cuda.get_device_name(device), 0.0)
 
 
-def key_notes(script):
-    """{key: (comment lines above it, its trailing comment)} from a script's block of defaults.
+def usage(defaults, doc, script=None):
+    """The --help text: the script's docstring, then every key with its default and meaning.
 
-    The block documents itself: `key = value  # what it means`, and comment lines of their own as
-    headings for the keys below them. --help prints both, so help and code cannot drift apart."""
-    with open(script, encoding="utf-8") as f:
-        source = f.read()
+    The block of defaults in the script documents itself: `key = value  # what it means`, and comment
+    lines of their own as headings for the keys below them, so help and code cannot drift apart."""
+    notes, headings = {}, []  # {key: (headings above it, its trailing comment)}
+    source = Path(script).read_text(encoding="utf-8") if script else ""
     comments = {tok.start[0]: tok.string.lstrip("#").strip()  # line number -> comment text
                 for tok in tokenize.generate_tokens(iter(source.splitlines(keepends=True)).__next__)
                 if tok.type == tokenize.COMMENT}
-    notes, headings = {}, []
     for number, line in enumerate(source.splitlines(), 1):
         assignment = re.match(r"(\w+)\s*=", line)
         if line.startswith("#"):
@@ -164,12 +158,6 @@ def key_notes(script):
             headings = []
         elif line.strip():
             headings = []
-    return notes
-
-
-def usage(defaults, doc, script=None):
-    """The --help text: the script's docstring, then every key with its default and meaning."""
-    notes = key_notes(script) if script else {}
     lines = [doc.strip(), "", "keys (--key=value), their defaults and meaning:"]
     for key, value in defaults.items():
         headings, note = notes.get(key, ([], ""))
@@ -203,13 +191,6 @@ def _finite(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _int_list(text):
-    try:
-        return bool(text) and all(int(v) >= 1 for v in text.split(",") if v.strip())
-    except ValueError:
-        return False
-
-
 def unwritable(path, create=False):
     """Why a file cannot be written at path (None if it can, or if path is ""): its folder is missing
     (create: the nearest folder that exists above it is the one to write in), a file, or read-only."""
@@ -235,7 +216,7 @@ NON_NEGATIVE = Rule("0 or more", lambda v: _finite(v) and v >= 0)
 POSITIVE_FLOAT = Rule("a finite number above 0", lambda v: _finite(v) and v > 0)
 PROBABILITY = Rule("in [0, 1)", lambda v: _finite(v) and 0 <= v < 1)
 SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # numpy seeds below 2**32, and runs add to it
-POSITIVE_INTS = Rule("comma-separated positive integers", _int_list)
+POSITIVE_INTS = Rule("comma-separated positive integers", lambda v: min(_comma_list(v, int) or [0]) >= 1)
 OUTPUT = Rule("a file that can be written", lambda v: unwritable(v) or True)  # "" is no output
 OUTPUT_IN_NEW_FOLDER = Rule("a file that can be written", lambda v: unwritable(v, create=True) or True)
 
@@ -264,12 +245,14 @@ def check(cfg, rules, heads=()):
 
 
 @contextlib.contextmanager
-def output_file(path, mode="w"):
+def output_file(path, mode="w", name=None):
     """open(path, mode) for writing, atomically: the data goes to path.tmp, flushed to disk, then
-    renamed over path. A failed write (a full disk, a read-only folder) is a UsageError naming path
-    and the cause, and leaves neither a partial file nor a temporary; a file at path stays as it was."""
+    renamed over path, so a crash or a full disk never leaves a partial file at path. A failed write
+    is a UsageError naming the file (name, else path) and the cause, and leaves no temporary."""
     tmp = f"{path}.tmp"
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)  # a killed write's, perhaps a hard link to another file: never write through it
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
@@ -278,9 +261,13 @@ def output_file(path, mode="w"):
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if isinstance(e, OSError):
-            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
+        cause = e  # torch.save reports a failed write as a RuntimeError raised while handling the OSError
+        while isinstance(cause, RuntimeError):
+            cause = cause.__context__
+        if not isinstance(cause, OSError):
+            raise
+        raise UsageError(f"cannot write {name or path}: {cause.strerror or cause}; the previous one there, if any, "
+                         f"is intact") from None
 
 
 def parse(defaults, argv, doc="", script=None, explicit=None):
@@ -299,11 +286,10 @@ def parse(defaults, argv, doc="", script=None, explicit=None):
             if not sep:
                 raise UsageError(f"expected --key=value, got {arg!r}")
             _set(config, key, value, "the command line", explicit)
+        elif not os.path.isfile(arg):
+            raise UsageError(f"config file {arg!r} not found (arguments are config files or --key=value)")
         else:
-            if not os.path.isfile(arg):
-                raise UsageError(f"config file {arg!r} not found (arguments are config files or --key=value)")
-            values = run_config_file(arg)
-            for key, value in values.items():
+            for key, value in run_config_file(arg).items():
                 if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
                     _set(config, key, value, arg, explicit)
     return config

@@ -5,9 +5,9 @@ every batch: a long-lived memmap keeps every page it ever touched resident and g
 
 meta.json says which tokenizer the ids belong to and records, per split, the number of tokens, the
 largest id and the file's size and modification time, so a .bin that does not fit its vocabulary is
-caught when the data is opened, not as an index error some steps into training: a file that is
-still the one prepared is trusted to hold the ids recorded, any other is read through once. It is JSON, not pickle: reading a downloaded dataset
-must never run code (nanoGPT's meta.pkl would).
+caught when the data is opened, not as an index error some steps into training: a file that is still
+the one prepared is trusted to hold the ids recorded, any other is read through once. It is JSON, not
+pickle: reading a downloaded dataset must never run code (nanoGPT's meta.pkl would).
 """
 
 import contextlib
@@ -21,6 +21,7 @@ from nanodfm.config import UsageError, output_file
 
 SPLITS = ("train", "val")
 CHUNK = 1 << 22  # the largest id of a file is found in chunks of this many ids
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _prepare_hint(data_dir):
@@ -28,9 +29,8 @@ def _prepare_hint(data_dir):
     script = os.path.join(data_dir, "prepare.py")
     if os.path.isfile(script):
         return f"run `python {os.path.relpath(script)}` first"
-    text_script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "text", "prepare.py")
-    return (f"prepare it first: `python {os.path.relpath(text_script)} --input=YOUR_TEXT "
-            f"--name={os.path.basename(os.path.abspath(data_dir))}`")
+    return (f"prepare it first: `python {os.path.relpath(os.path.join(REPO_ROOT, 'data', 'text', 'prepare.py'))} "
+            f"--input=YOUR_TEXT --name={os.path.basename(os.path.abspath(data_dir))}`")
 
 
 def make_folder(path):
@@ -49,48 +49,44 @@ def make_folder(path):
 def write_split(path, chunks):
     """Write the uint16 arrays of chunks, one after another, to path.tmp (write_meta moves it to path):
     a failed write is a UsageError naming path and the cause, and leaves nothing behind."""
-    tmp = f"{path}.tmp"
     try:
-        with open(tmp, "wb") as f:
+        with open(f"{path}.tmp", "wb") as f:
             for chunk in chunks:
                 f.write(np.asarray(chunk, dtype=np.uint16).tobytes())
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
         with contextlib.suppress(OSError):
-            os.remove(tmp)
+            os.remove(f"{path}.tmp")
         raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def largest_id(path):
     """The largest token id in a .bin file, read through once in chunks (0 if it is empty)."""
-    if not os.path.getsize(path):
-        return 0
-    ids = np.memmap(path, dtype=np.uint16, mode="r")
-    return max(int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK))
+    ids = np.memmap(path, dtype=np.uint16, mode="r") if os.path.getsize(path) else []
+    return max((int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK)), default=0)
 
 
 def write_meta(folder, meta):
     """Write folder/meta.json for its train and val splits (prepare scripts call this): a split is
     `<split>.bin.tmp` where write_split left it, moved into place here, else `<split>.bin`.
 
-    meta: {"tokenizer": "char" | "gpt2", "vocab_size": V, ...}. Adds each split's token count, largest
-    id, size and modification time. An empty split or an id >= vocab_size is a UsageError, and so is
-    a write that fails; then no meta.json is written and the splits written by write_split are removed."""
-    meta = dict(meta)
-    meta["tokens"], meta["max_token_id"], meta["files"] = {}, {}, {}
+    meta: {"tokenizer": "char" | "gpt2", "vocab_size": V, ...}, to which each split's token count,
+    largest id, size and modification time are added. An empty split, an id >= vocab_size or a failed
+    write is a UsageError; then no meta.json is written and the splits write_split wrote are removed."""
+    meta = {**meta, "tokens": {}, "max_token_id": {}, "files": {}}
     final = {split: os.path.join(folder, f"{split}.bin") for split in SPLITS}
     staged = {split: f"{path}.tmp" for split, path in final.items() if os.path.exists(f"{path}.tmp")}
     try:
         for split in SPLITS:
             path = staged.get(split, final[split])
-            size = os.path.getsize(path)
-            if size == 0:
+            if os.path.getsize(path) == 0:
                 raise UsageError(f"{final[split]} is empty: the corpus holds no text for the {split} split")
             largest = largest_id(path)
             if largest >= meta["vocab_size"]:
-                raise UsageError(f"{final[split]} holds token id {largest}, outside the vocabulary of {meta['vocab_size']}")
-            meta["tokens"][split], meta["max_token_id"][split] = size // 2, largest
+                raise UsageError(f"{final[split]} holds token id {largest}, outside the vocabulary of "
+                                 f"{meta['vocab_size']}")
+            meta["tokens"][split], meta["max_token_id"][split] = os.path.getsize(path) // 2, largest
         for split, tmp in staged.items():
             os.replace(tmp, final[split])
         for split in SPLITS:  # as the files are now: a later change to one is seen when it is opened
@@ -145,8 +141,7 @@ def _recorded_largest(data_dir, split, path):
 
 def split_path(data_dir, split, vocab_size=None):
     """data_dir/<split>.bin, checked: present, a whole number of uint16 ids, not empty and, when
-    vocab_size is given, every id inside the vocabulary (meta.json's record, if the file is still the
-    one prepared; else the file is read through once)."""
+    vocab_size is given, every id inside the vocabulary."""
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.isfile(path):
         raise UsageError(f"{path} not found: {_prepare_hint(data_dir)}")
@@ -165,9 +160,8 @@ def split_path(data_dir, split, vocab_size=None):
 
 def same_vocabulary(a, b):
     """Whether two metas (a dataset's, a checkpoint's) map ids to the same tokens, not only as many."""
-    def tokens(meta):
-        # ids as text: a meta that went through JSON has string keys, one loaded by load_meta ints
-        return meta.get("tokenizer"), meta.get("vocab_size"), sorted((str(i), t) for i, t in meta.get("itos", {}).items())
+    # ids as text: a meta that went through JSON has string keys, one loaded by load_meta ints
+    tokens = lambda m: (m.get("tokenizer"), m.get("vocab_size"), sorted((str(i), t) for i, t in m.get("itos", {}).items()))
     return tokens(a) == tokens(b)
 
 
@@ -184,7 +178,6 @@ def get_batch(path, batch_size, block_size, generator=None, device="cpu"):
 
 
 def dataset_folder(config):
-    """The folder a run reads (or a checkpoint was trained on): config's data_dir if set, else
-    data/<dataset> in the repository, as an absolute path."""
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.abspath(config.get("data_dir") or os.path.join(repo_root, "data", config["dataset"]))
+    """The folder a run reads (or a checkpoint was trained on), absolute: config's data_dir if set,
+    else data/<dataset> in the repository."""
+    return os.path.abspath(config.get("data_dir") or os.path.join(REPO_ROOT, "data", config["dataset"]))
