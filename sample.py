@@ -142,6 +142,20 @@ def frame_printer(tokenizer, schedule, color):
     return on_step
 
 
+# keys that only some kinds of model take; a key set for another kind would be ignored without a word
+ONLY_FOR = {"top_k": ("ar",), **dict.fromkeys(("steps", "schedule", "sampler", "first_temperature", "reference",
+                                                "show", "html", "hole_len"), ("dfm", "student"))}
+
+
+def refuse_keys_that_do_not_apply(kind, explicit, path):
+    wrong = sorted(k for k in explicit if kind not in ONLY_FOR.get(k, (kind,)))
+    if wrong:
+        takes = sorted(k for k, kinds in ONLY_FOR.items() if kind in kinds)
+        raise UsageError(f"{', '.join('--' + k for k in wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to "
+                         f"{path}, a model of kind {kind}: drop {'it' if len(wrong) == 1 else 'them'} (of these keys "
+                         f"it takes {', '.join('--' + k for k in takes)})")
+
+
 def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
     """An AR checkpoint writes token by token with its KV cache (nanodfm/autoregressive.py). It has no
     BOS token: without --start it starts from one end-of-text token (GPT-2) or a newline (char)."""
@@ -196,6 +210,7 @@ def main(argv):
     if dev.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
     ck = checkpoint.load(cfg["ckpt"], kinds=("dfm", "student", "ar"))
+    refuse_keys_that_do_not_apply(ck["kind"], explicit, cfg["ckpt"])
     student = ck["kind"] == "student"
     if student and cfg["sampler"] != "cumulative":
         raise UsageError("a few-step student was distilled for the cumulative step: drop --sampler (or use cumulative)")

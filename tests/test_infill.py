@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_MODEL, run_script
 from nanodfm import checkpoint
 from nanodfm.config import UsageError
 from nanodfm.display import MASK_CHAR
@@ -151,3 +152,20 @@ def test_a_schedule_step_the_student_was_not_distilled_for_is_named(tmp_path):
     assert "step sizes 1, 1/2, ..., 1/8; 0.75 it meets only by interpolation" in r.stderr
     r = run_sample(f"--ckpt={path}", "--schedule=1/2,1/4,1/8,1/8", "--num_samples=1", "--length=12")
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("kind, flags, fragment", [
+    ("ar", ["--schedule=coarse-to-fine", "--steps=4"], "--schedule, --steps do not apply"),
+    ("ar", ["--first_temperature=3"], "--first_temperature does not apply"),
+    ("dfm", ["--top_k=5"], "--top_k does not apply"),
+])
+def test_a_key_for_another_kind_of_model_is_refused_not_ignored(char_data, tmp_path, kind, flags, fragment):
+    """--top_k on a flow model, or a flow model's step keys on an AR one, would change nothing."""
+    out = tmp_path / kind
+    result = run_script("train.py", f"--data_dir={char_data}", f"--out_dir={out}", f"--kind={kind}", *TINY_MODEL,
+                        "--max_iters=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_sample(f"--ckpt={out / 'ckpt.pt'}", "--num_samples=1", "--length=12", *flags)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "of these keys it takes" in lines[0]
