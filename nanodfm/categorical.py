@@ -1,27 +1,18 @@
 """The engine's draw: exact categorical draws from logits at about the cost of one pass over them.
 
-For speed only (engine.py, docs/speed.md); the reference draws from float64 probabilities
-(`sampler.draw`), and this module draws the same law (tests/test_categorical.py). Each moving
-position draws one token from softmax(z / temperature) over V entries; with GPT-2's vocabulary that
-work can exceed a narrow model's forward (its output layer costs 2 n_embd FLOPs per logit), so it is
-done in two levels:
-
-1. One pass over the logits, in chunks of rows that fit in cache, exponentiates and sums blocks of
-   BLOCK consecutive tokens (`logit_blocks`): a row becomes a shift and V / BLOCK block masses. The
-   shift (the row's maximum, as a softmax subtracts) is needed only where float32 would overflow or
-   underflow, which the row's total tells, so most rows need no pass for their maximum. Where the
-   sampler has the output layer's input, the logits are computed band by band and each band runs
-   the pass while it is in cache (`output_blocks`).
-2. Inverse CDF with float64 sums: a block is drawn from the cumulative block masses, then a token
-   from the float64 cumulative weights of that block alone, recomputed from the logits
-   (`block_weights`). Two uniforms per row; no per-entry noise.
-
-Weights are base-2: a = z * scale, scale = log2(e) / T (`scale_for`), w = 2^(a - shift), exp2 being
-the faster kernel on CPUs. The draw is exact: P(token j) = w_j / sum(w), the weights carrying
-float32's relative precision of the scaled logits (as a float32 softmax would) and the sums float64,
-so a token of probability 1e-12 is drawn 1e-12 of the time. A token can be excluded per row
-(`exclude`, the current token of a uniform-source jump): its block is recomputed in float64 without
-it, so nothing cancels against a dominant p(x_t).
+For speed only (engine.py; docs/speed.md, "The engine", items 2 and 3): the reference draws from
+float64 probabilities (`sampler.draw`), and this module draws the same law (tests/test_categorical.py).
+With GPT-2's vocabulary the draw can cost more than a narrow model's forward, so it has two levels:
+1. One pass over the logits, in chunks of rows that fit in cache, sums 2^(z scale - shift) over blocks
+   of BLOCK tokens (`logit_blocks`, or `output_blocks` fused with the output layer): a row becomes a
+   shift and V / BLOCK block masses. scale = log2(e) / T (`scale_for`), exp2 being the faster kernel
+   on CPUs; the shift (the row's maximum) is needed only where float32 would overflow or underflow.
+2. Inverse CDF with float64 sums: a block from the cumulative block masses, then a token from the
+   float64 weights of that block alone, recomputed from the logits (`block_weights`).
+The draw is exact: P(token j) = w_j / sum(w), the weights carrying float32's relative precision of the
+scaled logits and the sums float64, so a token of probability 1e-12 is drawn 1e-12 of the time. A
+token excluded per row (`exclude`, the current token of a uniform-source jump) has its block
+recomputed in float64 without it, so nothing cancels against a dominant p(x_t).
 """
 
 import torch
@@ -94,11 +85,9 @@ def host_shortcuts(device):
 @torch.no_grad()
 def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None):
     """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all:
-    masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]).
-
-    On a CPU the shift is 0 where the row's logits allow it, else the row's maximum (one more pass,
-    only for those rows); on a GPU every row is shifted by its maximum (`host_shortcuts`).
-    chunk_elements: rows x V per chunk (None: 2 MB, in cache, on a CPU; 64 MB on a GPU, where launches cost)."""
+    masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]). The shift is the
+    row's maximum, on a CPU only where the row's total asks for it (`host_shortcuts`). chunk_elements:
+    rows x V per chunk (None: 2 MB, in cache, on a CPU; 64 MB on a GPU, where launches cost)."""
     N = z.shape[0] if rows is None else rows.shape[0]
     size, blocks = block_shape(z.shape[1])
     per_chunk = max(1, (chunk_elements or (2**19 if z.device.type == "cpu" else 2**24)) // (size * blocks))
@@ -117,16 +106,12 @@ def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None):
 
 @torch.no_grad()
 def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=None):
-    """(a (N, V), shifts, masses): the output layer z = features weight^T (features (N, D),
-    weight (V, D)) fused with `logit_blocks(z, scale=scale_for(temperature))`. a holds the
-    log-weights z scale (the matmul applies the scale for free), so pass scale=1 with them.
-
-    Written as two steps, the output layer sends N x V logits to memory and the pass reads them all
-    back; here z is computed a band of vocabulary columns at a time, each band exponentiated and summed
-    into its blocks while it is still in cache (chunk_elements: rows x columns of a band). out: a
-    float32 tensor of at least N x V elements to write a into (the sampler keeps one across steps: a
-    fresh one of tens of MB costs a page fault per 4 kB on a CPU). A GPU runs the two steps: bands
-    would only add kernel launches there."""
+    """(a (N, V), shifts, masses): the output layer z = features weight^T (features (N, D), weight
+    (V, D)) fused with `logit_blocks(z, scale=scale_for(temperature))`, a = z scale (the matmul applies
+    the scale for free: pass scale=1 with a). On a CPU z is computed in bands of vocabulary columns
+    (chunk_elements: rows x columns), each exponentiated and summed while it is still in cache; a GPU
+    runs the two steps. out: a float32 tensor of at least N x V elements to write a into (the sampler
+    keeps one across steps: a fresh one of tens of MB costs a page fault per 4 kB on a CPU)."""
     scale = scale_for(temperature)
     if not host_shortcuts(features.device):
         a = F.linear(features * scale, weight)  # in autocast's dtype, if on; chunks are read as float32

@@ -1,15 +1,11 @@
 """Checkpoints and the out_dir that holds them: written atomically, read without running code.
 
-A checkpoint is one torch.save'd dict: the model's kind ("dfm", "ar" or "student") and
-ModelConfig, its weights, and, for training to resume exactly, the optimiser, the EMA weights (for a
-student), the step, the training config and every RNG state. Everything in it is a tensor or a plain
-Python value, so it loads with torch.load(weights_only=True): a downloaded file that needs anything
-else unpickled is refused, and nothing in it runs.
-
-Writing goes through config.output_file (a temporary renamed over the old file), so a crash or a full
-disk never loses the last good checkpoint, and weights that are not finite are never written. A
-training run holds `out_dir/lock` (its pid) so that two runs cannot write one out_dir; a run that was
-killed leaves a lock whose pid is dead, which the next run takes.
+A checkpoint is one torch.save'd dict: the model's kind ("dfm", "ar" or "student") and ModelConfig,
+its weights, and, for training to resume exactly, the optimiser, the EMA weights (a student's), the
+step, the training config and every RNG state: tensors and plain values only, so it loads with
+torch.load(weights_only=True) and a file that needs anything else unpickled is refused. Weights that
+are not finite are never written. A training run holds `out_dir/lock` (its pid) so that two runs
+cannot write one out_dir; a killed run leaves a lock whose pid is dead, which the next run takes.
 """
 
 import atexit

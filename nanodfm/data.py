@@ -1,13 +1,10 @@
 """Token data on disk: data/<name>/{train,val}.bin (flat uint16 ids) and meta.json.
 
-Batches are random windows of block_size tokens, as in nanoGPT. A fresh np.memmap is opened for
-every batch: a long-lived memmap keeps every page it ever touched resident and grows without bound.
-
-meta.json says which tokenizer the ids belong to and records, per split, the number of tokens, the
-largest id and the file's size and modification time, so a .bin that does not fit its vocabulary is
-caught when the data is opened, not as an index error some steps into training: a file that is still
-the one prepared is trusted to hold the ids recorded, any other is read through once. It is JSON, not
-pickle: reading a downloaded dataset must never run code (nanoGPT's meta.pkl would).
+Batches are random windows of block_size tokens, as in nanoGPT, from a fresh np.memmap each time: a
+long-lived memmap keeps every page it touched resident and grows without bound. meta.json (JSON, not
+nanoGPT's pickle: reading a downloaded dataset must never run code) names the tokenizer and records
+each split's token count, largest id, size and modification time, so a .bin that does not fit its
+vocabulary is caught when the data is opened, not as an index error some steps into training.
 """
 
 import contextlib
@@ -49,16 +46,9 @@ def make_folder(path):
 def write_split(path, chunks):
     """Write the uint16 arrays of chunks, one after another, to path.tmp (write_meta moves it to path):
     a failed write is a UsageError naming path and the cause, and leaves nothing behind."""
-    try:
-        with open(f"{path}.tmp", "wb") as f:
-            for chunk in chunks:
-                f.write(np.asarray(chunk, dtype=np.uint16).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.remove(f"{path}.tmp")
-        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+    with output_file(f"{path}.tmp", "wb", name=path) as f:
+        for chunk in chunks:
+            f.write(np.asarray(chunk, dtype=np.uint16).tobytes())
 
 
 def largest_id(path):
@@ -126,22 +116,10 @@ def load_meta(data_dir):
     return meta
 
 
-def _recorded_largest(data_dir, split, path):
-    """meta.json's largest id of a split, if the file is still the one it was recorded for."""
-    try:
-        with open(os.path.join(data_dir, "meta.json"), encoding="utf-8") as f:
-            meta = json.load(f)
-        st = os.stat(path)
-        if meta["files"][split] == {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}:
-            return int(meta["max_token_id"][split])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
 def split_path(data_dir, split, vocab_size=None):
     """data_dir/<split>.bin, checked: present, a whole number of uint16 ids, not empty and, when
-    vocab_size is given, every id inside the vocabulary."""
+    vocab_size is given, every id inside the vocabulary (meta.json's record if the file is still the
+    one recorded, else read through once)."""
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.isfile(path):
         raise UsageError(f"{path} not found: {_prepare_hint(data_dir)}")
@@ -150,8 +128,10 @@ def split_path(data_dir, split, vocab_size=None):
         what = "empty" if size == 0 else f"{size} bytes, not a whole number of uint16 token ids"
         raise UsageError(f"{path} is {what}: {_prepare_hint(data_dir)}")
     if vocab_size is not None:
-        largest = _recorded_largest(data_dir, split, path)
-        largest = largest_id(path) if largest is None else largest
+        meta, st = load_meta(data_dir), os.stat(path)
+        files = meta.get("files")  # as prepared: a later change to a file is seen here
+        unchanged = isinstance(files, dict) and files.get(split) == {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        largest = int(meta["max_token_id"][split]) if unchanged else largest_id(path)
         if largest >= vocab_size:
             raise UsageError(f"{path} holds token id {largest}, outside the vocabulary of {vocab_size}: "
                              f"{_prepare_hint(data_dir)}")
@@ -160,8 +140,9 @@ def split_path(data_dir, split, vocab_size=None):
 
 def same_vocabulary(a, b):
     """Whether two metas (a dataset's, a checkpoint's) map ids to the same tokens, not only as many."""
-    # ids as text: a meta that went through JSON has string keys, one loaded by load_meta ints
-    tokens = lambda m: (m.get("tokenizer"), m.get("vocab_size"), sorted((str(i), t) for i, t in m.get("itos", {}).items()))
+    def tokens(meta):  # ids as text: a meta that went through JSON has string keys, one from load_meta ints
+        itos = meta.get("itos", {})
+        return meta.get("tokenizer"), meta.get("vocab_size"), sorted((str(i), c) for i, c in itos.items())
     return tokens(a) == tokens(b)
 
 

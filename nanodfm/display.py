@@ -1,19 +1,12 @@
 """Showing how a sample was decoded: decode-order colours, frames, an HTML page.
 
 docs/method.md section 4: the sampler returns last_change (L,), the step in [0, S-1] at which each
-position last took a new value (-1 for prompt positions). Here each token is coloured by that step.
-
-Choices:
-- Colours run from blue (step 0) through teal and green to yellow (step S-1), rising monotonically in
-  lightness, so order reads even in greyscale, and every colour stays legible on a dark background
-  (the terminal's and the HTML page's). Terminals get 24-bit colour escapes.
-- Prompt positions are shown dim (terminal) or grey (HTML): given, not generated.
-- A frame is the sequence part-way through sampling: a position still MASK (mask source) is drawn as
-  MASK_CHAR, one per token; under the uniform source a frame shows the current noise tokens.
-- Text is cut into pieces that decode to valid UTF-8. A GPT-2 token can end inside a multi-byte
-  character (an emoji is often 2-3 tokens); its bytes are joined with the next tokens' until the
-  character is complete, and the piece takes the latest step of its tokens. Without MASK the pieces
-  concatenate to exactly tokenizer.decode(ids).
+position last took a new value (-1 for prompt positions); each token is coloured by it, from blue
+(step 0) to yellow (step S-1), rising in lightness so that order reads even in greyscale, legible on
+a dark background; the prompt is dim. A frame is the sequence part-way through sampling, a position
+still MASK drawn as MASK_CHAR. Text is cut into pieces of valid UTF-8: a GPT-2 token can end inside a
+character (an emoji is often 2-3 tokens), so its bytes join the next tokens' until the character is
+whole, and the piece takes the latest step of its tokens.
 """
 
 import codecs

@@ -1,21 +1,11 @@
 """Measuring quality: generative perplexity, unigram entropy and ELBO perplexity.
 
-docs/method.md section 6 (and section 3 for the ELBO). Choices:
-
-- Generative perplexity: a judge, a causal model, scores every sample; a sample's perplexity is
-  exp(mean NLL of tokens 2..L given the tokens before them; the first token has no context), and a
-  row reports the mean over samples, as the papers do.
-- Next to it, each sample's unigram entropy in bits (of its own token histogram), averaged: a low
-  perplexity with a low entropy means repetition, not quality.
-- Judges: an AR checkpoint trained by this project on the same data (offline, the default), or
-  GPT-2 Large through `transformers` for GPT-2-tokenized models (same ids, so no re-tokenising).
-- Every row draws its samples from a generator seeded the same way: rows differ by method and
-  steps only. Held-out text is random val.bin windows of the same length.
-- Every mean comes with its 95% confidence interval (`mean_interval`), and a ratio of two rows with
-  the interval of the ratio (`ratio_interval`): with 64 samples a cell the interval is about
-  +-8%, too wide to settle a 5% question, hence the 256 samples by default in eval.py.
-- ELBO perplexity: exp of the mean of `path.elbo_bound` over held-out batches.
-- Samples are drawn by the engine (`engine.sample`, the reference sampler's law, faster).
+docs/method.md section 6 states the choices (section 3 the ELBO). A sample's perplexity is exp(mean
+NLL of tokens 2..L given the tokens before them) under a causal judge, an AR checkpoint trained here
+or GPT-2 through `transformers`; beside it, its unigram entropy in bits: a low perplexity with a low
+entropy means repetition, not quality. Every mean comes with its 95% interval: at 64 samples a cell
+it is about +-8%, too wide for a 5% question, hence eval.py's 256. Rows draw their samples through
+the engine (the reference sampler's law) from generators seeded alike: they differ by method only.
 """
 
 import json
@@ -97,8 +87,8 @@ Z95 = 1.959964  # two-sided 95% quantile of the standard normal
 
 
 def mean_interval(values):
-    """(mean, half-width of its 95% confidence interval) of per-sample values (N,): 1.96 standard
-    errors, exact as N grows by the central limit theorem; at N >= 256 within a few percent of a bootstrap."""
+    """(mean, half-width of its 95% confidence interval) of per-sample values (N,): 1.96 standard errors
+    (the central limit theorem; at N >= 256 within a few percent of a bootstrap)."""
     values = values.double()
     if len(values) < 2:
         return values.mean().item(), float("inf")
@@ -113,18 +103,14 @@ def ratio_interval(a, a_ci, b, b_ci):
 
 
 def matched_entropy_ratio(curve, entropy, ppl, ppl_ci, entropy_ci=0.0):
-    """A row's perplexity against the reference's at the row's own entropy.
+    """(dict, None): a row's perplexity against the reference's at the row's own entropy; or (None, a
+    note) outside the reference curve's range (no extrapolation).
 
     curve: the reference's points (e.g. the DFM model at several temperatures), dicts with "entropy",
     "gen_ppl", "gen_ppl_ci95" and optionally "temperature". The reference perplexity and its 95%
-    half-width are interpolated linearly between the two points that bracket `entropy` (the
-    half-width so is an upper bound on that of an average of two independent means); the ratio gets
-    its interval from ratio_interval, and "gen_ppl_ratio_ci95_with_entropy" adds the row's own
-    entropy uncertainty, the curve's slope times entropy_ci, to the reference's in quadrature.
-
-    Returns (dict, None), the dict holding reference_gen_ppl(_ci95), gen_ppl_ratio(_ci95),
-    gen_ppl_ratio_ci95_with_entropy, slope and bracket (the two points' temperatures); or (None, a
-    note) when entropy lies outside the curve's range (no extrapolation)."""
+    half-width (an upper bound on that of an average of two independent means) are interpolated
+    linearly between the two points that bracket `entropy`; "gen_ppl_ratio_ci95_with_entropy" adds
+    the row's own uncertainty, the curve's slope times entropy_ci, to the reference's in quadrature."""
     points = sorted(curve, key=lambda p: p["entropy"])
     if not points:
         return None, "no reference curve"
@@ -216,8 +202,8 @@ def save_figure(plt, fig, path):
 
 
 def plot_quality(rows, path):
-    """Generative perplexity and entropy against steps, one line per sampler with 95% error bars;
-    references dashed. False (and nothing drawn) without matplotlib."""
+    """Perplexity and entropy against steps, a line per sampler with 95% error bars, references dashed;
+    False (and nothing drawn) without matplotlib."""
     plt = pyplot()
     if plt is None:
         return False
@@ -232,10 +218,7 @@ def plot_quality(rows, path):
                 ax.errorbar([r["steps"] for r in mine], [r[key] for r in mine], marker="o", label=name, capsize=2,
                             yerr=[r.get(f"{key}_ci95", 0.0) for r in mine])
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("sampling steps (NFE)")
-        ax.set_ylabel(label)
-        if key == "gen_ppl":
-            ax.set_yscale("log")
+        ax.set(xlabel="sampling steps (NFE)", ylabel=label, yscale="log" if key == "gen_ppl" else "linear")
     axes[0].legend(fontsize=8)
     return save_figure(plt, fig, path)
 
@@ -267,11 +250,9 @@ def plot_frontier(curves, students, path):
                         marker=markers[steps.index(r["steps"]) % len(markers)], ms=7, capsize=2, linestyle="none")
     for i, S in enumerate(steps):  # the markers' legend, in no seed's colour
         ax.plot([], [], marker=markers[i % len(markers)], color="gray", linestyle="none", label=f"student, {S} steps")
-    ax.set_yscale("log")
+    ax.set(yscale="log", xlabel="unigram entropy (bits)", ylabel="generative perplexity")
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_xlabel("unigram entropy (bits)")
-    ax.set_ylabel("generative perplexity")
     ax.set_title("DFM's perplexity-entropy frontier and the few-step students", fontsize=10)
     ax.legend(fontsize=7)
     return save_figure(plt, fig, path)

@@ -1,18 +1,14 @@
 """Tokenizers: GPT-2 BPE (via tiktoken, with an offline path) and a character-level vocabulary.
 
-Choices:
-- GPT-2 ids come from tiktoken, so they equal nanoGPT's and every GPT-2 tool's. tiktoken fetches its
-  two files (encoder.json, vocab.bpe) over the network on first use, and that request has no timeout.
-  When local copies exist ($NANODFM_GPT2_DIR if set, which must then hold them, else <repo>/data/gpt2/)
-  we build the same `tiktoken.Encoding` from them first: the files are checked against the sha256
-  hashes tiktoken pins, so the ids cannot differ, and no machine hangs on the network.
-- A dataset's meta.json says which tokenizer its .bin files use; `load_tokenizer(meta)` turns it back
-  into an object with `encode`, `decode`, `vocab_size`, `eot` and `name`. The formats are (as
-  nanodfm.data.load_meta returns them, beside each split's token count and largest id)
+- GPT-2 ids come from tiktoken, so they equal nanoGPT's. tiktoken fetches its two files over the
+  network on first use, with no timeout; where local copies exist ($NANODFM_GPT2_DIR, else data/gpt2/)
+  the same `tiktoken.Encoding` is built from them, checked against the hashes tiktoken pins.
+- `load_tokenizer(meta)` turns a dataset's meta.json back into an object with `encode`, `decode`,
+  `vocab_size`, `eot` and `name`:
       char: {'tokenizer': 'char', 'vocab_size': V, 'itos': {i: ch}, 'stoi': {ch: i}}
       gpt2: {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256}
-- The char vocabulary is whatever characters the training text holds, so text with other characters
-  cannot be encoded: that is a ValueError naming them, not a silent substitution.
+- The char vocabulary is the training text's characters: text with others is a ValueError naming
+  them, not a silent substitution.
 """
 
 import functools

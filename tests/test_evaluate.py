@@ -283,6 +283,6 @@ def test_quality_samples_a_student_at_each_schedule_as_rows_of_their_own(tmp_pat
         ("student rk4 cumulative", None), ("student rk4 cumulative, schedule front", None),
         ("student rk4 cumulative, first step at 3", 3.0), ("student rk4 cumulative, schedule front, first step at 3", 3.0)]
     assert rows[:2] == reused  # the rows without a first temperature come from --previous
-    for bad, message in (("front", "NAME=SIZES"), ("front=1/2,1/4", "must sum to 1"), ("front=a,b", "step sizes")):
+    for bad, message in (("front", "NAME=SIZES"), ("front=1/2,1/4", "summing to 1"), ("front=a,b", "step sizes")):
         result = run_eval("--mode=quality", *common, f"--student_schedules={bad}")
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
