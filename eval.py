@@ -4,21 +4,17 @@
     python eval.py --mode=elbo --dfm=out-dfm/ckpt.pt
 
 quality: for every S in steps_list, N samples of `length` tokens from DFM + Euler, DFM + cumulative
-and the student (cumulative, h = 1/S, at the step sizes of each of student_schedules, and each of
-these with its first step at student_first_temperature), plus two reference rows, held-out text and
-AR samples, all scored by the judge: generative perplexity and unigram entropy. A markdown table on stdout, every number in out_json, a plot in out_png. With
-reference_temperatures the reference row (DFM, cumulative step, reference_steps) is also sampled at
-those temperatures: a perplexity-entropy curve, and every other flow row is compared with it at its
-own entropy (evaluate.matched_entropy_ratio). Each row records its temperature and the training
-seed of the model it comes from.
-elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin.
-Generation speed is bench.py's (its speed does not depend on the weights).
+and the student (cumulative; also at each of student_schedules and student_first_temperature), plus
+two reference rows, held-out text and AR samples, scored by the judge: generative perplexity and
+unigram entropy, each a mean with its 95% interval, as ratios to the reference row (DFM, cumulative,
+reference_steps) and, with reference_temperatures, against that row's curve at the same entropy
+(evaluate.matched_entropy_ratio). A table on stdout, every number in out_json, a plot in out_png.
+elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin. Generation speed is bench.py's.
 """
 
 import json
 import math
 import os
-import re
 import sys
 
 import torch
@@ -26,8 +22,9 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
-from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, RETIRED, SEED, UsageError,
-                            autocast_for, check, int_list, one_of, output_file, parse, pick_device, size_list)
+from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, RETIRED, SEED, Rule,
+                            UsageError, autocast_for, check, int_list, one_of, output_file, parse, pick_device,
+                            size_list)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -35,20 +32,19 @@ from nanodfm.sampler import COARSE_TO_FINE, STEP_RULES, Schedule
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
-mode = "quality"  # "quality", "elbo" or "speed"
+mode = "quality"  # "quality" or "elbo"
 # checkpoints ("" = not used)
 dfm = ""  # a DFM model (kind=dfm)
 student = ""  # a few-step student (kind=student), or several separated by commas (e.g. RK4 and RK2)
-ar = ""  # an AR model: the AR reference row and the speed baseline; "" in quality: the judge if a checkpoint
+ar = ""  # an AR model, for the AR samples row; "" in quality: the judge if it is a checkpoint
 judge = ""  # an AR checkpoint path, or "gpt2-large" (needs transformers; GPT-2-tokenized models only)
 dataset = ""  # data/<dataset>/val.bin for held-out text; "": the data the checkpoints were trained on
 data_dir = ""  # read val.bin from this folder instead (overrides dataset)
 # quality
 steps_list = "1,2,4,8,16,64,256,1024"  # model calls per sample, one row each
 student_steps_list = ""  # the students' step counts; "": steps_list
-student_schedules = ""  # the students also at these step sizes: NAME=SIZES entries separated by spaces or ";", e.g.
-# "front=1/2,1/4,1/8,1/8 front=1/4,1/4,1/4,1/16,1/16,1/16,1/32,1/32" (a row each; one name may cover several step
-# counts), or "coarse-to-fine" (nanodfm/sampler.py's, at 4, 8 and 16 steps)
+student_schedules = ""  # the students also at these step sizes, a row each: NAME=SIZES entries separated by spaces
+# or ";" (e.g. "front=1/2,1/4,1/8,1/8"; one name may cover several step counts), or "coarse-to-fine" (4, 8, 16 steps)
 student_first_temperature = 0.0  # > 0: every student row (equal steps and each schedule) also with its first step at
 # this temperature, a row each (e.g. 3: the few-step student's diversity back, README, Results); 0: off
 dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
@@ -68,22 +64,35 @@ num_batches = 50  # held-out batches of batch_size sequences
 elbo_times = 8  # stratified times t per sequence
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
-dtype = "auto"  # the generators': "auto" (bfloat16 autocast on a CUDA GPU that has it, else float32), "bfloat16", "float32"
-# the judge always scores in float32 (bfloat16 would add noise to every probability), and so does elbo
+dtype = "auto"  # the generators': "auto" (bfloat16 autocast on a CUDA GPU that has it, else float32), "bfloat16",
+# "float32"; the judge always scores in float32 (bfloat16 would add noise to every probability), and so does elbo
 compile = False  # torch.compile the generators (all of them or none)
 seed = 1337  # seeds every sample, batch and model
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+
+
+def float_list(text):
+    """The numbers of a comma-separated text ("" gives []), or None if one is not a finite number above 0."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        return None
+    return values if all(0 < v < math.inf for v in values) else None
+
+
 RULES = {"steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE, "num_samples": POSITIVE, "length": NON_NEGATIVE,
-         "temperature": POSITIVE_FLOAT, "student_first_temperature": NON_NEGATIVE, "top_k": NON_NEGATIVE, "batch_size": POSITIVE, "num_batches": POSITIVE,
-         "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT, "out_png": OUTPUT,
-         "dtype": one_of("auto", "bfloat16", "float32")}
+         "temperature": POSITIVE_FLOAT, "student_first_temperature": NON_NEGATIVE, "top_k": NON_NEGATIVE,
+         "batch_size": POSITIVE, "num_batches": POSITIVE, "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT,
+         "out_png": OUTPUT, "dtype": one_of("auto", "bfloat16", "float32"),
+         "reference_temperatures": Rule("comma-separated positive numbers", lambda v: float_list(v) is not None)}
 
 
-def load_model(path, kind, dev):
+def load_model(path, kind, dev, compile=False):
     """(model, checkpoint) for a path of the given kind; a student uses its EMA weights."""
     ck = checkpoint.load(path, kinds=(kind,))
-    return checkpoint.build_model(ck, weights="ema" if kind == "student" else "model").to(dev).eval(), ck
+    model = checkpoint.build_model(ck, weights="ema" if kind == "student" else "model").to(dev).eval()
+    return compile_model(model) if compile else model, ck
 
 
 def val_path(cfg, ck):
@@ -96,11 +105,6 @@ def val_path(cfg, ck):
     return split_path(folder, "val", ck["model_config"]["vocab_size"])
 
 
-def check_length(key, L, block_size):
-    if not 0 < L <= block_size:
-        raise UsageError(f"--{key} must be in [1, {block_size}] (the models' block_size), got {L}")
-
-
 def write_json(path, result):
     if path:
         with output_file(path) as f:
@@ -111,105 +115,105 @@ def write_json(path, result):
 def quality(cfg, dev):
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
     steps_list = int_list("steps_list", cfg["steps_list"])
-    student_steps = int_list("student_steps_list", cfg["student_steps_list"]) if cfg["student_steps_list"] else steps_list
+    student_steps = (int_list("student_steps_list", cfg["student_steps_list"]) if cfg["student_steps_list"]
+                     else steps_list)
     dfm_methods = [m for m in cfg["dfm_methods"].split(",") if m]
     if not dfm_methods or any(m not in STEP_RULES for m in dfm_methods):
-        raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(STEP_RULES)}, got {cfg['dfm_methods']!r}")
+        raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(STEP_RULES)}, "
+                         f"got {cfg['dfm_methods']!r}")
     if not cfg["judge"]:
         raise UsageError("quality needs a judge: --judge=PATH to an AR checkpoint (or --judge=gpt2-large)")
     if not (cfg["dfm"] or cfg["student"]):
         raise UsageError("quality needs --dfm=PATH and/or --student=PATH")
     judge, judge_block, judge_vocab = evaluate.load_judge(cfg["judge"], dev)
-    flows = [("dfm", *load_model(cfg["dfm"], "dfm", dev))] if cfg["dfm"] else []
-    students = [(path, *load_model(path, "student", dev)) for path in filter(None, cfg["student"].split(","))]
+    # every generator compiled or none, so that no row is faster for it
+    flows = [("dfm", cfg["dfm"], *load_model(cfg["dfm"], "dfm", dev, cfg["compile"]))] if cfg["dfm"] else []
+    students = [(path, *load_model(path, "student", dev, cfg["compile"])) for path in cfg["student"].split(",") if path]
     # a student row is named by its teacher (rk4, rk2) or, where that is ambiguous, by its folder
     labels = [ck["config"]["teacher"] for _, _, ck in students]
     if len(set(labels)) < len(labels):
         labels = [os.path.basename(os.path.dirname(os.path.abspath(path))) for path, _, _ in students]
-    flows += [(label if label.startswith("student") else f"student {label}", model, ck)
-              for label, (_, model, ck) in zip(labels, students)]
-    if cfg["compile"]:  # every generator or none, so that no row is faster for it
-        flows = [(kind, compile_model(model), ck) for kind, model, ck in flows]
+    flows += [(label if label.startswith("student") else f"student {label}", *s) for label, s in zip(labels, students)]
     ar_path = cfg["ar"] or ("" if evaluate.is_gpt2(cfg["judge"]) else cfg["judge"])
-    ar_model, ar_ck = load_model(ar_path, "ar", dev) if ar_path else (None, None)
-    if cfg["compile"] and ar_model is not None:
-        ar_model = compile_model(ar_model)
-    first_ck = flows[0][2]
-    models = [m for _, m, _ in flows] + ([ar_model] if ar_model is not None else [])
+    ar_model, ar_ck = load_model(ar_path, "ar", dev, cfg["compile"]) if ar_path else (None, None)
+    generators = [(model, ck) for _, _, model, ck in flows] + ([(ar_model, ar_ck)] if ar_path else [])
     judge_meta = evaluate.judge_meta(cfg["judge"])
-    if any(m.config.vocab_size != judge_vocab for m in models) or not all(
-            same_vocabulary(ck["meta"], judge_meta) for ck in [c for _, _, c in flows] + [ar_ck] if ck is not None):
+    if any(m.config.vocab_size != judge_vocab or not same_vocabulary(ck["meta"], judge_meta) for m, ck in generators):
         raise UsageError(f"the judge's vocabulary ({judge_vocab} tokens) differs from the models' "
-                         f"({models[0].config.vocab_size}; the tokens, not only their number): judge with a model "
-                         f"trained on the same data")
-    max_len = min([judge_block] + [m.config.block_size for m in models])
+                         f"({generators[0][0].config.vocab_size}; the tokens, not only their number): judge with a "
+                         f"model trained on the same data")
+    max_len = min([judge_block] + [m.config.block_size for m, _ in generators])
     L = cfg["length"] or max_len
     if not 2 <= L <= max_len:
         raise UsageError(f"--length must be in [2, {max_len}] (the smallest block_size of the models), got {L}")
-    N, bs, seed = cfg["num_samples"], cfg["batch_size"], cfg["seed"]
-    T = cfg["temperature"]
+    N, bs, seed, T = cfg["num_samples"], cfg["batch_size"], cfg["seed"], cfg["temperature"]
     reference_steps = cfg["reference_steps"] or max(steps_list)
-    curve_temperatures = [t for t in dict.fromkeys(float_list("reference_temperatures", cfg["reference_temperatures"]))
-                          if t != T]
-    if curve_temperatures and not (cfg["dfm"] and "cumulative" in dfm_methods and reference_steps in steps_list):
+    curve_temperatures = [t for t in dict.fromkeys(float_list(cfg["reference_temperatures"])) if t != T]
+    has_reference = cfg["dfm"] and "cumulative" in dfm_methods
+    if curve_temperatures and not (has_reference and reference_steps in steps_list):
         raise UsageError("--reference_temperatures samples the reference row: it needs --dfm, the cumulative step "
                          "in --dfm_methods and --reference_steps in --steps_list")
+    if has_reference and reference_steps not in steps_list:
+        raise UsageError(f"--reference_steps={reference_steps} is not in --steps_list: the reference row is DFM "
+                         f"with the cumulative step at one of the step counts sampled")
+    held_out = val_path(cfg, flows[0][3])
 
-    held_out = val_path(cfg, first_ck)
-    schedules = student_schedules(cfg["student_schedules"])
-    first_T = cfg["student_first_temperature"] or None
-    # (row name, method, steps, temperature, training seed, what made its samples, how to draw them, schedule,
-    #  the first step's temperature)
-    jobs = [("held-out text", None, None, None, None, file_key(held_out),
-             lambda: evaluate.real_samples(held_out, N, L, seed), None, None)]
-    if ar_model is not None:
+    def new_row(name, method, steps, temp, ck, path, schedule=None, first=None):
+        """A row's settings, in the order the JSON lists them."""
+        return {"name": name, "method": method, "steps": steps, "temperature": temp,
+                "seed": ck["config"].get("seed") if ck else None, "made_by": file_key(path),
+                **({"schedule": schedule} if schedule else {}), **({"first_temperature": first} if first else {})}
+
+    def flow_job(kind, path, model, ck, method, S, temp, schedule=None, first=None):
+        name = f"{kind} {method}" + (f", schedule {schedule['name']}" if schedule else "") + (
+            f", first step at {first:g}" if first else "")
+        steps = Schedule.of(S, schedule and schedule["sizes"], temp, first)
+        return new_row(name, method, S, temp, ck, path, schedule, first), lambda: evaluate.flow_samples(
+            model, ProbPath.of(ck), N, L, steps, method, bs, seed, dev)
+
+    # (a row's settings, how to draw its samples)
+    jobs = [(new_row("held-out text", None, None, None, None, held_out),
+             lambda: evaluate.real_samples(held_out, N, L, seed))]
+    if ar_path:
         start = start_token(load_tokenizer(ar_ck["meta"]))
-        jobs.append(("AR samples", None, None, T, ar_ck["config"].get("seed"), file_key(ar_path), lambda: evaluate.ar_samples(
-            ar_model, N, L, start, T, cfg["top_k"] or None, bs, seed, dev), None, None))
-    paths = [cfg["dfm"]] * bool(cfg["dfm"]) + [path for path, _, _ in students]
-    for (kind, model, ck), path in zip(flows, paths):
-        methods = dfm_methods if kind == "dfm" else ("cumulative",)
-        for method in methods:
+        jobs.append((new_row("AR samples", None, None, T, ar_ck, ar_path), lambda: evaluate.ar_samples(
+            ar_model, N, L, start, T, cfg["top_k"] or None, bs, seed, dev)))
+    # the students' schedules, then (with a first temperature) every student row again with its first step hot
+    first_T = cfg["student_first_temperature"] or None
+    plans = [(len(s["sizes"]), s, None) for s in student_schedules(cfg["student_schedules"])]
+    if first_T:
+        plans += [(S, None, first_T) for S in student_steps] + [(S, s, first_T) for S, s, _ in plans]
+    for kind, path, model, ck in flows:
+        for method in dfm_methods if kind == "dfm" else ["cumulative"]:
             for S in steps_list if kind == "dfm" else student_steps:
                 on_curve = kind == "dfm" and method == "cumulative" and S == reference_steps
-                for temp in [T] + (curve_temperatures if on_curve else []):
-                    def make(model=model, ck=ck, method=method, S=S, temp=temp):
-                        return evaluate.flow_samples(model, ProbPath.of(ck), N, L, Schedule.of(S, temperature=temp),
-                                                     method, bs, seed, dev)
-                    jobs.append((f"{kind} {method}", method, S, temp, ck["config"].get("seed"), file_key(path), make, None,
-                                 None))
-        # the schedules' rows, then (with a first temperature) every student row again with its first step hot
-        plans = [(len(s["sizes"]), s, None) for s in schedules]
-        if first_T:
-            plans += [(S, None, first_T) for S in student_steps] + [(S, s, first_T) for S, s, _ in plans]
-        for S, schedule, first in plans if kind != "dfm" else ():
-            def make(model=model, ck=ck, S=S, sizes=schedule and schedule["sizes"], first=first):
-                return evaluate.flow_samples(model, ProbPath.of(ck), N, L, Schedule.of(S, sizes, T, first),
-                                             "cumulative", bs, seed, dev)
-            name = (f"{kind} cumulative" + (f", schedule {schedule['name']}" if schedule else "")
-                    + (f", first step at {first:g}" if first else ""))
-            jobs.append((name, "cumulative", S, T, ck["config"].get("seed"), file_key(path), make, schedule, first))
+                jobs += [flow_job(kind, path, model, ck, method, S, temp)
+                         for temp in [T] + (curve_temperatures if on_curve else [])]
+        jobs += [flow_job(kind, path, model, ck, "cumulative", S, T, schedule, first)
+                 for S, schedule, first in (plans if kind != "dfm" else [])]
     done = previous_rows(cfg, L, dtype)
     rows = []
-    for name, method, S, temp, train_seed, made_by, make, schedule, first in tqdm(jobs, desc="quality", dynamic_ncols=True):
-        key = (made_by, method, S, temp, schedule and tuple(schedule["sizes"]), first)
-        if key in done:  # the same samples, scored the same way, in a --previous file
-            rows.append({**done[key], "name": name, "temperature": temp, "seed": train_seed})
-            continue
-        with autocast:
-            ids = make().to(dev)
-        rows.append({"name": name, "method": method, "steps": S, "temperature": temp, "seed": train_seed,
-                     "made_by": made_by, **({"schedule": schedule} if schedule else {}),
-                     **({"first_temperature": first} if first else {}), **evaluate.score(judge, ids, bs)})
-    has_reference = cfg["dfm"] and "cumulative" in dfm_methods
-    reference = add_ratios(rows, reference_steps, T) if has_reference else None
-    curve = [r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps] if curve_temperatures else []
+    for row, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
+        reused = done.get(row_key(row))  # the same samples, scored the same way, in a --previous file
+        if reused is not None:
+            rows.append({**reused, "name": row["name"], "temperature": row["temperature"], "seed": row["seed"]})
+        else:
+            with autocast:
+                ids = make().to(dev)
+            rows.append({**row, **evaluate.score(judge, ids, bs)})
+    reference = None
+    if has_reference:
+        reference = next(r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps
+                         and r["temperature"] == T)
+        add_ratios(rows, reference)
+    curve = ([r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps]
+             if curve_temperatures else [])
     notes = add_matched(rows, curve) if curve else []
 
     judge_val_loss = None if evaluate.is_gpt2(cfg["judge"]) else checkpoint.load(cfg["judge"]).get("best_val_loss")
     judge_loss = "" if judge_val_loss is None else f" (its val loss {judge_val_loss:.4f})"
-    print(f"\n{N} samples of {L} tokens per row, generated in {dtype}, judge {cfg['judge']}{judge_loss} in float32, seed {seed}; "
-          f"every value is a mean with its 95% confidence interval")
+    print(f"\n{N} samples of {L} tokens per row, generated in {dtype}, judge {cfg['judge']}{judge_loss} in float32, "
+          f"seed {seed}; every value is a mean with its 95% confidence interval")
     if reference is not None:
         print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps, temperature {T:g}")
     if curve:
@@ -219,16 +223,14 @@ def quality(cfg, dev):
     if ar_path == cfg["judge"]:
         print("(the AR samples are scored by the model that wrote them: read that row as a lower reference)")
     print()
-    pm = lambda v, ci: f"{v:.4g} ± {ci:.2g}"
+    pm = lambda r, key: f"{r[key]:.4g} ± {r[key + '_ci95']:.2g}" if key in r else "-"  # a mean and its interval
     matched = lambda r: "-" if "matched" not in r else "outside" if r["matched"] is None else pm(
-        r["matched"]["gen_ppl_ratio"], r["matched"]["gen_ppl_ratio_ci95"])
+        r["matched"], "gen_ppl_ratio")
     print(evaluate.markdown_table(
         ["row", "steps (NFE)", "temperature", "gen. perplexity", "entropy (bits)", "perplexity / reference",
          "entropy / reference"] + (["perplexity / reference at its entropy"] if curve else []),
         [[r["name"], r["steps"] or "-", "-" if r["temperature"] is None else f"{r['temperature']:g}",
-          pm(r["gen_ppl"], r["gen_ppl_ci95"]), pm(r["entropy"], r["entropy_ci95"]),
-          pm(r["gen_ppl_ratio"], r["gen_ppl_ratio_ci95"]) if "gen_ppl_ratio" in r else "-",
-          pm(r["entropy_ratio"], r["entropy_ratio_ci95"]) if "entropy_ratio" in r else "-"]
+          pm(r, "gen_ppl"), pm(r, "entropy"), pm(r, "gen_ppl_ratio"), pm(r, "entropy_ratio")]
          + ([matched(r)] if curve else []) for r in rows]))
     for note in notes:
         print(f"note: {note}")
@@ -237,11 +239,9 @@ def quality(cfg, dev):
     if wide:
         print(f"\nnote: the 95% interval is wider than 3% of the perplexity for {', '.join(wide)}: "
               f"raise --num_samples to settle a 5% question there")
+    summary = None if reference is None else {"name": reference["name"], "steps": reference["steps"], "temperature": T}
     write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"], "dtype": dtype,
-                                 "judge_val_loss": judge_val_loss,
-                                 "reference": None if reference is None else {"name": reference["name"], "steps": reference["steps"],
-                                                                             "temperature": T},
-                                 "settings": cfg, "rows": rows})
+                                 "judge_val_loss": judge_val_loss, "reference": summary, "settings": cfg, "rows": rows})
     if cfg["out_png"]:
         if evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"]):
             print(f"wrote {cfg['out_png']}")
@@ -250,10 +250,9 @@ def quality(cfg, dev):
 
 
 def student_schedules(text):
-    """[{"name", "sizes"}] from --student_schedules ("NAME=SIZES NAME=SIZES ..." or "NAME=SIZES;NAME=SIZES"),
-    each checked."""
+    """[{"name", "sizes"}] from --student_schedules ("NAME=SIZES NAME=SIZES ..." or "NAME=SIZES;NAME=SIZES")."""
     schedules = []
-    for entry in filter(None, re.split(r"[;\s]+", text)):
+    for entry in text.replace(";", " ").split():
         if entry == "coarse-to-fine":
             schedules += [{"name": entry, "sizes": list(sizes)} for sizes in COARSE_TO_FINE.values()]
             continue
@@ -267,17 +266,6 @@ def student_schedules(text):
     return schedules
 
 
-def float_list(key, text):
-    """Positive floats from a comma-separated string ("" gives [])."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--{key} must be comma-separated positive numbers, got {text!r}") from None
-    if any(not v > 0 or math.isinf(v) for v in values):
-        raise UsageError(f"--{key} must be comma-separated positive numbers, got {text!r}")
-    return values
-
-
 def file_key(path):
     """How a row names the file its samples came from: relative to the working folder when inside it
     (so results written from the repository name no machine's folders), else absolute."""
@@ -285,16 +273,19 @@ def file_key(path):
     return relative if not relative.startswith("..") else os.path.abspath(path)
 
 
+def row_key(row):
+    """What makes two rows the same samples: the file that made them, the sampler, steps, temperature,
+    step sizes (None: 1/steps each) and the first step's temperature."""
+    return (row["made_by"], row["method"], row["steps"], row["temperature"],
+            tuple(row["schedule"]["sizes"]) if row.get("schedule") else None, row.get("first_temperature"))
+
+
 SAME_SAMPLES = ("num_samples", "seed", "top_k", "judge", "batch_size", "device")  # same draws, same judge
 
 
 def previous_rows(cfg, length, dtype):
-    """{(checkpoint or data file, method, steps, temperature, step sizes, first step's temperature): row} from the --previous quality JSON files, whose
-    rows this run reuses instead of sampling them again (the DFM model at 1024 steps is most of an
-    evaluation's time; each new student then costs only its own rows). A row is reused only from a
-    file made with the same judge, seed, sample count, batch size and length, and only for the same
-    checkpoint (or held-out file), sampler, temperatures and step sizes (a row of a file written before
-    rows carried their temperature has its file's; a row without a schedule has 1/steps each)."""
+    """{row_key: row} of the --previous quality files, rows this run reuses instead of sampling them again
+    (the DFM model at 1024 steps is most of an evaluation's time; each new student then costs its own rows)."""
     done = {}
     for path in filter(None, cfg["previous"].split(",")):
         try:
@@ -310,26 +301,18 @@ def previous_rows(cfg, length, dtype):
         if differ:
             raise UsageError(f"--previous={path} was made with other {', '.join(differ)}: its rows are not comparable")
         for r in old["rows"]:
-            if "made_by" in r:
-                temp = r.get("temperature", None if r["name"] == "held-out text" else old["settings"]["temperature"])
-                sizes = tuple(r["schedule"]["sizes"]) if r.get("schedule") else None
-                done[(r["made_by"], r["method"], r["steps"], temp, sizes, r.get("first_temperature"))] = r
+            if "made_by" in r:  # a row written before rows carried their temperature has its file's
+                temp = None if r["name"] == "held-out text" else old["settings"]["temperature"]
+                done[row_key({"temperature": temp, **r})] = r
     return done
 
 
-def add_ratios(rows, reference_steps, temperature):
-    """Add each row's perplexity and entropy as ratios to the reference row (DFM, cumulative step, at
-    reference_steps, at the run's temperature), with 95% intervals; returns the reference row."""
-    reference = next((r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps
-                      and r["temperature"] == temperature), None)
-    if reference is None:
-        raise UsageError(f"--reference_steps={reference_steps} is not in --steps_list: the reference row is DFM "
-                         f"with the cumulative step at one of the step counts sampled")
+def add_ratios(rows, reference):
+    """Add each row's perplexity and entropy as ratios to the reference row's, with 95% intervals."""
     for r in rows:
         for key in ("gen_ppl", "entropy"):
             r[f"{key}_ratio"], r[f"{key}_ratio_ci95"] = (1.0, 0.0) if r is reference else evaluate.ratio_interval(
                 r[key], r[f"{key}_ci95"], reference[key], reference[f"{key}_ci95"])
-    return reference
 
 
 def add_matched(rows, curve):
@@ -356,7 +339,8 @@ def elbo(cfg, dev):
     if ck["config"]["source"] != "mask":
         raise UsageError(f"the ELBO bound is for the mask source; {cfg['dfm']} uses {ck['config']['source']!r}")
     L = cfg["length"] or model.config.block_size
-    check_length("length", L, model.config.block_size)
+    if not 0 < L <= model.config.block_size:
+        raise UsageError(f"--length must be in [1, {model.config.block_size}] (the models' block_size), got {L}")
     nats = evaluate.elbo_perplexity(model, ProbPath.of(ck), val_path(cfg, ck), cfg["num_batches"], cfg["batch_size"], L,
                                     cfg["elbo_times"], cfg["seed"], dev)
     perplexity = math.exp(nats) if not nats > 700 else math.inf  # a bound too large to exponentiate reads as inf
@@ -372,8 +356,7 @@ def main(argv):
     if cfg["mode"] not in ("quality", "elbo"):
         raise UsageError(f"--mode must be quality or elbo, got {cfg['mode']!r}")
     check(cfg, RULES)
-    float_list("reference_temperatures", cfg["reference_temperatures"])  # a UsageError now rather than after loading
-    student_schedules(cfg["student_schedules"])
+    student_schedules(cfg["student_schedules"])  # a UsageError now rather than after loading
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
     return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)
