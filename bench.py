@@ -1,4 +1,5 @@
-"""Speed benchmarks (docs/method.md section 6), on untrained models of a given size.
+"""Speed benchmarks (docs/method.md section 6), on untrained models of a given size: speed does not
+depend on the weights. How each mode measures, and what it found: docs/speed.md.
 
     python bench.py --mode=overhead --repeats=21 --out_json=results/speed/overhead.json
     python bench.py --mode=study --out_json=results/speed/study-cpu.json --out_png=assets/speed_cpu.png
@@ -6,37 +7,17 @@
     python bench.py --mode=estimate --out_json=results/speed/estimate-h100.json
     python bench.py --mode=train_cost --out_json=results/speed/train-cost-cpu.json
 
-overhead: the share of `engine.sample`'s time spent outside the model's forward calls, at batch 1,
-for each vocabulary:length case, both sources, the student at student_steps: the median over
-`repeats` rounds of sampling and its forward calls run alone, with quartiles.
-study: seconds per sequence and tokens/s against batch size for the AR model with its KV cache, the
-student and the DFM model, at each length, plus a batch-1 row at the large size; a JSON of every
-cell, the crossover batch sizes, and a plot.
-estimate: a paper estimate (no timing) of the GPU floor per sequence at the large size, for the
-student at student_steps and AR with its cache, from the accelerator's published peaks.
-train_cost: seconds per training iteration of a DFM model and of its distillation (the student
-preset's recipe), interleaved so both see the same load: what distilling costs against training.
-syncs: host-device syncs per step of the engine (bench.SyncCounter), for the overhead cases.
+overhead: the share of `engine.sample`'s time spent outside the model's forward calls (the student,
+  batch 1), for each vocabulary:length case and source: the median over `repeats` rounds, with quartiles.
+study: seconds per sequence and tokens/s against batch size for AR with its KV cache, the student and
+  the DFM model at each length, plus batch 1 at the large size; the crossover batch sizes; a plot.
+estimate: a paper estimate (no timing) of the GPU floor per sequence at the large size.
+train_cost: seconds per training iteration of a DFM model and of its distillation, interleaved.
+syncs: host-device syncs per step of the engine, for the overhead cases.
 env: the machine and the versions (config/gpu_check.sh starts with it).
 
-How the times are taken:
-
-- Warm-up calls first (allocations, kernel selection, compilation), then the mean of timed calls.
-  CUDA runs asynchronously, so it is synchronised before every clock read.
-- The sampler's overhead is the time `sampler.sample` spends outside the model's forward calls
-  (the jump tests, the softmax, the categorical draws): its total minus the time of the same forward
-  calls (recorded during sampling, `RecordedModel`) run again alone, each returning its logits, as a
-  fraction of the total; the two alternate, with the same random numbers, and the median share over
-  the rounds is reported with its quartiles. Timing the calls from outside rather than inside the
-  run keeps the measure fair where `sample` applies the output layer itself (fused with its pass).
-- The speed study times, for each batch size B and length L, the AR model with its KV cache (one
-  model call per token, L - 1 calls on B rows of one position each), the student at a few steps and
-  the DFM model at many (up to S calls on B rows of L positions; the output layer and the draws only
-  where a position may move). Long DFM runs may be timed over every k-th step and scaled by k:
-  under the uniform source a step's work depends on t alone; the JSON says which cells were scaled.
-- The student computes S x L token positions per sequence and AR L, so at batch 1, where a CPU or
-  GPU is mostly idle, the student's S calls beat AR's L calls; once the batch fills the hardware,
-  work is what counts and AR with its cache wins. The crossover is the batch size where they meet.
+Warm-up calls come first (allocations, kernel selection, compilation), then the timed calls; CUDA
+runs asynchronously, so it is synchronised before every clock read.
 """
 
 import collections
@@ -51,15 +32,15 @@ from torch.overrides import TorchFunctionMode
 from tqdm import tqdm
 
 from nanodfm import distill, engine
-from train import student_from_dfm
 from nanodfm.autoregressive import generate
-from nanodfm.config import (NON_NEGATIVE, OUTPUT, OUTPUT_IN_NEW_FOLDER, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, SEED, Rule,
-                            UsageError, at_least, autocast_for, check, device_peak_flops, int_list, one_of, output_file,
+from nanodfm.config import (NON_NEGATIVE, OUTPUT, OUTPUT_IN_NEW_FOLDER, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, SEED,
+                            Rule, UsageError, autocast_for, check, device_peak_flops, int_list, one_of, output_file,
                             parse, pick_device)
-from nanodfm.evaluate import markdown_table
-from nanodfm.model import ModelConfig, Transformer
 from nanodfm.engine import compile as compile_model
+from nanodfm.evaluate import markdown_table, pyplot, save_figure
+from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import SOURCES, ProbPath, batch_loss
+from train import student_from_dfm
 
 # ----------------------------------------------------------------------------- defaults
 mode = "study"  # "overhead", "study", "estimate", "train_cost", "syncs" or "env"
@@ -148,20 +129,18 @@ class RecordedModel:
 
 
 def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3, device="cpu", seed=0):
-    """{"total_s", "forward_s", "overhead", "overhead_iqr"}: median seconds of one `engine.sample`
-    call, of the model's forward calls it makes (run again alone, on the same inputs, returning the
-    logits), and the fraction of the total that is not the model, 1 - forward / total: the median over
-    `repeats` rounds and its interquartile range. A round runs both, one after the other, so a change
-    in the machine's load falls on both; every run draws the same random numbers, so both do the
-    same work."""
+    """{"total_s", "forward_s", "overhead", "overhead_iqr", "model_calls"}: median seconds of one
+    `engine.sample` call and of its forward calls run again alone (each returning its logits, so the
+    measure is fair where the engine fuses the output layer with its pass), and the median share of the
+    total that is not the model, with quartiles. A round runs both, so a change in load falls on both,
+    and every run draws the same random numbers, so both do the same work."""
     recorded = RecordedModel(model)
     run = lambda: engine.sample(recorded, path, batch_size, length, steps, device=device,
                                 generator=torch.Generator(device).manual_seed(seed))
-    for _ in range(warmup):
+    for _ in range(warmup + 1):  # the last run's calls are the ones timed alone
+        recorded.calls.clear()
         run()
-    recorded.calls.clear()
-    run()
-    calls, recorded.calls = recorded.calls, []
+    calls = list(recorded.calls)
 
     @torch.no_grad()
     def forwards():
@@ -181,15 +160,11 @@ def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3
 
 
 class SyncCounter(TorchFunctionMode):
-    """Counts, on any device, the calls that make a CUDA host wait for the GPU: reading a value
-    (item, tolist, bool), nonzero, indexing with a boolean mask (it runs nonzero), a copy between
-    devices, and a tensor made from Python values on a device (a copy from host memory). On a CPU
-    nothing waits, but the same calls are made (copies aside), so the count there is the count on a GPU.
-
-        with SyncCounter() as syncs:
-            engine.sample(...)
-        syncs.count, syncs.calls   # the total, and by operation
-    """
+    """Counts, on any device, the calls that make a CUDA host wait for the GPU (`with SyncCounter() as
+    syncs:` ..., then syncs.count and syncs.calls by operation): reading a value (item, tolist, bool),
+    nonzero, indexing with a boolean mask (it runs nonzero), a copy between devices, and a tensor made
+    from Python values on a device (a copy from host memory). On a CPU nothing waits, but the same
+    calls are made (copies aside), so the count there is the count on a GPU."""
 
     READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy",
              "masked_select", "unique", "bincount"}
@@ -227,14 +202,6 @@ def syncs_per_step(model, path, batch_size, length, steps, device="cpu"):
         engine.sample(model, path, batch_size, length, steps, device=device,
                       generator=torch.Generator(device).manual_seed(0))
     return {"syncs_per_step": counter.count / steps, "calls": dict(counter.calls)}
-
-
-def share(row):
-    """The overhead of a `sampler_overhead` row as text: "4.2% (3.1 to 5.0)", the median and quartiles."""
-    text = f"{100 * row['overhead']:.1f}%"
-    if "overhead_iqr" in row:
-        text += " ({:.1f} to {:.1f})".format(*(100 * q for q in row["overhead_iqr"]))
-    return text
 
 
 def device_name(device):
@@ -279,19 +246,18 @@ class CompileCounter:
 
     def __call__(self, graph, example_inputs):
         compiled = self.backend(graph, example_inputs)
-        boxed = getattr(compiled, "_boxed_call", False)  # inductor's graphs take their inputs as one list
 
         def run(*args):
             self.calls += 1
             return compiled(*args)
-        run._boxed_call = boxed
+        run._boxed_call = getattr(compiled, "_boxed_call", False)  # inductor's graphs take their inputs as one list
         return run
 
 
 def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repeats=2):
-    """Rows of the speed study at one model size and length: for each batch size, the AR model with
-    its KV cache (length - 1 calls), the student at each of cfg's student_steps and the DFM model at
-    each of its dfm_steps. size: {"n_layer", "n_head", "n_embd"}. With compile, each row records the
+    """Rows of the speed study at one model size ({"n_layer", "n_head", "n_embd"}) and length: for each
+    batch size, the AR model with its KV cache (length - 1 calls), the student at each of cfg's
+    student_steps and the DFM model at each of its dfm_steps. With compile, each row records the
     calls its timed runs made to compiled code, and a row that made none is an error."""
     counter = CompileCounter(cfg["compile_backend"]) if cfg["compile"] else None
     if counter:
@@ -309,39 +275,35 @@ def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repe
         for B in batch_sizes:
             if kind == "ar":
                 prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
-                run = lambda: (generate(models["ar"], prompt, length - 1), length - 1)
-            else:
+                ar = lambda: generate(models["ar"], prompt, length - 1)
+                run = lambda: (time_call(ar, device, warmup=0, repeats=1), nfe)
+            else:  # (seconds, steps timed)
                 run = lambda: time_sampling(models[kind], path, B, length, nfe, cfg["max_timed_steps"], device)
             for _ in range(warmup):
                 run()
             if counter:
                 counter.calls = 0
-            if kind == "ar":
-                seconds, timed = time_call(run, device, 0, repeats), nfe
-            else:
-                results = [run() for _ in range(repeats)]
-                seconds, timed = sum(r[0] for r in results) / repeats, results[0][1]
-            row = {"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name, "nfe": nfe,
-                   "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
-                   "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats,
-                   "compiled_calls": counter.calls if counter else 0}
+            results = [run() for _ in range(repeats)]
+            seconds, timed = sum(r[0] for r in results) / repeats, results[0][1]
             if counter and not counter.calls:
                 raise UsageError(f"--compile=True, but {name} ({label}, L={length}, batch {B}) ran uncompiled: "
                                  f"raise model.RECOMPILE_LIMIT, or time fewer shapes in one run")
-            rows.append(row)
+            rows.append({"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name,
+                         "nfe": nfe, "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
+                         "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats,
+                         "compiled_calls": counter.calls if counter else 0})
     return rows
 
 
 def crossovers(rows):
     """For each (size, length, student or DFM run): the smallest batch size at which AR with its
     cache takes less time per sequence than it, or None if none of the batch sizes timed."""
+    per_sequence = lambda *key: {r["batch_size"]: r["seconds_per_sequence"] for r in rows
+                                 if (r["size"], r["length"], r["name"], r["nfe"])[:len(key)] == key}
     out = []
-    groups = dict.fromkeys((r["size"], r["length"], r["name"], r["nfe"]) for r in rows if r["name"] != "ar_cache")
-    for size, L, name, nfe in groups:
-        ar = {r["batch_size"]: r["seconds_per_sequence"] for r in rows
-              if (r["size"], r["length"], r["name"]) == (size, L, "ar_cache")}
-        mine = {r["batch_size"]: r["seconds_per_sequence"] for r in rows
-                if (r["size"], r["length"], r["name"], r["nfe"]) == (size, L, name, nfe)}
+    for size, L, name, nfe in dict.fromkeys((r["size"], r["length"], r["name"], r["nfe"]) for r in rows
+                                            if r["name"] != "ar_cache"):
+        ar, mine = per_sequence(size, L, "ar_cache"), per_sequence(size, L, name, nfe)
         common = sorted(set(ar) & set(mine))
         faster = [B for B in common if ar[B] < mine[B]]
         out.append({"size": size, "length": L, "name": f"{name}@{nfe}", "batch_sizes": common,
@@ -353,11 +315,8 @@ def crossovers(rows):
 def plot_study(result, path):
     """Seconds per sequence against batch size, one panel per length of the small size; AR with its
     cache solid black, the student and DFM model coloured. False (no plot) without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     rows = [r for r in result["rows"] if r["size"] == "small"]
     lengths = sorted({r["length"] for r in rows})
@@ -371,23 +330,18 @@ def plot_study(result, path):
             ax.plot([r["batch_size"] for r in mine], [r["seconds_per_sequence"] for r in mine], marker="o",
                     label=label, linestyle="--" if name == "dfm" else "-", **style)
         for c in result["crossovers"]:
-            if c["size"] == "small" and c["length"] == L and c["crossover_batch_size"] and c["name"].startswith("student"):
+            if (c["size"], c["length"], c["name"][:7]) == ("small", L, "student") and c["crossover_batch_size"]:
                 ax.axvline(c["crossover_batch_size"], color="gray", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size (sequences generated at once)")
-        ax.set_ylabel("seconds per sequence")
-        ax.set_title(f"L = {L} tokens")
+        ax.set(yscale="log", xlabel="batch size (sequences generated at once)", ylabel="seconds per sequence",
+               title=f"L = {L} tokens")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=8)
     threads = f"{result['threads']} thread" + ("s" if result["threads"] != 1 else "")
     fig.suptitle(f"{result['device_name']} ({result['device']}, {result['dtype']}, {threads}"
                  f"{', compiled' if result['compile'] else ''}): dotted lines mark where AR overtakes the student",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path)
 
 
 def floor_estimate(n_layer, n_embd, vocab_size, length, steps, batch_size, peak_flops, bandwidth, bytes_per_value=2):
@@ -415,27 +369,26 @@ def floor_estimate(n_layer, n_embd, vocab_size, length, steps, batch_size, peak_
 
 
 def training_costs(size, path, length, batch_size, recipe, rounds=3, iters=10, seed=0, device="cpu"):
-    """Seconds per training iteration of a DFM model and of its distillation (the student preset's
-    recipe by default), on random tokens, interleaved round by round so that both see the same
-    machine load: {"dfm": s, "student": s, "ratio": student / dfm}."""
+    """Seconds per training iteration of a DFM model and of its distillation by `recipe`, on random
+    tokens, interleaved round by round so that both see the same machine load: {"dfm": s, "student":
+    s, "ratio": student / dfm}."""
     torch.manual_seed(seed)
     dfm = random_model("dfm", path.vocab_size, length, **size).to(device).train()
     student = student_from_dfm(dfm).train()
     ema = copy.deepcopy(student).eval().requires_grad_(False)
-    optimizers = {"dfm": dfm.optimizer(1e-3, 0.1, (0.9, 0.99), torch.device(device).type),
-                  "student": student.optimizer(5e-4, 0.1, (0.9, 0.99), torch.device(device).type)}
+    models = {"dfm": dfm, "student": student}
+    optimizers = {kind: models[kind].optimizer(lr, 0.1, (0.9, 0.99), torch.device(device).type)
+                  for kind, lr in (("dfm", 1e-3), ("student", 5e-4))}
     g = torch.Generator().manual_seed(seed)
     g_device = torch.Generator(device).manual_seed(seed)  # the half steps draw on the device, as in train.py
 
     def iteration(kind):
         x1 = torch.randint(path.vocab_size, (batch_size, length), generator=g).to(device)
         if kind == "dfm":
-            loss = batch_loss(dfm, x1, path, generator=g)
+            batch_loss(dfm, x1, path, generator=g).backward()
         else:
-            loss = distill.distill_loss(student, ema, x1, path, recipe, g_device)
-        loss.backward()
-        model = dfm if kind == "dfm" else student
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            distill.distill_loss(student, ema, x1, path, recipe, g_device).backward()
+        torch.nn.utils.clip_grad_norm_(models[kind].parameters(), 1.0)
         optimizers[kind].step()
         optimizers[kind].zero_grad(set_to_none=True)
         if kind == "student":
@@ -444,13 +397,7 @@ def training_costs(size, path, length, batch_size, recipe, rounds=3, iters=10, s
     total = {"dfm": 0.0, "student": 0.0}
     for _ in tqdm(range(rounds), desc="training cost", leave=False):
         for kind in total:
-            iteration(kind)  # warm
-            synchronize(device)
-            start = time.perf_counter()
-            for _ in range(iters):
-                iteration(kind)
-            synchronize(device)
-            total[kind] += time.perf_counter() - start
+            total[kind] += time_call(lambda: iteration(kind), device, warmup=1, repeats=iters) * iters
     per = {k: v / (rounds * iters) for k, v in total.items()}
     return {**per, "ratio": per["student"] / per["dfm"]}
 
@@ -462,47 +409,52 @@ def system(cfg, dev):
             "threads": torch.get_num_threads(), "compile": cfg["compile"]}
 
 
-def overhead_cases(cfg):
-    """The (vocabulary, length) pairs of --overhead_cases."""
-    cases = []
-    for case in cfg["overhead_cases"].split(","):
-        try:
-            V, L = (int(v) for v in case.split(":"))
-        except ValueError:
-            raise UsageError(f"--overhead_cases must be vocabulary:length pairs like 65:1024, got {case!r}") from None
-        cases.append((V, L))
-    return cases
+def student_cases(cfg, dev, compile=False):
+    """(V, L, source, steps, model) for each vocabulary:length pair of --overhead_cases, source and
+    student step count: an untrained student of cfg's size, seeded alike for each pair."""
+    for case in tqdm(cfg["overhead_cases"].split(","), desc=cfg["mode"], dynamic_ncols=True):
+        V, L = (int(v) for v in case.split(":"))
+        torch.manual_seed(cfg["seed"])
+        model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
+        model = compile_model(model) if compile else model
+        for src in cfg["sources"].split(","):
+            for steps in int_list("student_steps", cfg["student_steps"]):
+                yield V, L, src, steps, model
 
 
 def overhead(cfg, dev, autocast, dtype):
-    sources = [s for s in cfg["sources"].split(",") if s]
     rows = []
-    for V, L in tqdm(overhead_cases(cfg), desc="overhead", dynamic_ncols=True):
-        torch.manual_seed(cfg["seed"])
-        model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
-        if cfg["compile"]:
-            model = compile_model(model)
-        for src in sources:
-            for steps in int_list("student_steps", cfg["student_steps"]):
-                with autocast:
-                    r = sampler_overhead(model, ProbPath(V, src), 1, L, steps, cfg["warmup"], cfg["repeats"], dev,
-                                         cfg["seed"])
-                rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps, "batch_size": 1, **r})
+    for V, L, src, steps, model in student_cases(cfg, dev, cfg["compile"]):
+        with autocast:
+            r = sampler_overhead(model, ProbPath(V, src), 1, L, steps, cfg["warmup"], cfg["repeats"], dev, cfg["seed"])
+        rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps, "batch_size": 1, **r})
     print(f"{system(cfg, dev)}, {dtype}, {cfg['n_layer']} layers x {cfg['n_embd']} wide, batch 1, student\n")
+    share = lambda r: "{:.1f}% ({:.1f} to {:.1f})".format(*(100 * q for q in (r["overhead"], *r["overhead_iqr"])))
     print(markdown_table(["V", "L", "source", "steps", "sample (s)", "forwards (s)", "outside the model (quartiles)"],
-                               [[r["vocab_size"], r["length"], r["source"], r["steps"], r["total_s"], r["forward_s"],
-                                 share(r)] for r in rows]))
+                         [[r["vocab_size"], r["length"], r["source"], r["steps"], r["total_s"], r["forward_s"],
+                           share(r)] for r in rows]))
     return {"mode": "overhead", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
+
+
+def syncs(cfg, dev, autocast, dtype):
+    rows = []
+    for V, L, src, steps, model in student_cases(cfg, dev):
+        with autocast:
+            rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps,
+                         **syncs_per_step(model, ProbPath(V, src), 1, L, steps, dev)})
+    print(markdown_table(["V", "L", "source", "steps", "host-device syncs per step", "by operation"],
+                         [[r["vocab_size"], r["length"], r["source"], r["steps"], r["syncs_per_step"], r["calls"]]
+                          for r in rows]))
+    return {"mode": "syncs", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
 
 
 def study(cfg, dev, autocast, dtype):
     size = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd")}
-    batch_sizes = int_list("batch_sizes", cfg["batch_sizes"])
     rows = []
     with autocast:
         for L in int_list("lengths", cfg["lengths"]):
-            rows += study_rows(size, ProbPath(cfg["vocab_size"], cfg["source"]), L, batch_sizes, cfg, dev,
-                               repeats=cfg["repeats"])
+            rows += study_rows(size, ProbPath(cfg["vocab_size"], cfg["source"]), L,
+                               int_list("batch_sizes", cfg["batch_sizes"]), cfg, dev, repeats=cfg["repeats"])
         if cfg["large"]:
             large = {k: cfg[f"large_{k}"] for k in ("n_layer", "n_head", "n_embd")}
             rows += study_rows(large, ProbPath(cfg["large_vocab_size"], cfg["source"]), cfg["large_length"], [1], cfg,
@@ -510,8 +462,8 @@ def study(cfg, dev, autocast, dtype):
     crossings = crossovers(rows)
     print(f"\n{system(cfg, dev)}, {dtype}, source {cfg['source']}\n")
     print(markdown_table(["size", "L", "model", "calls", "batch", "s / sequence", "tokens / s", "timed steps"],
-                               [[r["size"], r["length"], r["name"], r["nfe"], r["batch_size"], r["seconds_per_sequence"],
-                                 r["tokens_per_s"], r["timed_steps"]] for r in rows]))
+                         [[r["size"], r["length"], r["name"], r["nfe"], r["batch_size"], r["seconds_per_sequence"],
+                           r["tokens_per_s"], r["timed_steps"]] for r in rows]))
     print("\ncrossover (smallest batch size at which AR with its cache is faster per sequence):")
     for c in crossings:
         print(f"  {c['size']} L={c['length']} {c['name']}: "
@@ -520,15 +472,16 @@ def study(cfg, dev, autocast, dtype):
 
 
 def estimate(cfg, dev, autocast, dtype):
-    rows = []
-    for steps in int_list("student_steps", cfg["student_steps"]):
+    rows, L = [], cfg["large_length"]
+    student_steps = int_list("student_steps", cfg["student_steps"])
+    for steps in student_steps:
         for B in int_list("estimate_batch_sizes", cfg["estimate_batch_sizes"]):
-            e = floor_estimate(cfg["large_n_layer"], cfg["large_n_embd"], cfg["large_vocab_size"],
-                                     cfg["large_length"], steps, B, cfg["peak_tflops"] * 1e12, cfg["bandwidth_tbs"] * 1e12)
-            rows += [{"name": name, "steps": steps if name == "student" else cfg["large_length"] - 1, "batch_size": B, **v}
-                     for name, v in e.items() if name == "student" or steps == int_list("student_steps", cfg["student_steps"])[0]]
+            e = floor_estimate(cfg["large_n_layer"], cfg["large_n_embd"], cfg["large_vocab_size"], L, steps, B,
+                               cfg["peak_tflops"] * 1e12, cfg["bandwidth_tbs"] * 1e12)
+            rows += [{"name": name, "steps": steps if name == "student" else L - 1, "batch_size": B, **v}
+                     for name, v in e.items() if name == "student" or steps == student_steps[0]]  # AR: once
     print(f"an estimate, not a measurement: {cfg['large_n_layer']} layers x {cfg['large_n_embd']} wide, "
-          f"V={cfg['large_vocab_size']}, L={cfg['large_length']}, bfloat16, {cfg['peak_tflops']:g} TFLOP/s, "
+          f"V={cfg['large_vocab_size']}, L={L}, bfloat16, {cfg['peak_tflops']:g} TFLOP/s, "
           f"{cfg['bandwidth_tbs']:g} TB/s\n")
     print(markdown_table(["model", "calls", "batch", "TFLOP", "GB moved", "bound", "ms / sequence"],
                          [[r["name"], r["steps"], r["batch_size"], r["flops"] / 1e12, r["bytes"] / 1e9, r["bound"],
@@ -540,27 +493,12 @@ def train_cost(cfg, dev, autocast, dtype):
     size = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd")}
     with autocast:
         recipe = distill.Recipe("rk4", "logits", "uniform", 6)  # the student preset's
-        cost = training_costs(size, ProbPath(cfg["vocab_size"], cfg["source"]), cfg["train_length"],
-                              cfg["train_batch_size"], recipe, cfg["train_rounds"], cfg["train_iters"], cfg["seed"], dev)
+        path = ProbPath(cfg["vocab_size"], cfg["source"])
+        cost = training_costs(size, path, cfg["train_length"], cfg["train_batch_size"], recipe, cfg["train_rounds"],
+                              cfg["train_iters"], cfg["seed"], dev)
     print(f"{system(cfg, dev)}, {dtype}, source {cfg['source']}: DFM {cost['dfm']:.4g} s / iteration, "
           f"student {cost['student']:.4g} s / iteration, {cost['ratio']:.3g} x")
     return {"mode": "train_cost", **system(cfg, dev), "dtype": dtype, "settings": cfg, **cost}
-
-
-def syncs(cfg, dev, autocast, dtype):
-    rows = []
-    for V, L in overhead_cases(cfg):
-        torch.manual_seed(cfg["seed"])
-        model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
-        for src in [s for s in cfg["sources"].split(",") if s]:
-            for steps in int_list("student_steps", cfg["student_steps"]):
-                with autocast:
-                    rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps,
-                                 **syncs_per_step(model, ProbPath(V, src), 1, L, steps, dev)})
-    print(markdown_table(["V", "L", "source", "steps", "host-device syncs per step", "by operation"],
-                         [[r["vocab_size"], r["length"], r["source"], r["steps"], r["syncs_per_step"], r["calls"]]
-                          for r in rows]))
-    return {"mode": "syncs", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
 
 
 def env(cfg, dev, autocast, dtype):
@@ -573,6 +511,32 @@ def env(cfg, dev, autocast, dtype):
                      "bf16": torch.cuda.is_bf16_supported(), "device_count": torch.cuda.device_count()})
     print(json.dumps(info, indent=2))
     return info
+
+
+MODES = {mode.__name__: mode for mode in (overhead, study, estimate, train_cost, syncs, env)}
+
+
+def _cases(text):
+    try:
+        return all(int(v) >= 2 and int(n) >= 1 for v, n in (case.split(":") for case in text.split(",")))
+    except ValueError:
+        return False
+
+
+RULES = {**dict.fromkeys(("n_layer", "n_head", "n_embd", "large_n_layer", "large_n_head", "large_n_embd",
+                          "large_length", "train_batch_size", "train_length", "train_rounds", "train_iters", "repeats",
+                          "large_repeats"), POSITIVE),
+         "overhead_cases": Rule("vocabulary:length pairs like 65:1024 (a vocabulary of 2 or more)", _cases),
+         "sources": Rule(f"a comma-separated subset of {','.join(SOURCES)}",
+                         lambda v: bool(v) and all(s in SOURCES for s in v.split(","))),
+         **dict.fromkeys(("vocab_size", "large_vocab_size"), Rule("an integer of at least 2", lambda v: v >= 2)),
+         "source": one_of(*SOURCES),
+         **dict.fromkeys(("lengths", "batch_sizes", "student_steps", "estimate_batch_sizes"), POSITIVE_INTS),
+         "dfm_steps": Rule("comma-separated positive integers, or empty", lambda v: v == "" or POSITIVE_INTS.ok(v)),
+         "compile_backend": Rule("a torch.compile backend", lambda v: bool(v)),
+         "max_timed_steps": NON_NEGATIVE, "peak_tflops": POSITIVE_FLOAT, "bandwidth_tbs": POSITIVE_FLOAT,
+         "warmup": NON_NEGATIVE, "dtype": one_of("auto", "bfloat16", "float32"), "threads": NON_NEGATIVE, "seed": SEED,
+         "out_json": OUTPUT_IN_NEW_FOLDER, "out_png": OUTPUT}
 
 
 def main(argv):
@@ -595,31 +559,6 @@ def main(argv):
     if cfg["out_png"] and cfg["mode"] == "study":
         print(f"wrote {cfg['out_png']}" if plot_study(result, cfg["out_png"])
               else "matplotlib is not installed: no plot (pip install matplotlib)")
-
-
-MODES = {"overhead": overhead, "study": study, "estimate": estimate, "train_cost": train_cost, "syncs": syncs, "env": env}
-
-
-def _cases(text):
-    try:
-        return all(int(v) >= 2 and int(n) >= 1 for v, n in (case.split(":") for case in text.split(",")))
-    except ValueError:
-        return False
-
-
-RULES = {**dict.fromkeys(("n_layer", "n_head", "n_embd", "large_n_layer", "large_n_head", "large_n_embd", "large_length",
-                          "train_batch_size", "train_length", "train_rounds", "train_iters", "repeats", "large_repeats"),
-                         POSITIVE),
-         "overhead_cases": Rule("vocabulary:length pairs like 65:1024 (a vocabulary of 2 or more)", _cases),
-         "sources": Rule(f"a comma-separated subset of {','.join(SOURCES)}",
-                         lambda v: bool(v) and all(s in SOURCES for s in v.split(","))),
-         "vocab_size": at_least(2), "large_vocab_size": at_least(2), "source": one_of(*SOURCES),
-         **dict.fromkeys(("lengths", "batch_sizes", "student_steps", "estimate_batch_sizes"), POSITIVE_INTS),
-         "dfm_steps": Rule("comma-separated positive integers, or empty", lambda v: v == "" or POSITIVE_INTS.ok(v)),
-         "compile_backend": Rule("a torch.compile backend", lambda v: bool(v)),
-         "max_timed_steps": NON_NEGATIVE, "peak_tflops": POSITIVE_FLOAT, "bandwidth_tbs": POSITIVE_FLOAT,
-         "warmup": NON_NEGATIVE, "dtype": one_of("auto", "bfloat16", "float32"), "threads": NON_NEGATIVE, "seed": SEED,
-         "out_json": OUTPUT_IN_NEW_FOLDER, "out_png": OUTPUT}
 
 
 if __name__ == "__main__":
