@@ -180,8 +180,6 @@ def _try_lock(lock, out_dir):
     try:
         with open(tmp, "w") as f:
             f.write(str(os.getpid()))
-            f.flush()
-            os.fsync(f.fileno())
         os.link(tmp, lock)
         return True
     except FileExistsError:
@@ -201,11 +199,9 @@ def _try_lock(lock, out_dir):
 
 
 def lock_out_dir(out_dir):
-    """Create out_dir if needed and take its lock; returns a function that releases it (also called
-    at exit, so only a killed process leaves its lock behind, and the next run takes that one over).
-
-    A UsageError if another live process holds it (or an empty lock younger than a few seconds says
-    one is taking it), or if out_dir cannot be created or written."""
+    """Create out_dir if needed and take its lock; returns a function that releases it (also called at
+    exit, so only a killed process leaves its lock behind). A UsageError if another live process holds
+    it (or an empty lock younger than a few seconds says one is taking it), or if out_dir cannot be used."""
     lock = os.path.join(out_dir, "lock")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"out_dir {out_dir} is a file, not a folder: pick another --out_dir")

@@ -109,9 +109,7 @@ def size_list(key, text):
 
 def autocast_for(device_type, dtype):
     """(context, name): bfloat16 autocast for dtype "bfloat16", or for "auto" on a CUDA GPU that has
-    it; float32 otherwise. Parameters and optimiser state stay float32 either way."""
-    if dtype not in ("auto", "bfloat16", "float32"):
-        raise UsageError(f"dtype must be auto, bfloat16 or float32, got {dtype!r}")
+    it; float32 otherwise (the scripts' RULES check dtype). Parameters and optimiser state stay float32."""
     bf16 = dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported())
     if bf16 and device_type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UsageError("this GPU has no bfloat16 (it came with Ampere): use --dtype=float32")
@@ -166,18 +164,6 @@ def usage(defaults, doc, script=None):
     return "\n".join(lines)
 
 
-def run_config_file(path):
-    """The names a config file assigns; a file that does not run is a UsageError naming it."""
-    try:
-        return runpy.run_path(path)
-    except SyntaxError as e:
-        raise UsageError(f"config file {path}: {e.msg} at line {e.lineno}") from None
-    except Exception as e:  # the file is Python, and any error in it is the user's
-        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
-                     if os.path.abspath(f.filename) == os.path.abspath(path)), "?")
-        raise UsageError(f"config file {path} failed at line {line}: {type(e).__name__}: {e}") from None
-
-
 # ----------------------------------------------------------------------------- checking values
 # One pass per script: a script declares RULES, {key: Rule}, for the keys it reads, and its main
 # calls check(cfg, RULES) once, before any work. A rule says in words what a value must be.
@@ -223,10 +209,6 @@ OUTPUT_IN_NEW_FOLDER = Rule("a file that can be written", lambda v: unwritable(v
 
 def one_of(*choices):
     return Rule(f"one of {', '.join(map(str, choices))}", lambda v: v in choices)
-
-
-def at_least(low):
-    return Rule(f"an integer of at least {low}", lambda v: v >= low)
 
 
 def check(cfg, rules, heads=()):
@@ -289,7 +271,15 @@ def parse(defaults, argv, doc="", script=None, explicit=None):
         elif not os.path.isfile(arg):
             raise UsageError(f"config file {arg!r} not found (arguments are config files or --key=value)")
         else:
-            for key, value in run_config_file(arg).items():
+            try:
+                values = runpy.run_path(arg)
+            except SyntaxError as e:
+                raise UsageError(f"config file {arg}: {e.msg} at line {e.lineno}") from None
+            except Exception as e:  # the file is Python, and any error in it is the user's
+                line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+                             if os.path.abspath(f.filename) == os.path.abspath(arg)), "?")
+                raise UsageError(f"config file {arg} failed at line {line}: {type(e).__name__}: {e}") from None
+            for key, value in values.items():
                 if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
                     _set(config, key, value, arg, explicit)
     return config

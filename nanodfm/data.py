@@ -53,7 +53,7 @@ def write_split(path, chunks):
 
 def largest_id(path):
     """The largest token id in a .bin file, read through once in chunks (0 if it is empty)."""
-    ids = np.memmap(path, dtype=np.uint16, mode="r") if os.path.getsize(path) else []
+    ids = np.memmap(path, dtype=np.uint16, mode="r") if os.path.getsize(path) else []  # nothing to map in an empty file
     return max((int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK)), default=0)
 
 

@@ -34,17 +34,12 @@ def _marks(steps, n=16):
     return sorted({round(k * (steps - 1) / (n - 1)) if n > 1 else 0 for k in range(n)})
 
 
-def _token_bytes(tokenizer, i):
-    encoding = getattr(tokenizer, "encoding", None)  # GPT-2: tiktoken's bytes of one token
-    return encoding.decode_single_token_bytes(i) if encoding else tokenizer.decode([i]).encode("utf-8")
-
-
 def pieces(ids, last_change, tokenizer):
-    """Cut ids (L,) into [(text, step)]: valid text per piece, the latest step of its tokens.
-
-    A MASK id (vocab_size) becomes MASK_CHAR; bytes that never form a character become U+FFFD,
-    as in tokenizer.decode."""
+    """Cut ids (L,) into [(text, step)]: valid text per piece, the latest step of its tokens; a MASK id
+    (vocab_size) becomes MASK_CHAR, bytes that never form a character U+FFFD (as in tokenizer.decode)."""
     out, pending, decoder = [], [], codecs.getincrementaldecoder("utf-8")(errors="replace")
+    encoding = getattr(tokenizer, "encoding", None)  # GPT-2: tiktoken gives the bytes of one token
+    token_bytes = encoding.decode_single_token_bytes if encoding else lambda i: tokenizer.decode([i]).encode()
 
     def flush(text):
         if text:
@@ -56,7 +51,7 @@ def pieces(ids, last_change, tokenizer):
         if mask and pending:  # the bytes before a MASK never become a character
             flush(decoder.decode(b"", final=True) or "\ufffd")
         pending.append(s)
-        flush(MASK_CHAR if mask else decoder.decode(_token_bytes(tokenizer, i)))
+        flush(MASK_CHAR if mask else decoder.decode(token_bytes(i)))
     if pending:
         flush(decoder.decode(b"", final=True) or "\ufffd")
     return out

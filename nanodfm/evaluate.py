@@ -83,16 +83,13 @@ def unigram_entropy(ids):
     return -(p * torch.log2(p.clamp_min(1e-300))).sum(dim=1)  # 0 log 0 = 0
 
 
-Z95 = 1.959964  # two-sided 95% quantile of the standard normal
-
-
 def mean_interval(values):
     """(mean, half-width of its 95% confidence interval) of per-sample values (N,): 1.96 standard errors
     (the central limit theorem; at N >= 256 within a few percent of a bootstrap)."""
     values = values.double()
     if len(values) < 2:
         return values.mean().item(), float("inf")
-    return values.mean().item(), Z95 * values.std().item() / math.sqrt(len(values))
+    return values.mean().item(), 1.959964 * values.std().item() / math.sqrt(len(values))  # the normal's 97.5% point
 
 
 def ratio_interval(a, a_ci, b, b_ci):
