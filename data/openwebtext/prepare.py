@@ -5,20 +5,17 @@
     python data/openwebtext/prepare.py --input docs.jsonl   # one JSON object a line, text in --text_field
     python data/openwebtext/prepare.py --input docs.txt     # any other file: one document a line
 
-This script is for web-scale corpora of many documents (streamed, in parallel, a small hashed val
-split). For a book, notes or source code, data/text/prepare.py --tokenizer=gpt2 reads a file, or its
-paragraphs, as a document and holds out the last tenth of the text.
+For web-scale corpora of many documents (streamed, in parallel, a small hashed val split); for a book,
+notes or source code, data/text/prepare.py --tokenizer=gpt2 holds out the last tenth of the text.
 
 Folders are walked recursively in sorted order and each .txt file is one document, read as UTF-8
 exactly (line endings kept). Empty documents are skipped. Each document is encoded as ordinary text
 (a literal "<|endoftext|>" inside it stays text) and followed by the end-of-text id 50256, so cutting a
 .bin at 50256 gives back the documents, in input order within each split.
 
-Split: a document goes to val when a keyed hash of its text (key: --seed) falls below --val_fraction.
-That is deterministic, independent of --num_proc and of document order, and it puts duplicate documents
-in the same split, so val never holds a copy of a train document.
-
-Memory stays flat in corpus size: documents are streamed, handed to --num_proc workers in batches of
+A document goes to val when a keyed hash of its text (key: --seed) falls below --val_fraction: the
+split does not depend on --num_proc or document order, and duplicates share one, so val never holds a
+copy of a train document. Memory stays flat: documents are streamed to --num_proc workers in batches of
 about --batch_mb of text (Pool.imap alone would read ahead the whole corpus), and each batch's tokens
 are appended to the .bin files before the next batch is read. The .bin files appear when complete.
 """
@@ -59,7 +56,7 @@ def documents_from_path(path: Path, text_field: str):
             except (ValueError, KeyError, TypeError):
                 text = None
             if not isinstance(text, str):
-                sys.exit(f"error: {path} line {line_number} is not a JSON object with a string {text_field!r}")
+                raise UsageError(f"{path} line {line_number} is not a JSON object with a string {text_field!r}")
             yield text
     else:
         for line in read_utf8(path, whole=False):
@@ -75,29 +72,27 @@ def read_utf8(path: Path, whole: bool):
             else:
                 yield from f
     except UnicodeDecodeError as e:
-        sys.exit(f"error: {path} is not UTF-8 text ({e.reason} at byte {e.start})")
+        raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def documents_from_hub(num_proc: int):
     try:
         from datasets import load_dataset
     except ImportError:
-        sys.exit("error: the `datasets` package is not installed: pip install datasets, "
-                 "or pass --input PATH to use a local corpus")
+        raise UsageError("the `datasets` package is not installed: pip install datasets, or pass --input PATH to "
+                         "use a local corpus") from None
     try:
         dataset = load_dataset("openwebtext", split="train", num_proc=num_proc)
     except Exception as e:
         first_line = (str(e).splitlines() or [""])[0]
-        sys.exit(f"error: cannot load openwebtext from the Hugging Face hub ({type(e).__name__}: "
-                 f"{first_line}); pass --input PATH to use a local corpus")
+        raise UsageError(f"cannot load openwebtext from the Hugging Face hub ({type(e).__name__}: {first_line}); "
+                         f"pass --input PATH to use a local corpus") from None
     return (text for rows in dataset.iter(batch_size=1000) for text in rows["text"])
 
 
 def batches(documents, max_chars: int):
     batch, size = [], 0
-    for doc in documents:
-        if not doc:
-            continue
+    for doc in filter(None, documents):  # an empty document is skipped
         batch.append(doc)
         size += len(doc)
         if size >= max_chars:
@@ -129,24 +124,20 @@ def main():
     args = parser.parse_args()
 
     if args.input is not None and not Path(args.input).exists():
-        sys.exit(f"error: --input {args.input} does not exist")
+        raise UsageError(f"--input {args.input} does not exist")
     if args.num_proc < 1 or not args.batch_mb > 0 or not 0 <= args.val_fraction < 1:
-        sys.exit(f"error: --num_proc must be a positive integer (got {args.num_proc}), --batch_mb above 0 (got "
-                 f"{args.batch_mb}) and --val_fraction in [0, 1) (got {args.val_fraction})")
-    try:
-        make_folder(args.out_dir)
-    except UsageError as e:
-        sys.exit(f"error: {e}")
+        raise UsageError(f"--num_proc must be a positive integer (got {args.num_proc}), --batch_mb above 0 (got "
+                         f"{args.batch_mb}) and --val_fraction in [0, 1) (got {args.val_fraction})")
+    out_dir = Path(make_folder(args.out_dir))
     try:
         gpt2_encoding()  # fail here, with the one-line reason, rather than in every worker
     except RuntimeError as e:
-        sys.exit(f"error: {e}")
+        raise UsageError(str(e)) from None
     if args.input is not None:
         documents = documents_from_path(Path(args.input), args.text_field)
     else:
         documents = documents_from_hub(args.num_proc)
 
-    out_dir = Path(args.out_dir)
     tmp_paths = {split: out_dir / f"{split}.bin.tmp" for split in ("train", "val")}
     counts = {split: {"documents": 0, "tokens": 0} for split in ("train", "val")}
     work = functools.partial(tokenize, key=str(args.seed).encode(), val_fraction=args.val_fraction)
@@ -167,15 +158,13 @@ def main():
         for path in tmp_paths.values():
             path.unlink(missing_ok=True)
         if isinstance(e, OSError):  # a full disk, a folder made read-only
-            sys.exit(f"error: cannot write {e.filename or out_dir}: {e.strerror}; nothing was kept")
+            raise UsageError(f"cannot write {e.filename or out_dir}: {e.strerror}; nothing was kept") from None
         raise
-    for split, path in tmp_paths.items():
-        path.replace(out_dir / f"{split}.bin")
-    try:
+    try:  # moves the .bin.tmp files into place, or removes them
         write_meta(out_dir, {"tokenizer": "gpt2", "vocab_size": GPT2_EOT + 1, "eot": GPT2_EOT})
     except UsageError as e:  # an empty split
         only_val_empty = counts["train"]["documents"] and not counts["val"]["documents"]
-        sys.exit(f"error: {e}{'; raise --val_fraction' if only_val_empty else ''}")
+        raise UsageError(f"{e}{'; raise --val_fraction' if only_val_empty else ''}") from None
 
     seconds = time.time() - start
     for split, c in counts.items():
@@ -184,4 +173,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UsageError as e:
+        sys.exit(f"error: {e}")

@@ -4,28 +4,19 @@
     python data/text/prepare.py --input=src/ --glob='*.py' --name=mycode           # every .py file under src/
     python data/text/prepare.py --input=book.txt --tokenizer=gpt2 --documents=paragraphs
 
---tokenizer=char (the default): one id per distinct character of the text (the vocabulary is the
-sorted set of its characters). --tokenizer=gpt2: GPT-2's BPE (50,257 ids), every document followed by
-the end-of-text id 50256, so a model learns where documents end.
+--tokenizer=char (the default): one id per distinct character of the text, the vocabulary its sorted
+characters. --tokenizer=gpt2: GPT-2's BPE (50,257 ids), every document (--documents: each file, each
+paragraph between blank lines, or each non-empty line) followed by the end-of-text id 50256, so a model
+learns where documents end.
 
-Documents (gpt2 only; char data has no end-of-text): --documents=files (the default) makes each file
-one document, so a single text file is one long document; paragraphs cuts files at every run of blank
-lines (the blank lines are dropped); lines makes every non-empty line a document.
+A folder is read recursively in sorted order of the paths, taking the files whose name matches --glob
+(hidden files and folders skipped). Files are read as UTF-8 exactly, line endings kept; in a folder,
+files that are not UTF-8 text are skipped and counted. Character data is the files joined as they are.
 
-Input: a folder is read recursively, file by file in sorted order of their paths, taking the files
-whose name matches --glob (default *, every file; hidden files and folders are skipped). Files are read as UTF-8 exactly, line endings
-kept; in a folder, files that are not UTF-8 text are skipped and counted. Character data is the files
-joined as they are.
-
-Split: the text is cut once, in reading order, so that the last --val_fraction of its characters
-(default 10%) is val and the rest train; for gpt2 the document that straddles the cut is cut there, so
-each split ends with an end-of-text token. Val is held-out text from the end, not a random sample:
-with a folder in sorted order it is the last files.
-
-Output: data/<name> (--name, default the input's name without its extension), or --out_dir. A folder
-that holds another dataset (a prepare script of its own, or data prepared from another input) is
-never overwritten unless --overwrite is given. The last lines printed are the commands that train,
-distil, sample and evaluate a model of the new dataset.
+The last --val_fraction of the characters, in reading order, is val (not a random sample: with a folder,
+the last files); for gpt2 the document that straddles the cut is cut there, so each split ends with an
+end-of-text token. A folder that holds another dataset (a prepare script of its own, or data prepared
+from another input) is never overwritten unless --overwrite is given.
 """
 
 import argparse
@@ -36,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a script
 
 from nanodfm.config import UsageError  # noqa: E402
@@ -60,14 +50,13 @@ def read_files(path: Path, glob: str):
             return [read_text(path)], 0
         except UnicodeDecodeError as e:
             raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    files = sorted(p.relative_to(path).parts for p in path.rglob("*") if p.is_file() and fnmatch.fnmatch(p.name, glob)
-                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
     texts, skipped = [], 0
-    for parts in files:
-        try:
-            texts.append(read_text(path.joinpath(*parts)))
-        except UnicodeDecodeError:
-            skipped += 1
+    for parts in sorted(p.relative_to(path).parts for p in path.rglob("*") if p.is_file()):
+        if fnmatch.fnmatch(parts[-1], glob) and not any(part.startswith(".") for part in parts):
+            try:
+                texts.append(read_text(path.joinpath(*parts)))
+            except UnicodeDecodeError:
+                skipped += 1
     return texts, skipped
 
 
@@ -100,7 +89,10 @@ def write_char(text: str, out_dir: Path, val_fraction: float):
 def write_gpt2(documents, out_dir: Path, val_fraction: float):
     """GPT-2 ids of the documents to out_dir, each followed by end-of-text; the document at the cut
     (1 - val_fraction of the characters) is cut there. Returns the meta for write_meta."""
-    enc = gpt2_encoding()
+    try:
+        enc = gpt2_encoding()
+    except RuntimeError as e:  # GPT-2's BPE files cannot be had
+        raise UsageError(str(e)) from None
     cut = int((1 - val_fraction) * sum(map(len, documents)))
     splits, seen = {"train": [], "val": []}, 0
     for doc in documents:
@@ -165,23 +157,22 @@ def main(argv=None):
     if skipped:
         print(f"skipped {skipped} files that are not UTF-8 text")
     if not any(texts):
-        raise UsageError(f"{args.input} holds no text" + (f" in files matching {args.glob!r}" if source.is_dir() else ""))
+        where = f" in files matching {args.glob!r}" if source.is_dir() else ""
+        raise UsageError(f"{args.input} holds no text{where}")
     make_folder(out_dir)
     if args.tokenizer == "char":
         meta = write_char("".join(texts), out_dir, args.val_fraction)
         what = f"{len(texts):,} files" if source.is_dir() else "1 file"
     else:
-        try:
-            documents = documents_of(texts, args.documents)
-            meta = write_gpt2(documents, out_dir, args.val_fraction)
-        except RuntimeError as e:  # GPT-2's BPE files cannot be had
-            raise UsageError(str(e)) from None
+        documents = documents_of(texts, args.documents)
+        meta = write_gpt2(documents, out_dir, args.val_fraction)
         what = f"{len(documents):,} documents ({args.documents})"
     write_meta(out_dir, {**meta, "prepared_from": str(source)})
     meta = load_meta(str(out_dir))
     print(f"{what}, {sum(map(len, texts)):,} characters, vocab size {meta['vocab_size']:,}: "
           f"train {meta['tokens']['train']:,} tokens, val {meta['tokens']['val']:,} tokens -> {out_dir}")
-    dataset = f"--dataset={name}" if out_dir.resolve() == (REPO_ROOT / "data" / name).resolve() else f"--data_dir={out_dir}"
+    in_data = out_dir.resolve() == (REPO_ROOT / "data" / name).resolve()
+    dataset = f"--dataset={name}" if in_data else f"--data_dir={out_dir}"
     smaller = " --batch_size=8" if args.tokenizer == "gpt2" else ""  # GPT-2's 50,257-way output is most of the work
     print(f"next (docs/training.md, 'Your own text'): python train.py config/shakespeare_char_cpu.py {dataset} "
           f"--out_dir=out-{name.replace('_', '-')}{smaller}")
