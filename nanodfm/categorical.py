@@ -55,7 +55,7 @@ def _exp2_blocks(chunk, shift, scale, buf, size):
     return buf[:r].view(r, -1, size).sum(-1)
 
 
-def _shift_where_needed(z, rows, masses, scale, per_chunk):
+def _shift_where_needed(z, rows, masses, scale, chunk_elements):
     """(shifts (N,), masses (N, blocks) float64): rows whose unshifted masses leave [LOW, HIGH]
     are summed again, shifted by their largest log-weight."""
     masses = masses.double()
@@ -64,14 +64,8 @@ def _shift_where_needed(z, rows, masses, scale, per_chunk):
     redo = ~((total > z.shape[1] * 2.0 ** LOW) & (total < 2.0 ** HIGH))  # also NaN: a row of -inf or +inf logits
     if redo.any():  # rare: logits beyond a few tens, or a low temperature
         again = redo.nonzero().squeeze(1)
-        size, blocks = block_shape(z.shape[1])
-        buf = torch.zeros(min(per_chunk, again.shape[0]), size * blocks, device=z.device)
-        chunk = z[again] if rows is None else z[rows[again]]
-        top = chunk.amax(dim=-1, keepdim=True).float() * scale  # (n, 1)
-        for start in range(0, again.shape[0], per_chunk):
-            part = slice(start, start + per_chunk)
-            masses[again[part]] = _exp2_blocks(chunk[part], top[part], scale, buf, size).double()
-        shifts[again] = top.squeeze(1)
+        shifts[again], masses[again] = logit_blocks(z, again if rows is None else rows[again], scale=scale,
+                                                    chunk_elements=chunk_elements, shift_all=True)
     return shifts, masses
 
 
@@ -83,17 +77,18 @@ def host_shortcuts(device):
 
 
 @torch.no_grad()
-def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None):
+def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None, shift_all=None):
     """(shifts (N,) float32, masses (N, blocks) float64) of the rows `rows` (N,) of z (R, V), or of all:
     masses[i, b] = sum over the tokens j of block b of 2^(z[i, j] scale - shifts[i]). The shift is the
-    row's maximum, on a CPU only where the row's total asks for it (`host_shortcuts`). chunk_elements:
-    rows x V per chunk (None: 2 MB, in cache, on a CPU; 64 MB on a GPU, where launches cost)."""
+    row's maximum where shift_all is true (None: on a GPU, `host_shortcuts`), else 0 where the row's
+    total allows it. chunk_elements: rows x V per chunk (None: 2 MB, in cache, on a CPU; 64 MB on a GPU)."""
     N = z.shape[0] if rows is None else rows.shape[0]
     size, blocks = block_shape(z.shape[1])
-    per_chunk = max(1, (chunk_elements or (2**19 if z.device.type == "cpu" else 2**24)) // (size * blocks))
+    chunk_elements = chunk_elements or (2**19 if z.device.type == "cpu" else 2**24)
+    per_chunk = max(1, chunk_elements // (size * blocks))
     buf = torch.zeros(min(per_chunk, max(N, 1)), size * blocks, device=z.device)  # the padding weighs 0
     masses, shifts = torch.empty(N, blocks, device=z.device), torch.zeros(N, device=z.device)
-    shift_all = not host_shortcuts(z.device)
+    shift_all = not host_shortcuts(z.device) if shift_all is None else shift_all
     for start in range(0, N, per_chunk):
         part = slice(start, start + per_chunk)
         chunk = z[part] if rows is None else z[rows[part]]
@@ -101,7 +96,7 @@ def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None):
         masses[part] = _exp2_blocks(chunk, top, scale, buf, size)
         if shift_all:
             shifts[part] = top.squeeze(1)
-    return (shifts, masses.double()) if shift_all else _shift_where_needed(z, rows, masses, scale, per_chunk)
+    return (shifts, masses.double()) if shift_all else _shift_where_needed(z, rows, masses, scale, chunk_elements)
 
 
 @torch.no_grad()
@@ -138,7 +133,7 @@ def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=No
             band.exp2_()
             sums = buf[:r, :padded].view(r, -1, size).sum(-1)
             masses[r0:r0 + r, c0 // size:c0 // size + sums.shape[1]] = sums
-    shifts, masses = _shift_where_needed(z, None, masses, 1.0, max(1, chunk_elements // (size * blocks)))
+    shifts, masses = _shift_where_needed(z, None, masses, 1.0, chunk_elements)
     return z, shifts, masses
 
 
