@@ -1,23 +1,17 @@
 """Sample from a trained model.
 
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --steps=64
-    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --start="ROMEO:"
-    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --schedule=coarse-to-fine
+    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --start="ROMEO:" --schedule=coarse-to-fine
     python sample.py --ckpt=out-shakespeare-char/ckpt.pt --sampler=euler --start=FILE:prompt.txt
-    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --steps=8 --show=frames --start=$'ROMEO:\\n____\\nJULIET:'
+    python sample.py --ckpt=out-shakespeare-char-student/ckpt.pt --show=frames --start=$'ROMEO:\\n____\\nJULIET:'
 
-A DFM model or a few-step student writes all `length` tokens in parallel over `steps` model calls;
-a prompt (--start) is clamped as a prefix and never resampled. An autoregressive checkpoint (kind=ar)
-writes them one at a time with its KV cache (--temperature, --top_k); --steps does not apply.
-The steps are 1/steps each, or the sizes in --schedule (they sum to 1, their number is the steps;
-e.g. 1/2,1/4,1/8,1/8). Large steps first and small ones last helps a few-step student: coarse-to-fine
-is such a schedule at 4, 8 and 16 steps (nanodfm/sampler.py, COARSE_TO_FINE; README, Results).
-
-Infilling: each run of four or more underscores in --start is a hole of `hole_len` tokens. The text
-around the holes is clamped and only the holes are sampled; the sample then ends where the prompt
-ends, unless --length asks for more (the extra tokens are generated after it, as for a prefix).
-Showing the decode order (nanodfm/display.py): --show=steps colours each token by the step at which
-it was decoded, --show=frames prints the sequence as it fills in, --html=FILE writes a page.
+A DFM model or a few-step student writes all `length` tokens in parallel over `steps` model calls of
+1/steps each, or of the sizes in --schedule (large steps first help a few-step student: coarse-to-fine,
+nanodfm/sampler.py; README, Results). An autoregressive checkpoint (kind=ar) writes them one at a time
+with its KV cache. A prompt (--start) is clamped as a prefix and never resampled; each run of four or
+more underscores in it is a hole of `hole_len` tokens, and the sample then ends where the prompt ends,
+unless --length asks for more. --show=steps colours each token by the step that decoded it,
+--show=frames prints the sequence as it fills in, --html=FILE writes a page (nanodfm/display.py).
 """
 
 import os
@@ -64,10 +58,9 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 FEW_STEPS = 64  # below this, a model that was not distilled is sampled far from its accuracy
 HOLE = re.compile(r"_{4,}")  # a hole in --start: four or more underscores
 RULES = {"steps": POSITIVE, "sampler": one_of(*STEP_RULES), "num_samples": POSITIVE, "length": NON_NEGATIVE,
-         "hole_len": POSITIVE, "temperature": POSITIVE_FLOAT, "first_temperature": NON_NEGATIVE,
-         "top_k": NON_NEGATIVE, "seed": SEED,
-         "show": one_of("text", "steps", "frames"), "color": one_of("auto", "always", "never"), "html": OUTPUT,
-         "dtype": one_of("auto", "bfloat16", "float32")}
+         "hole_len": POSITIVE, "temperature": POSITIVE_FLOAT, "first_temperature": NON_NEGATIVE, "top_k": NON_NEGATIVE,
+         "seed": SEED, "show": one_of("text", "steps", "frames"), "color": one_of("auto", "always", "never"),
+         "html": OUTPUT, "dtype": one_of("auto", "bfloat16", "float32")}
 MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
 
 
@@ -75,14 +68,15 @@ def distil_command(ckpt_path, ck):
     """A train.py command that distils this DFM checkpoint as printed, from any folder: the student
     keeps the model's context and batch size (and, from the checkpoint, its path and data) and is
     written beside its parent, never over it."""
-    parent_dir = os.path.dirname(os.path.normpath(ckpt_path))
-    args = [os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")),
-            "--kind=student", f"--init_from={ckpt_path}", f"--out_dir={parent_dir or 'out'}-student",
-            f"--block_size={ck['model_config']['block_size']}", f"--batch_size={ck['config']['batch_size']}"]
-    return "python " + " ".join(map(shlex.quote, args))
+    train = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"))
+    out_dir = (os.path.dirname(os.path.normpath(ckpt_path)) or "out") + "-student"
+    return "python " + shlex.join([train, "--kind=student", f"--init_from={ckpt_path}", f"--out_dir={out_dir}",
+                                   f"--block_size={ck['model_config']['block_size']}",
+                                   f"--batch_size={ck['config']['batch_size']}"])
 
 
 def read_prompt(text):
+    """--start's text, or the text of the file it names after FILE:."""
     if not text.startswith("FILE:"):
         return text
     path = text[len("FILE:"):]
@@ -101,14 +95,13 @@ def encode_prompt(text, tokenizer, hole_len):
     pieces = HOLE.split(text)
     if len(pieces) > 1 and hole_len < 1:
         raise UsageError(f"--hole_len must be a positive number of tokens, got {hole_len}")
-    ids = []
-    for k, piece in enumerate(pieces):
-        if k:
-            ids += [None] * hole_len
-        try:
-            ids += tokenizer.encode(piece) if piece else []
-        except ValueError as e:  # characters outside a char vocabulary
-            raise UsageError(str(e)) from None
+    try:
+        encoded = [tokenizer.encode(piece) if piece else [] for piece in pieces]
+    except ValueError as e:  # characters outside a char vocabulary
+        raise UsageError(str(e)) from None
+    ids = encoded[0]
+    for piece in encoded[1:]:
+        ids += [None] * hole_len + piece
     return ids
 
 
@@ -164,29 +157,29 @@ def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
     prompt_ids = prompt_ids or [start_token(tokenizer)]
     prompt = torch.tensor(prompt_ids, device=dev).expand(cfg["num_samples"], -1)  # (B, T0)
     generator = torch.Generator(dev).manual_seed(cfg["seed"])
-    x = generate(model, prompt, seq_len - len(prompt_ids), cfg["temperature"], cfg["top_k"] or None, generator=generator)
+    x = generate(model, prompt, seq_len - len(prompt_ids), cfg["temperature"], cfg["top_k"] or None,
+                 generator=generator)
     for i, ids in enumerate(x.tolist()):
         print(f"---------- sample {i + 1}/{len(x)}, autoregressive")
         print(tokenizer.decode(ids))
 
 
 def step_schedule(cfg, explicit):
-    """The --schedule's step sizes (None without one), which also set --steps: a one-line error if
-    --steps says otherwise or the sizes do not sum to 1."""
-    if not cfg["schedule"]:
-        return None
+    """The Schedule of --steps, --schedule and the temperatures, checked before anything is loaded. The
+    sizes of --schedule set --steps: a one-line error if --steps says otherwise or they do not sum to 1."""
+    sizes = None
     if cfg["schedule"] == "coarse-to-fine":
         if cfg["steps"] not in COARSE_TO_FINE:
-            raise UsageError(f"--schedule=coarse-to-fine is defined for --steps=4, 8 or 16, got --steps={cfg['steps']}: "
-                             f"give one of those, or the step sizes themselves")
-        return list(COARSE_TO_FINE[cfg["steps"]])
-    sizes = size_list("schedule", cfg["schedule"])
-    if "steps" in explicit and cfg["steps"] != len(sizes):
-        raise UsageError(f"--schedule has {len(sizes)} step sizes but --steps={cfg['steps']}: drop --steps (the "
-                         f"schedule sets it) or give {cfg['steps']} sizes")
-    cfg["steps"] = len(sizes)
-    Schedule.of(len(sizes), sizes)  # their sum, checked before anything is loaded
-    return sizes
+            raise UsageError(f"--schedule=coarse-to-fine is defined for --steps=4, 8 or 16, got "
+                             f"--steps={cfg['steps']}: give one of those, or the step sizes themselves")
+        sizes = COARSE_TO_FINE[cfg["steps"]]
+    elif cfg["schedule"]:
+        sizes = size_list("schedule", cfg["schedule"])
+        if "steps" in explicit and cfg["steps"] != len(sizes):
+            raise UsageError(f"--schedule has {len(sizes)} step sizes but --steps={cfg['steps']}: drop --steps (the "
+                             f"schedule sets it) or give {cfg['steps']} sizes")
+        cfg["steps"] = len(sizes)
+    return Schedule.of(cfg["steps"], sizes, cfg["temperature"], cfg["first_temperature"] or None)
 
 
 def untrained_sizes(ck, sizes):
@@ -202,8 +195,7 @@ def main(argv):
     explicit = set()
     cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
     check(cfg, RULES)
-    sizes = step_schedule(cfg, explicit)
-    schedule = Schedule.of(cfg["steps"], sizes, cfg["temperature"], cfg["first_temperature"] or None)
+    schedule = step_schedule(cfg, explicit)
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])
     autocast, _ = autocast_for(torch.device(dev).type, cfg["dtype"])  # the draws stay exact for the logits given
@@ -229,11 +221,11 @@ def main(argv):
     if ck["kind"] == "dfm" and cfg["steps"] < FEW_STEPS:
         print(f"warning: this DFM model was not distilled for few steps; with {cfg['steps']} steps expect poor "
               f"samples. Distil it: {distil_command(cfg['ckpt'], ck)}", file=sys.stderr)
-    if student and sizes and untrained_sizes(ck, sizes):
+    untrained = untrained_sizes(ck, schedule.sizes) if student and cfg["schedule"] else []
+    if untrained:
         print(f"warning: this student was distilled for step sizes 1, 1/2, ..., "
-              f"1/{2 ** ck['config']['max_step_exponent']}; "
-              f"{', '.join(f'{h:g}' for h in untrained_sizes(ck, sizes))} it meets only by interpolation",
-              file=sys.stderr)
+              f"1/{2 ** ck['config']['max_step_exponent']}; {', '.join(f'{h:g}' for h in untrained)} it meets only "
+              f"by interpolation", file=sys.stderr)
     prompt = prompt_tensor(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
     if ck["kind"] == "ar":
         with autocast:
@@ -246,7 +238,7 @@ def main(argv):
         x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, schedule, cfg["sampler"],
                                 prompt, generator, dev, on_step, progress=not frames)
     samples = list(zip(x.tolist(), last_change.tolist()))
-    steps_used = f"{cfg['steps']} steps" + (f" (schedule {cfg['schedule']})" if sizes else "") + (
+    steps_used = f"{cfg['steps']} steps" + (f" (schedule {cfg['schedule']})" if cfg["schedule"] else "") + (
         f", first step at temperature {cfg['first_temperature']:g}" if cfg["first_temperature"] else "")
     for i, (ids, lc) in enumerate(samples if not frames else []):  # the last frame is the sample
         print(f"---------- sample {i + 1}/{len(x)}, {steps_used}, {cfg['sampler']}")
