@@ -409,14 +409,14 @@ def system(cfg, dev):
             "threads": torch.get_num_threads(), "compile": cfg["compile"]}
 
 
-def student_cases(cfg, dev, compile=False):
+def student_cases(cfg, dev, compiled=False):
     """(V, L, source, steps, model) for each vocabulary:length pair of --overhead_cases, source and
     student step count: an untrained student of cfg's size, seeded alike for each pair."""
     for case in tqdm(cfg["overhead_cases"].split(","), desc=cfg["mode"], dynamic_ncols=True):
         V, L = (int(v) for v in case.split(":"))
         torch.manual_seed(cfg["seed"])
         model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
-        model = compile_model(model) if compile else model
+        model = compile_model(model) if compiled else model
         for src in cfg["sources"].split(","):
             for steps in int_list("student_steps", cfg["student_steps"]):
                 yield V, L, src, steps, model
