@@ -3,13 +3,11 @@
     python eval.py --mode=quality --dfm=out-dfm/ckpt.pt --student=out-student/ckpt.pt --judge=out-ar/ckpt.pt
     python eval.py --mode=elbo --dfm=out-dfm/ckpt.pt
 
-quality: for every S in steps_list, N samples of `length` tokens from DFM + Euler, DFM + cumulative
-and the student (cumulative; also at each of student_schedules and student_first_temperature), plus
-two reference rows, held-out text and AR samples, scored by the judge: generative perplexity and
-unigram entropy, each a mean with its 95% interval, as ratios to the reference row (DFM, cumulative,
-reference_steps) and, with reference_temperatures, against that row's curve at the same entropy
-(evaluate.matched_entropy_ratio). A table on stdout, every number in out_json, a plot in out_png.
-elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin. Generation speed is bench.py's.
+quality: rows of N samples of `length` tokens (held-out text, AR samples, and the DFM model and each
+student at every step count, schedule and temperature asked for) scored by the judge: generative
+perplexity and unigram entropy, means with 95% intervals, also as ratios to the reference row and at
+matched entropy (evaluate.matched_entropy_ratio). A table on stdout, every number in out_json, a plot in
+out_png. elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin. Speed is bench.py's.
 """
 
 import json
@@ -81,10 +79,11 @@ def float_list(text):
     return values if all(0 < v < math.inf for v in values) else None
 
 
-RULES = {"steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE, "num_samples": POSITIVE, "length": NON_NEGATIVE,
-         "temperature": POSITIVE_FLOAT, "student_first_temperature": NON_NEGATIVE, "top_k": NON_NEGATIVE,
-         "batch_size": POSITIVE, "num_batches": POSITIVE, "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT,
-         "out_png": OUTPUT, "dtype": one_of("auto", "bfloat16", "float32"),
+RULES = {"mode": one_of("quality", "elbo"), "steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE,
+         "num_samples": POSITIVE, "length": NON_NEGATIVE, "temperature": POSITIVE_FLOAT,
+         "student_first_temperature": NON_NEGATIVE, "top_k": NON_NEGATIVE, "batch_size": POSITIVE,
+         "num_batches": POSITIVE, "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT, "out_png": OUTPUT,
+         "dtype": one_of("auto", "bfloat16", "float32"),
          "reference_temperatures": Rule("comma-separated positive numbers", lambda v: float_list(v) is not None)}
 
 
@@ -353,8 +352,6 @@ def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
     if cfg["mode"] == "speed":
         raise UsageError(f"--mode=speed {RETIRED['eval.py --mode=speed']}")
-    if cfg["mode"] not in ("quality", "elbo"):
-        raise UsageError(f"--mode must be quality or elbo, got {cfg['mode']!r}")
     check(cfg, RULES)
     student_schedules(cfg["student_schedules"])  # a UsageError now rather than after loading
     dev = torch.device(pick_device(cfg["device"]))
