@@ -279,9 +279,6 @@ def row_key(row):
             tuple(row["schedule"]["sizes"]) if row.get("schedule") else None, row.get("first_temperature"))
 
 
-SAME_SAMPLES = ("num_samples", "seed", "top_k", "judge", "batch_size", "device")  # same draws, same judge
-
-
 def previous_rows(cfg, length, dtype):
     """{row_key: row} of the --previous quality files, rows this run reuses instead of sampling them again
     (the DFM model at 1024 steps is most of an evaluation's time; each new student then costs its own rows)."""
@@ -294,7 +291,8 @@ def previous_rows(cfg, length, dtype):
             raise UsageError(f"--previous={path}: not a readable quality JSON ({e})") from None
         if old.get("mode") != "quality" or old.get("length") != length:
             raise UsageError(f"--previous={path} is not a quality evaluation of {length}-token samples")
-        differ = [k for k in SAME_SAMPLES if old["settings"].get(k) != cfg[k]]
+        same_samples = ("num_samples", "seed", "top_k", "judge", "batch_size", "device")  # same draws, same judge
+        differ = [k for k in same_samples if old["settings"].get(k) != cfg[k]]
         if old.get("dtype", "float32") != dtype:  # files from before the key were float32
             differ.append("dtype")
         if differ:
