@@ -216,9 +216,8 @@ def quality(cfg, dev):
     if reference is not None:
         print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps, temperature {T:g}")
     if curve:
-        temps = ", ".join(f"{r['temperature']:g}" for r in curve)
         print(f"matched: perplexity / the reference's at the row's entropy, interpolated along the reference at "
-              f"temperatures {temps}")
+              f"temperatures {', '.join(format(r['temperature'], 'g') for r in curve)}")
     if ar_path == cfg["judge"]:
         print("(the AR samples are scored by the model that wrote them: read that row as a lower reference)")
     print()
@@ -242,10 +241,8 @@ def quality(cfg, dev):
     write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"], "dtype": dtype,
                                  "judge_val_loss": judge_val_loss, "reference": summary, "settings": cfg, "rows": rows})
     if cfg["out_png"]:
-        if evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"]):
-            print(f"wrote {cfg['out_png']}")
-        else:
-            print("matplotlib is not installed: no plot (pip install matplotlib)")
+        plotted = evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"])
+        print(f"wrote {cfg['out_png']}" if plotted else "matplotlib is not installed: no plot (pip install matplotlib)")
 
 
 def student_schedules(text):
