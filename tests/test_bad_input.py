@@ -373,7 +373,7 @@ def _cases():
           Case("sample", "--schedule and --steps disagree", "sample.py", (ckpt("dfm"), "--schedule=1/2,1/2", "--steps=4"),
                r"--schedule has 2 step sizes but --steps=4"),
           Case("sample", "--schedule not summing to 1", "sample.py", (ckpt("dfm"), "--schedule=1/2,1/4"),
-               r"sum to 1"),
+               r"summing to 1"),
           Case("sample", "--schedule with a zero step", "sample.py", (ckpt("dfm"), "--schedule=1,0"), r"in \(0, 1\]"),
           Case("sample", "--schedule not numbers", "sample.py", (ckpt("dfm"), "--schedule=half,half"), r"step sizes"),
           Case("sample", "--schedule=coarse-to-fine at 64 steps", "sample.py", (ckpt("dfm"), "--schedule=coarse-to-fine"),
