@@ -4,15 +4,11 @@ depend on the weights. How each mode measures, and what it found: docs/speed.md.
     python bench.py --mode=overhead --repeats=21 --out_json=results/speed/overhead.json
     python bench.py --mode=study --out_json=results/speed/study-cpu.json --out_png=assets/speed_cpu.png
     python bench.py --mode=study --device=cuda --dtype=bfloat16 --compile=True --out_json=study-gpu.json
-    python bench.py --mode=estimate --out_json=results/speed/estimate-h100.json
-    python bench.py --mode=train_cost --out_json=results/speed/train-cost-cpu.json
 
 overhead: the share of `engine.sample`'s time spent outside the model's forward calls (the student,
   batch 1), for each vocabulary:length case and source: the median over `repeats` rounds, with quartiles.
 study: seconds per sequence and tokens/s against batch size for AR with its KV cache, the student and
   the DFM model at each length, plus batch 1 at the large size; the crossover batch sizes; a plot.
-estimate: a paper estimate (no timing) of the GPU floor per sequence at the large size.
-train_cost: seconds per training iteration of a DFM model and of its distillation, interleaved.
 syncs: host-device syncs per step of the engine, for the overhead cases.
 env: the machine and the versions (config/gpu_check.sh starts with it).
 
@@ -21,29 +17,28 @@ runs asynchronously, so it is synchronised before every clock read.
 """
 
 import collections
-import copy
 import json
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 from torch.overrides import TorchFunctionMode
 from tqdm import tqdm
 
-from nanodfm import distill, engine
+from nanodfm import engine
 from nanodfm.autoregressive import generate
-from nanodfm.config import (NON_NEGATIVE, OUTPUT, OUTPUT_IN_NEW_FOLDER, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, SEED,
-                            Rule, UsageError, autocast_for, check, device_peak_flops, int_list, one_of, output_file,
-                            parse, pick_device)
+from nanodfm.config import (NON_NEGATIVE, OUTPUT, OUTPUT_IN_NEW_FOLDER, POSITIVE, POSITIVE_INTS, SEED, Rule,
+                            UsageError, autocast_for, check, device_peak_flops, int_list, one_of, output_file, parse,
+                            pick_device)
 from nanodfm.engine import compile as compile_model
 from nanodfm.evaluate import markdown_table, pyplot, save_figure
 from nanodfm.model import ModelConfig, Transformer
-from nanodfm.path import SOURCES, ProbPath, batch_loss
-from train import student_from_dfm
+from nanodfm.path import SOURCES, ProbPath
 
 # ----------------------------------------------------------------------------- defaults
-mode = "study"  # "overhead", "study", "estimate", "train_cost", "syncs" or "env"
+mode = "study"  # "overhead", "study", "syncs" or "env"
 # the model size (the CPU preset's width)
 n_layer = 4
 n_head = 4
@@ -65,15 +60,6 @@ large_n_head = 12
 large_n_embd = 768
 large_vocab_size = 50257
 large_length = 1024
-# estimate (at the large size): an H100 SXM's published dense bfloat16 peak and HBM3 bandwidth
-peak_tflops = 989.0
-bandwidth_tbs = 3.35
-estimate_batch_sizes = "1,64"
-# train_cost (the CPU presets' batch and context; vocab_size and the width above)
-train_batch_size = 32
-train_length = 128
-train_rounds = 3  # rounds of train_iters iterations of each, interleaved
-train_iters = 10
 # timing
 warmup = 1  # untimed calls before the timed ones
 repeats = 2  # timed calls, their mean reported; overhead: rounds, the median share reported (use 21)
@@ -99,33 +85,14 @@ def random_model(kind, vocab_size, block_size, n_layer, n_head, n_embd):
                                    n_embd=n_embd, causal=kind == "ar", step_conditioned=kind == "student"))
 
 
-def synchronize(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn, device, warmup=1, repeats=3):
-    """Mean wall-clock seconds of fn() over `repeats` calls, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
+def seconds(fn, device):
+    """Wall-clock seconds of one fn() call."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda device: None
+    sync(device)
     start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
-class RecordedModel:
-    """A model whose trunk calls are recorded, so that the same forward calls can be timed alone
-    afterwards (`sampler_overhead`); the engine still applies its head, fused with its draw."""
-
-    def __init__(self, model):
-        self.config, self.head, self.calls, self.model = model.config, model.head, [], model
-
-    def trunk(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        return self.model.trunk(*args, **kwargs)
+    fn()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3, device="cpu", seed=0):
@@ -134,13 +101,17 @@ def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3
     measure is fair where the engine fuses the output layer with its pass), and the median share of the
     total that is not the model, with quartiles. A round runs both, so a change in load falls on both,
     and every run draws the same random numbers, so both do the same work."""
-    recorded = RecordedModel(model)
-    run = lambda: engine.sample(recorded, path, batch_size, length, steps, device=device,
-                                generator=torch.Generator(device).manual_seed(seed))
+    recorded = []
+
+    def trunk(*args, **kwargs):  # the engine still applies the head, fused with its draw
+        recorded.append((args, kwargs))
+        return model.trunk(*args, **kwargs)
+    run = lambda: engine.sample(SimpleNamespace(config=model.config, head=model.head, trunk=trunk), path, batch_size,
+                                length, steps, device=device, generator=torch.Generator(device).manual_seed(seed))
     for _ in range(warmup + 1):  # the last run's calls are the ones timed alone
-        recorded.calls.clear()
+        recorded.clear()
         run()
-    calls = list(recorded.calls)
+    calls = list(recorded)
 
     @torch.no_grad()
     def forwards():
@@ -150,9 +121,9 @@ def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3
     forwards()
     totals, forward = [], []
     for _ in range(repeats):
-        totals.append(time_call(run, device, warmup=0, repeats=1))
-        recorded.calls.clear()
-        forward.append(time_call(forwards, device, warmup=0, repeats=1))
+        totals.append(seconds(run, device))
+        recorded.clear()
+        forward.append(seconds(forwards, device))
     median = lambda v: sorted(v)[len(v) // 2]
     shares = sorted(1 - f / t for t, f in zip(totals, forward))
     return {"total_s": median(totals), "forward_s": median(forward), "overhead": median(shares),
@@ -160,11 +131,10 @@ def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3
 
 
 class SyncCounter(TorchFunctionMode):
-    """Counts, on any device, the calls that make a CUDA host wait for the GPU (`with SyncCounter() as
-    syncs:` ..., then syncs.count and syncs.calls by operation): reading a value (item, tolist, bool),
-    nonzero, indexing with a boolean mask (it runs nonzero), a copy between devices, and a tensor made
-    from Python values on a device (a copy from host memory). On a CPU nothing waits, but the same
-    calls are made (copies aside), so the count there is the count on a GPU."""
+    """Counts the calls that make a CUDA host wait for the GPU (`with SyncCounter() as syncs:` ...,
+    then syncs.count and syncs.calls by operation): reading a value, nonzero, indexing with a boolean
+    mask (it runs nonzero), a copy between devices, a tensor made from Python values on a device. A CPU
+    makes the same calls (copies aside) without waiting, so the count there is the count on a GPU."""
 
     READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy",
              "masked_select", "unique", "bincount"}
@@ -190,7 +160,7 @@ class SyncCounter(TorchFunctionMode):
             return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
         if name in ("as_tensor", "tensor"):
             return bool(args) and not isinstance(args[0], torch.Tensor) and kwargs.get("device") is not None
-        if name == "to" and isinstance(args[0], torch.Tensor):  # a copy between devices
+        if name == "to" and isinstance(args[0], torch.Tensor):
             targets = [a for a in (*args[1:], kwargs.get("device")) if isinstance(a, (str, torch.device))]
             return any(torch.device(a).type != args[0].device.type for a in targets)
         return False
@@ -222,19 +192,18 @@ def time_sampling(model, path, batch_size, length, steps, max_timed_steps, devic
     uniform source with more than max_timed_steps steps, every k-th step of it (`engine.model_step`),
     each at its own t, times k (a step's work there depends on t alone: the candidates that may move)."""
     stride = 1 if path.source != "uniform" or not max_timed_steps else -(-steps // max_timed_steps)
-    synchronize(device)
-    start = time.perf_counter()
     if stride == 1:
-        engine.sample(model, path, batch_size, length, steps, device=device)
-    else:
+        return seconds(lambda: engine.sample(model, path, batch_size, length, steps, device=device), device), steps
+    timed = range(stride - 1, steps, stride)
+
+    def strided():
         x = path.source_tokens((batch_size, length), device=device)
         h = torch.full((batch_size,), 1.0 / steps, dtype=torch.float64, device=device)
         workspace = engine.Workspace(x.numel() * path.vocab_size)
-        for s in range(stride - 1, steps, stride):
+        for s in timed:
             t = torch.full((batch_size,), s * (1.0 / steps), device=device)
             x = engine.model_step(model, x, t, h, path, "cumulative", 1.0, None, None, workspace)
-    synchronize(device)
-    return (time.perf_counter() - start) * stride, len(range(stride - 1, steps, stride))
+    return seconds(strided, device) * stride, len(timed)
 
 
 class CompileCounter:
@@ -275,8 +244,7 @@ def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repe
         for B in batch_sizes:
             if kind == "ar":
                 prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
-                ar = lambda: generate(models["ar"], prompt, length - 1)
-                run = lambda: (time_call(ar, device, warmup=0, repeats=1), nfe)
+                run = lambda: (seconds(lambda: generate(models["ar"], prompt, length - 1), device), nfe)
             else:  # (seconds, steps timed)
                 run = lambda: time_sampling(models[kind], path, B, length, nfe, cfg["max_timed_steps"], device)
             for _ in range(warmup):
@@ -284,13 +252,13 @@ def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repe
             if counter:
                 counter.calls = 0
             results = [run() for _ in range(repeats)]
-            seconds, timed = sum(r[0] for r in results) / repeats, results[0][1]
+            total, timed = sum(r[0] for r in results) / repeats, results[0][1]
             if counter and not counter.calls:
                 raise UsageError(f"--compile=True, but {name} ({label}, L={length}, batch {B}) ran uncompiled: "
-                                 f"raise model.RECOMPILE_LIMIT, or time fewer shapes in one run")
+                                 f"raise engine.RECOMPILE_LIMIT, or time fewer shapes in one run")
             rows.append({"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name,
-                         "nfe": nfe, "batch_size": B, "seconds": seconds, "seconds_per_sequence": seconds / B,
-                         "tokens_per_s": B * length / seconds, "timed_steps": timed, "repeats": repeats,
+                         "nfe": nfe, "batch_size": B, "seconds": total, "seconds_per_sequence": total / B,
+                         "tokens_per_s": B * length / total, "timed_steps": timed, "repeats": repeats,
                          "compiled_calls": counter.calls if counter else 0})
     return rows
 
@@ -344,64 +312,6 @@ def plot_study(result, path):
     return save_figure(plt, fig, path)
 
 
-def floor_estimate(n_layer, n_embd, vocab_size, length, steps, batch_size, peak_flops, bandwidth, bytes_per_value=2):
-    """A paper estimate of the fastest one sequence can be generated on an accelerator with the given
-    peak (FLOP/s) and memory bandwidth (bytes/s): the larger of compute time and memory time, per
-    sequence, for the student at `steps` steps and for AR with its KV cache. Counts the matmuls with
-    weights (2 FLOPs per weight per token: 12 d^2 per layer and the d x V head), attention (4 L d per
-    token per layer for the student; for AR 4 i d at position i), weights read once per model call,
-    the logits written and read once, and AR's cached keys and values read at every position.
-    Ignores everything else (norms, the sampler's own passes, kernel launches): a floor, not a forecast."""
-    d, L, B, V, b = n_embd, length, batch_size, vocab_size, bytes_per_value
-    weights = 12 * n_layer * d * d + d * V
-    student_flops = B * steps * L * (2 * weights + 4 * n_layer * L * d)
-    student_bytes = steps * (weights * b + B * L * V * (b + 4))  # logits written (b), read as float32 (4)
-    positions = L * (L - 1) / 2  # AR attends to i cached positions at step i
-    ar_flops = B * ((L - 1) * 2 * weights + 4 * n_layer * d * positions)
-    ar_bytes = (L - 1) * weights * b + B * (2 * n_layer * d * b * positions + (L - 1) * V * (b + 4))
-    out = {}
-    for name, flops, moved in (("student", student_flops, student_bytes), ("ar_cache", ar_flops, ar_bytes)):
-        compute, memory = flops / peak_flops, moved / bandwidth
-        out[name] = {"flops": flops, "bytes": moved, "compute_s": compute, "memory_s": memory,
-                     "bound": "compute" if compute >= memory else "memory",
-                     "seconds_per_sequence": max(compute, memory) / B}
-    return out
-
-
-def training_costs(size, path, length, batch_size, recipe, rounds=3, iters=10, seed=0, device="cpu"):
-    """Seconds per training iteration of a DFM model and of its distillation by `recipe`, on random
-    tokens, interleaved round by round so that both see the same machine load: {"dfm": s, "student":
-    s, "ratio": student / dfm}."""
-    torch.manual_seed(seed)
-    dfm = random_model("dfm", path.vocab_size, length, **size).to(device).train()
-    student = student_from_dfm(dfm).train()
-    ema = copy.deepcopy(student).eval().requires_grad_(False)
-    models = {"dfm": dfm, "student": student}
-    optimizers = {kind: models[kind].optimizer(lr, 0.1, (0.9, 0.99), torch.device(device).type)
-                  for kind, lr in (("dfm", 1e-3), ("student", 5e-4))}
-    g = torch.Generator().manual_seed(seed)
-    g_device = torch.Generator(device).manual_seed(seed)  # the half steps draw on the device, as in train.py
-
-    def iteration(kind):
-        x1 = torch.randint(path.vocab_size, (batch_size, length), generator=g).to(device)
-        if kind == "dfm":
-            batch_loss(dfm, x1, path, generator=g).backward()
-        else:
-            distill.distill_loss(student, ema, x1, path, recipe, g_device).backward()
-        torch.nn.utils.clip_grad_norm_(models[kind].parameters(), 1.0)
-        optimizers[kind].step()
-        optimizers[kind].zero_grad(set_to_none=True)
-        if kind == "student":
-            distill.ema_update(ema, student, 0.99)
-
-    total = {"dfm": 0.0, "student": 0.0}
-    for _ in tqdm(range(rounds), desc="training cost", leave=False):
-        for kind in total:
-            total[kind] += time_call(lambda: iteration(kind), device, warmup=1, repeats=iters) * iters
-    per = {k: v / (rounds * iters) for k, v in total.items()}
-    return {**per, "ratio": per["student"] / per["dfm"]}
-
-
 # ----------------------------------------------------------------------------- modes
 
 def system(cfg, dev):
@@ -409,9 +319,10 @@ def system(cfg, dev):
             "threads": torch.get_num_threads(), "compile": cfg["compile"]}
 
 
-def student_cases(cfg, dev, compiled=False):
-    """(V, L, source, steps, model) for each vocabulary:length pair of --overhead_cases, source and
-    student step count: an untrained student of cfg's size, seeded alike for each pair."""
+def case_rows(cfg, dev, autocast, measure, compiled=False):
+    """Rows of measure(model, path, length, steps) for each vocabulary:length pair of --overhead_cases,
+    source and student step count: an untrained student of cfg's size, seeded alike for each pair."""
+    rows = []
     for case in tqdm(cfg["overhead_cases"].split(","), desc=cfg["mode"], dynamic_ncols=True):
         V, L = (int(v) for v in case.split(":"))
         torch.manual_seed(cfg["seed"])
@@ -419,15 +330,15 @@ def student_cases(cfg, dev, compiled=False):
         model = compile_model(model) if compiled else model
         for src in cfg["sources"].split(","):
             for steps in int_list("student_steps", cfg["student_steps"]):
-                yield V, L, src, steps, model
+                with autocast:
+                    rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps,
+                                 **measure(model, ProbPath(V, src), L, steps)})
+    return rows
 
 
 def overhead(cfg, dev, autocast, dtype):
-    rows = []
-    for V, L, src, steps, model in student_cases(cfg, dev, cfg["compile"]):
-        with autocast:
-            r = sampler_overhead(model, ProbPath(V, src), 1, L, steps, cfg["warmup"], cfg["repeats"], dev, cfg["seed"])
-        rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps, "batch_size": 1, **r})
+    rows = case_rows(cfg, dev, autocast, lambda model, path, L, steps: {"batch_size": 1, **sampler_overhead(
+        model, path, 1, L, steps, cfg["warmup"], cfg["repeats"], dev, cfg["seed"])}, cfg["compile"])
     print(f"{system(cfg, dev)}, {dtype}, {cfg['n_layer']} layers x {cfg['n_embd']} wide, batch 1, student\n")
     share = lambda r: "{:.1f}% ({:.1f} to {:.1f})".format(*(100 * q for q in (r["overhead"], *r["overhead_iqr"])))
     print(markdown_table(["V", "L", "source", "steps", "sample (s)", "forwards (s)", "outside the model (quartiles)"],
@@ -437,11 +348,7 @@ def overhead(cfg, dev, autocast, dtype):
 
 
 def syncs(cfg, dev, autocast, dtype):
-    rows = []
-    for V, L, src, steps, model in student_cases(cfg, dev):
-        with autocast:
-            rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps,
-                         **syncs_per_step(model, ProbPath(V, src), 1, L, steps, dev)})
+    rows = case_rows(cfg, dev, autocast, lambda model, path, L, steps: syncs_per_step(model, path, 1, L, steps, dev))
     print(markdown_table(["V", "L", "source", "steps", "host-device syncs per step", "by operation"],
                          [[r["vocab_size"], r["length"], r["source"], r["steps"], r["syncs_per_step"], r["calls"]]
                           for r in rows]))
@@ -471,36 +378,6 @@ def study(cfg, dev, autocast, dtype):
     return {"mode": "study", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows, "crossovers": crossings}
 
 
-def estimate(cfg, dev, autocast, dtype):
-    rows, L = [], cfg["large_length"]
-    student_steps = int_list("student_steps", cfg["student_steps"])
-    for steps in student_steps:
-        for B in int_list("estimate_batch_sizes", cfg["estimate_batch_sizes"]):
-            e = floor_estimate(cfg["large_n_layer"], cfg["large_n_embd"], cfg["large_vocab_size"], L, steps, B,
-                               cfg["peak_tflops"] * 1e12, cfg["bandwidth_tbs"] * 1e12)
-            rows += [{"name": name, "steps": steps if name == "student" else L - 1, "batch_size": B, **v}
-                     for name, v in e.items() if name == "student" or steps == student_steps[0]]  # AR: once
-    print(f"an estimate, not a measurement: {cfg['large_n_layer']} layers x {cfg['large_n_embd']} wide, "
-          f"V={cfg['large_vocab_size']}, L={L}, bfloat16, {cfg['peak_tflops']:g} TFLOP/s, "
-          f"{cfg['bandwidth_tbs']:g} TB/s\n")
-    print(markdown_table(["model", "calls", "batch", "TFLOP", "GB moved", "bound", "ms / sequence"],
-                         [[r["name"], r["steps"], r["batch_size"], r["flops"] / 1e12, r["bytes"] / 1e9, r["bound"],
-                           1e3 * r["seconds_per_sequence"]] for r in rows]))
-    return {"mode": "estimate", "estimate": True, "settings": cfg, "rows": rows}
-
-
-def train_cost(cfg, dev, autocast, dtype):
-    size = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd")}
-    with autocast:
-        recipe = distill.Recipe("rk4", "logits", "uniform", 6)  # the student preset's
-        path = ProbPath(cfg["vocab_size"], cfg["source"])
-        cost = training_costs(size, path, cfg["train_length"], cfg["train_batch_size"], recipe, cfg["train_rounds"],
-                              cfg["train_iters"], cfg["seed"], dev)
-    print(f"{system(cfg, dev)}, {dtype}, source {cfg['source']}: DFM {cost['dfm']:.4g} s / iteration, "
-          f"student {cost['student']:.4g} s / iteration, {cost['ratio']:.3g} x")
-    return {"mode": "train_cost", **system(cfg, dev), "dtype": dtype, "settings": cfg, **cost}
-
-
 def env(cfg, dev, autocast, dtype):
     """The machine and the versions a GPU check ran with."""
     info = {"mode": "env", **system(cfg, dev), "dtype": dtype, "python": sys.version.split()[0],
@@ -513,7 +390,7 @@ def env(cfg, dev, autocast, dtype):
     return info
 
 
-MODES = {mode.__name__: mode for mode in (overhead, study, estimate, train_cost, syncs, env)}
+MODES = {mode.__name__: mode for mode in (overhead, study, syncs, env)}
 
 
 def _cases(text):
@@ -523,26 +400,24 @@ def _cases(text):
         return False
 
 
-RULES = {**dict.fromkeys(("n_layer", "n_head", "n_embd", "large_n_layer", "large_n_head", "large_n_embd",
-                          "large_length", "train_batch_size", "train_length", "train_rounds", "train_iters", "repeats",
-                          "large_repeats"), POSITIVE),
+RULES = {"mode": one_of(*MODES),
+         **dict.fromkeys(("n_layer", "n_head", "n_embd", "large_n_layer", "large_n_head", "large_n_embd",
+                          "large_length", "repeats", "large_repeats"), POSITIVE),
          "overhead_cases": Rule("vocabulary:length pairs like 65:1024 (a vocabulary of 2 or more)", _cases),
          "sources": Rule(f"a comma-separated subset of {','.join(SOURCES)}",
                          lambda v: bool(v) and all(s in SOURCES for s in v.split(","))),
          **dict.fromkeys(("vocab_size", "large_vocab_size"), Rule("an integer of at least 2", lambda v: v >= 2)),
          "source": one_of(*SOURCES),
-         **dict.fromkeys(("lengths", "batch_sizes", "student_steps", "estimate_batch_sizes"), POSITIVE_INTS),
+         **dict.fromkeys(("lengths", "batch_sizes", "student_steps"), POSITIVE_INTS),
          "dfm_steps": Rule("comma-separated positive integers, or empty", lambda v: v == "" or POSITIVE_INTS.ok(v)),
          "compile_backend": Rule("a torch.compile backend", lambda v: bool(v)),
-         "max_timed_steps": NON_NEGATIVE, "peak_tflops": POSITIVE_FLOAT, "bandwidth_tbs": POSITIVE_FLOAT,
-         "warmup": NON_NEGATIVE, "dtype": one_of("auto", "bfloat16", "float32"), "threads": NON_NEGATIVE, "seed": SEED,
+         **dict.fromkeys(("max_timed_steps", "warmup", "threads"), NON_NEGATIVE),
+         "dtype": one_of("auto", "bfloat16", "float32"), "seed": SEED,
          "out_json": OUTPUT_IN_NEW_FOLDER, "out_png": OUTPUT}
 
 
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
-    if cfg["mode"] not in MODES:
-        raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {cfg['mode']!r}")
     check(cfg, RULES, heads=[("n_head", "n_embd"), ("large_n_head", "large_n_embd")])
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
