@@ -156,6 +156,8 @@ def quality(cfg, dev):
         raise UsageError(f"--reference_steps={reference_steps} is not in --steps_list: the reference row is DFM "
                          f"with the cumulative step at one of the step counts sampled")
     held_out = val_path(cfg, flows[0][3])
+    vocab_size = flows[0][3]["model_config"]["vocab_size"]
+    ngrams = evaluate.ngram_profile(evaluate.reference_text(split_path(os.path.dirname(held_out), "train")), vocab_size)
 
     def new_row(name, method, steps, temp, ck, path, schedule=None, first=None):
         """A row's settings, in the order the JSON lists them."""
@@ -199,7 +201,8 @@ def quality(cfg, dev):
         else:
             with autocast:
                 ids = make().to(dev)
-            rows.append({**row, **evaluate.score(judge, ids, bs)})
+            js, js_ci = evaluate.ngram_divergence(ids, ngrams, vocab_size, seed=seed)
+            rows.append({**row, **evaluate.score(judge, ids, bs), "ngram_js": js, "ngram_js_ci95": js_ci})
     reference = None
     if has_reference:
         reference = next(r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps
@@ -212,7 +215,8 @@ def quality(cfg, dev):
     judge_val_loss = None if evaluate.is_gpt2(cfg["judge"]) else checkpoint.load(cfg["judge"]).get("best_val_loss")
     judge_loss = "" if judge_val_loss is None else f" (its val loss {judge_val_loss:.4f})"
     print(f"\n{N} samples of {L} tokens per row, generated in {dtype}, judge {cfg['judge']}{judge_loss} in float32, "
-          f"seed {seed}; every value is a mean with its 95% confidence interval")
+          f"seed {seed}; every value is a mean with its 95% confidence interval; n-gram JS: the divergence of the "
+          f"samples' 1- to 4-gram frequencies from the training text's (evaluate.ngram_divergence)")
     if reference is not None:
         print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps, temperature {T:g}")
     if curve:
@@ -226,9 +230,9 @@ def quality(cfg, dev):
         r["matched"], "gen_ppl_ratio")
     print(evaluate.markdown_table(
         ["row", "steps (NFE)", "temperature", "gen. perplexity", "entropy (bits)", "perplexity / reference",
-         "entropy / reference"] + (["perplexity / reference at its entropy"] if curve else []),
+         "entropy / reference", "n-gram JS (bits)"] + (["perplexity / reference at its entropy"] if curve else []),
         [[r["name"], r["steps"] or "-", "-" if r["temperature"] is None else f"{r['temperature']:g}",
-          pm(r, "gen_ppl"), pm(r, "entropy"), pm(r, "gen_ppl_ratio"), pm(r, "entropy_ratio")]
+          pm(r, "gen_ppl"), pm(r, "entropy"), pm(r, "gen_ppl_ratio"), pm(r, "entropy_ratio"), pm(r, "ngram_js")]
          + ([matched(r)] if curve else []) for r in rows]))
     for note in notes:
         print(f"note: {note}")

@@ -1,5 +1,5 @@
 # Few-step student distilled from the CPU DFM model (config/shakespeare_char_cpu.py). What an
-# iteration costs against a DFM one: bench.py --mode=train_cost (docs/speed.md).
+# iteration costs against a DFM one: docs/speed.md.
 # python train.py config/shakespeare_char_cpu_student.py --init_from=out-shakespeare-char-cpu/best.pt
 # The student inherits the DFM model's size, source, kappa and data; only the distillation is set
 # here, so it distils a CPU-sized model of any dataset (give it its own --out_dir).

@@ -12,6 +12,7 @@ import json
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -83,6 +84,16 @@ def unigram_entropy(ids):
     return -(p * torch.log2(p.clamp_min(1e-300))).sum(dim=1)  # 0 log 0 = 0
 
 
+REFERENCE_TOKENS = 2 ** 20  # the n-gram reference: this much of the training text (all of Tiny Shakespeare's)
+
+
+def reference_text(train_file, tokens=REFERENCE_TOKENS):
+    """The first `tokens` ids of the training text, (1, T): the text whose n-gram frequencies samples
+    are compared with. The data's own distribution, larger than the held-out split and disjoint from
+    the held-out row, whose divergence from it is then the floor a perfect generator would reach."""
+    return torch.from_numpy(np.fromfile(train_file, dtype=np.uint16, count=tokens).astype(np.int64))[None]
+
+
 def jensen_shannon(p, q):
     """The Jensen-Shannon divergence in bits between two distributions p and q (U,): 0 to 1."""
     m = (p + q) / 2
@@ -90,28 +101,42 @@ def jensen_shannon(p, q):
     return ((kl(p) + kl(q)) / 2).item()
 
 
-def ngram_divergence(ids, reference, max_n=4, num_boot=200, seed=0):
+def ngram_keys(ids, n, vocab_size):
+    """One int64 key per n-gram of each row of ids (N, L): (N, L - n + 1); V^4 < 2^63 for GPT-2's V."""
+    return (ids.cpu().long().unfold(1, n, 1) * vocab_size ** torch.arange(n)).sum(-1)
+
+
+def ngram_profile(text, vocab_size, max_n=4):
+    """The n-gram frequencies of reference text (M, L), n = 1..max_n: [(sorted keys (U,), counts (U,))],
+    computed once and compared with every row's samples by `ngram_divergence`."""
+    return [torch.unique(ngram_keys(text, n, vocab_size), return_counts=True) for n in range(1, max_n + 1)]
+
+
+def ngram_divergence(ids, profile, vocab_size, num_boot=200, seed=0):
     """(divergence, half-width of its 95% bootstrap interval): the Jensen-Shannon divergence in bits
-    between the n-gram frequencies of samples ids (N, L) and of reference text (M, L'), averaged over
-    n = 1..max_n. 0: the same frequencies; 1: no n-gram in common. It sees which tokens follow which,
-    pooled over all samples, which perplexity and entropy do not; not coherence beyond max_n tokens.
-    From finite texts it is above 0 even between two held-out sets: compare it with the held-out
-    text's own row. The interval resamples the samples (the reference is held fixed)."""
+    between the n-gram frequencies of samples ids (N, L) and a reference's (`ngram_profile`), averaged
+    over its n = 1..max_n. 0: the same frequencies; 1: no n-gram in common. It sees which tokens
+    follow which, pooled over all samples, which perplexity and entropy do not; not coherence beyond
+    max_n tokens. From finite texts it is above 0 even for held-out text: compare with that row.
+    The interval resamples the samples (the reference is held fixed)."""
     generator = torch.Generator().manual_seed(seed)
     draws = [torch.ones(len(ids), dtype=torch.float64)] + [  # how often each sample is drawn: as is, then resampled
         torch.bincount(torch.randint(len(ids), (len(ids),), generator=generator), minlength=len(ids)).double()
         for _ in range(num_boot)]
     total = torch.zeros(num_boot + 1, dtype=torch.float64)
-    for n in range(1, max_n + 1):
-        ours, theirs = (x.cpu().long().unfold(1, n, 1).reshape(-1, n) for x in (ids, reference))  # (count, n)
-        _, inverse = torch.unique(torch.cat([ours, theirs]), dim=0, return_inverse=True)  # one id per n-gram
-        size, ours_at, theirs_at = int(inverse.max()) + 1, inverse[:len(ours)], inverse[len(ours):]
-        q = torch.bincount(theirs_at, minlength=size).double()
-        sample_of = torch.arange(len(ids)).repeat_interleave(len(ours) // len(ids))
-        for b, counts in enumerate(draws):
-            p = torch.bincount(ours_at, weights=counts[sample_of], minlength=size)
+    for n, (keys, counts) in enumerate(profile, 1):
+        ours = ngram_keys(ids, n, vocab_size)  # (N, L - n + 1)
+        sample_of = torch.arange(len(ids)).repeat_interleave(ours.shape[1])
+        ours = ours.reshape(-1)
+        at = torch.searchsorted(keys, ours).clamp(max=len(keys) - 1)
+        known = keys[at] == ours
+        new, new_at = torch.unique(ours[~known], return_inverse=True)  # n-grams the reference never has
+        at[~known] = len(keys) + new_at
+        q = torch.cat([counts.double(), torch.zeros(len(new), dtype=torch.float64)])
+        for b, weights in enumerate(draws):
+            p = torch.bincount(at, weights=weights[sample_of], minlength=len(q))
             total[b] += jensen_shannon(p / p.sum(), q / q.sum())
-    divergence = total / max_n
+    divergence = total / len(profile)
     low, high = torch.quantile(divergence[1:], torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return divergence[0].item(), (high - low) / 2
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nanodfm.evaluate import jensen_shannon, ngram_divergence
+from nanodfm.evaluate import jensen_shannon, ngram_divergence, ngram_profile
 
 
 def test_jensen_shannon_of_known_distributions():
@@ -21,13 +21,18 @@ def test_jensen_shannon_of_known_distributions():
     assert jensen_shannon(p, q) == pytest.approx(expected, rel=1e-12)
 
 
+def divergence(ids, reference, max_n=4):
+    V = int(max(ids.max(), reference.max())) + 1
+    return ngram_divergence(ids, ngram_profile(reference, V, max_n), V)
+
+
 def test_ngram_divergence_is_zero_for_the_same_text_and_one_for_disjoint_texts():
     text = torch.randint(0, 7, (64, 40), generator=torch.Generator().manual_seed(0))
-    same, ci = ngram_divergence(text, text)
+    same, ci = divergence(text, text)
     assert same == pytest.approx(0.0, abs=1e-12) and 0 < ci < 0.05  # resamples of the samples differ a little
     shuffled = text[torch.randperm(64, generator=torch.Generator().manual_seed(1))]  # the same n-grams, other order
-    assert ngram_divergence(shuffled, text)[0] == pytest.approx(0.0, abs=1e-12)
-    assert ngram_divergence(torch.zeros(8, 20, dtype=torch.long), torch.ones(8, 20, dtype=torch.long))[0] == 1.0
+    assert divergence(shuffled, text)[0] == pytest.approx(0.0, abs=1e-12)
+    assert divergence(torch.zeros(8, 20, dtype=torch.long), torch.ones(8, 20, dtype=torch.long))[0] == 1.0
 
 
 def test_ngram_divergence_counts_n_grams_not_only_tokens():
@@ -35,10 +40,10 @@ def test_ngram_divergence_counts_n_grams_not_only_tokens():
     {01, 10} half and half against {01, 11, 10, 00} a quarter each, whose JS is computable by hand."""
     a = torch.tensor([[0, 1] * 200])
     b = torch.tensor([[0, 1, 1, 0] * 100])
-    assert ngram_divergence(a, b, max_n=1)[0] == pytest.approx(0.0, abs=1e-3)
+    assert divergence(a, b, max_n=1)[0] == pytest.approx(0.0, abs=1e-3)
     p = torch.tensor([0.5, 0.5, 0.0, 0.0])  # 01, 10, 11, 00
     q = torch.tensor([0.25, 0.25, 0.25, 0.25])
-    two = ngram_divergence(a, b, max_n=2)[0]
+    two = divergence(a, b, max_n=2)[0]
     assert two == pytest.approx((0.0 + jensen_shannon(p, q)) / 2, abs=2e-3)  # up to the ends of the sequences
 
 
@@ -49,7 +54,7 @@ def test_the_interval_shrinks_with_more_samples_and_covers_the_truth():
     draw = lambda n: torch.multinomial(torch.tensor([0.5, 0.3, 0.15, 0.05]), n * 30, replacement=True,
                                        generator=g).view(n, 30)
     reference = draw(4000)
-    small, small_ci = ngram_divergence(draw(32), reference, max_n=2)
-    large, large_ci = ngram_divergence(draw(512), reference, max_n=2)
+    small, small_ci = divergence(draw(32), reference, max_n=2)
+    large, large_ci = divergence(draw(512), reference, max_n=2)
     assert large < small and large_ci < small_ci
     assert 0 < large < 0.01

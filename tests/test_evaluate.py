@@ -163,6 +163,9 @@ def test_quality_and_elbo_modes_on_shakespeare_char(tmp_path):
     for r in rows:
         assert r["gen_ppl_ratio"] == pytest.approx(r["gen_ppl"] / reference["gen_ppl"])
     assert "| held-out text |" in result.stdout and "±" in result.stdout and "reference row" in result.stdout
+    # the n-gram divergence from the training text: in [0, 1], and held-out text is nearer than untrained models
+    assert all(0 <= r["ngram_js"] <= 1 and r["ngram_js_ci95"] >= 0 for r in rows)
+    assert rows[0]["ngram_js"] < min(r["ngram_js"] for r in rows if r["name"].startswith("dfm"))
     # --previous reuses the rows of the same models and settings, and samples only the new ones
     again = tmp_path / "again.json"
     (tmp_path / "b").mkdir()
