@@ -34,8 +34,11 @@ def _coerce(key, value, default):
         except (ValueError, SyntaxError):
             if default is not None:
                 raise UsageError(f"--{key}: cannot parse {value!r} as a {type(default).__name__}") from None
-    if default is None or value is None:
+    if default is None:
         return value
+    if value is None:  # a key that takes None has None as its default
+        kind = {bool: "True or False", int: "a whole number", float: "a number"}.get(type(default), "a value")
+        raise UsageError(f"{key} cannot be None: give {kind}")
     if isinstance(default, float) and type(value) is int:
         return float(value)
     strict = isinstance(default, bool) or isinstance(value, bool)  # to Python True is an int; not to a config
