@@ -203,6 +203,12 @@ def unwritable(path, create=False):
 POSITIVE = Rule("a positive integer", lambda v: v >= 1)
 NON_NEGATIVE = Rule("0 or more", lambda v: _finite(v) and v >= 0)
 POSITIVE_FLOAT = Rule("a finite number above 0", lambda v: _finite(v) and v > 0)
+# below it every draw is the most likely token (the greedy limit), and logits / T overflow float32 near 1e-38
+MIN_TEMPERATURE = 1e-4
+TEMPERATURE = Rule(f"a finite number of at least {MIN_TEMPERATURE:g} (the greedy limit)",
+                   lambda v: _finite(v) and v >= MIN_TEMPERATURE)
+TEMPERATURE_OR_OFF = Rule(f"0 (off) or a finite number of at least {MIN_TEMPERATURE:g} (the greedy limit)",
+                          lambda v: v == 0 or _finite(v) and v >= MIN_TEMPERATURE)
 PROBABILITY = Rule("in [0, 1)", lambda v: _finite(v) and 0 <= v < 1)
 SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # numpy seeds below 2**32, and runs add to it
 POSITIVE_INTS = Rule("comma-separated positive integers", lambda v: min(_comma_list(v, int) or [0]) >= 1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from nanodfm.config import UsageError
+from nanodfm.config import MIN_TEMPERATURE, UsageError
 from nanodfm.path import uniform
 
 
@@ -80,8 +80,9 @@ class Schedule:
             raise UsageError(f"a schedule of {steps} steps takes {steps} step sizes in (0, 1] summing to 1 (t runs "
                              f"from 0 to 1); got {len(sizes)} summing to {math.fsum(sizes):.6g}: {list(sizes)}")
         first = temperature if first_temperature is None else first_temperature
-        if not (0 < temperature < math.inf and 0 < first < math.inf):
-            raise UsageError(f"temperatures must be positive numbers, got {temperature} and first {first}")
+        if not (MIN_TEMPERATURE <= temperature < math.inf and MIN_TEMPERATURE <= first < math.inf):
+            raise UsageError(f"temperatures must be finite and at least {MIN_TEMPERATURE:g} (the greedy limit), got "
+                             f"{temperature} and first {first}")
         return cls(sizes, (first,) + (temperature,) * (steps - 1))
 
     def times(self):

@@ -231,7 +231,7 @@ def test_a_first_temperature_heats_the_first_step_alone(sample_fn, source):
 @pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
 def test_a_bad_first_temperature_is_a_usage_error(sample_fn, bad):
-    with pytest.raises(UsageError, match="temperatures must be positive numbers"):
+    with pytest.raises(UsageError, match="temperatures must be finite and at least 0.0001"):
         sample_fn(tiny_model(), ProbPath(V), 1, 8, Schedule.of(3, first_temperature=bad))
 
 
