@@ -441,3 +441,5 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     except UsageError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: nothing was written (--out_json and --out_png come at the end)")

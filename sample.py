@@ -260,3 +260,5 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     except UsageError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: nothing was written (the samples and any --html page come at the end)")

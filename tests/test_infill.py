@@ -169,3 +169,22 @@ def test_a_key_for_another_kind_of_model_is_refused_not_ignored(char_data, tmp_p
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
     assert "of these keys it takes" in lines[0]
+
+
+def test_ctrl_c_while_sampling_is_one_line(char_data, tmp_path):
+    import signal
+    import time
+    out = tmp_path / "dfm"
+    assert run_script("train.py", f"--data_dir={char_data}", f"--out_dir={out}", *TINY_MODEL,
+                      "--max_iters=2").returncode == 0
+    html = tmp_path / "page.html"
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "sample.py"), f"--ckpt={out / 'ckpt.pt'}",
+                                "--steps=1000000", "--reference=True", f"--html={html}"], cwd=REPO_ROOT,
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    time.sleep(6)  # loaded and sampling
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=60)[1]
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "sampling" not in line]
+    assert process.returncode == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: nothing was written") and not html.exists()

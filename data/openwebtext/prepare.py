@@ -177,3 +177,5 @@ if __name__ == "__main__":
         main()
     except UsageError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: no partial file is left, but a dataset being replaced may be half new: run this again")

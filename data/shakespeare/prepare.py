@@ -23,3 +23,5 @@ if __name__ == "__main__":
         prepare(__doc__, HERE, "gpt2")
     except UsageError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: no partial file is left, but a dataset being replaced may be half new: run this again")

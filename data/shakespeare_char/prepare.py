@@ -64,3 +64,5 @@ if __name__ == "__main__":
         prepare(__doc__, HERE, "char")
     except UsageError as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: no partial file is left, but a dataset being replaced may be half new: run this again")
