@@ -124,10 +124,15 @@ def quality(cfg, dev):
         raise UsageError("quality needs a judge: --judge=PATH to an AR checkpoint (or --judge=gpt2-large)")
     if not (cfg["dfm"] or cfg["student"]):
         raise UsageError("quality needs --dfm=PATH and/or --student=PATH")
+    if cfg["student"] and not all(cfg["student"].split(",")):
+        raise UsageError(f"--student={cfg['student']} has an empty entry: give checkpoint paths separated by commas")
+    if cfg["out_png"] and evaluate.pyplot() is None:  # said now, not after the whole evaluation
+        raise UsageError("--out_png needs matplotlib: pip install matplotlib, or drop --out_png")
     judge, judge_block, judge_vocab = evaluate.load_judge(cfg["judge"], dev)
     # every generator compiled or none, so that no row is faster for it
     flows = [("dfm", cfg["dfm"], *load_model(cfg["dfm"], "dfm", dev, cfg["compile"]))] if cfg["dfm"] else []
-    students = [(path, *load_model(path, "student", dev, cfg["compile"])) for path in cfg["student"].split(",") if path]
+    students = [(path, *load_model(path, "student", dev, cfg["compile"])) for path in cfg["student"].split(",")
+                if cfg["student"]]
     # a student row is named by its teacher (rk4, rk2) or, where that is ambiguous, by its folder
     labels = [ck["config"]["teacher"] for _, _, ck in students]
     if len(set(labels)) < len(labels):
@@ -290,8 +295,11 @@ def previous_rows(cfg, length, dtype):
                 old = json.load(f)
         except (OSError, ValueError) as e:
             raise UsageError(f"--previous={path}: not a readable quality JSON ({e})") from None
-        if old.get("mode") != "quality" or old.get("length") != length:
-            raise UsageError(f"--previous={path} is not a quality evaluation of {length}-token samples")
+        if not (isinstance(old, dict) and old.get("mode") == "quality" and old.get("length") == length
+                and isinstance(old.get("settings"), dict) and isinstance(old.get("rows"), list)
+                and all(isinstance(r, dict) and "name" in r for r in old["rows"])):
+            raise UsageError(f"--previous={path} is not a quality evaluation of {length}-token samples (the "
+                             f"--out_json of eval.py --mode=quality)")
         same_samples = ("num_samples", "seed", "top_k", "judge", "batch_size", "device")  # same draws, same judge
         differ = [k for k in same_samples if old["settings"].get(k) != cfg[k]]
         if old.get("dtype", "float32") != dtype:  # files from before the key were float32

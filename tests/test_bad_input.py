@@ -406,7 +406,12 @@ def _cases():
                quality(lambda e, w: f"--judge={e.other_judge}"), r"vocabulary"),
           Case("eval", "--temperature=1e400", "eval.py", quality(lambda e, w: f"--judge={e.ar}", "--temperature=1e400"),
                r"temperature"),
-          Case("eval", "--seed=-1", "eval.py", elbo("--seed=-1"), r"seed")]
+          Case("eval", "--seed=-1", "eval.py", elbo("--seed=-1"), r"seed"),
+          Case("eval", "--previous a JSON list", "eval.py",
+               quality(lambda e, w: f"--judge={e.ar}", lambda e, w: f"--previous={w}/list.json"),
+               r"list.json is not a quality evaluation", setup=lambda e, w: (w / "list.json").write_text("[1, 2]")),
+          Case("eval", "--student=,", "eval.py", quality(lambda e, w: f"--judge={e.ar}", "--student=,"),
+               r"--student=, has an empty entry")]
     # bench.py
     bench = lambda mode, *extra: (f"--mode={mode}", "--device=cpu", "--repeats=1", "--warmup=0",  # noqa: E731
                                   "--overhead_cases=5:8", "--student_steps=2", *extra)

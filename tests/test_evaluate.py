@@ -289,3 +289,15 @@ def test_quality_samples_a_student_at_each_schedule_as_rows_of_their_own(tmp_pat
     for bad, message in (("front", "NAME=SIZES"), ("front=1/2,1/4", "summing to 1"), ("front=a,b", "step sizes")):
         result = run_eval("--mode=quality", *common, f"--student_schedules={bad}")
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_out_png_without_matplotlib_is_refused_before_any_sampling(tmp_path, monkeypatch):
+    import eval as eval_script
+    from nanodfm.config import UsageError
+    from nanodfm import evaluate
+    monkeypatch.setattr(evaluate, "pyplot", lambda: None)
+    sampled = []
+    monkeypatch.setattr(evaluate, "load_judge", lambda *a: sampled.append("judge"))
+    with pytest.raises(UsageError, match="--out_png needs matplotlib: pip install matplotlib"):
+        eval_script.main(["--mode=quality", "--dfm=d.pt", "--judge=j.pt", f"--out_png={tmp_path / 'p.png'}"])
+    assert sampled == []  # refused before the judge was even loaded
