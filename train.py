@@ -282,13 +282,27 @@ def flops_per_token(model, cfg):
 def refuse_partial(start, path, kind):
     """A checkpoint resumes exactly only with its optimiser, RNG and step (and a student's EMA): one
     without them (a file written elsewhere, or trimmed to its weights) is refused, not half-restored."""
-    needed = ("optimizer", "rng", "step", "best_val_loss", "world_size") + (("ema",) if kind == "student" else ())
+    needed = ("optimizer", "rng", "step", "val_loss", "best_val_loss", "world_size") + ("ema",) * (kind == "student")
     missing = [k for k in needed if start.get(k) is None]
     if not missing and not (isinstance(start["rng"], dict) and {"torch", "data", "numpy", "python"} <= start["rng"].keys()):
         missing = ["rng"]
     if missing:
         raise UsageError(f"{path} cannot resume a run: it lacks {', '.join(missing)}. Sample or evaluate it as it is, "
                          f"or start a new run in another --out_dir")
+
+
+def repair_best(start, ckpt_path, best_path):
+    """best.pt is never behind ckpt.pt's best: a kill between writing ckpt.pt and copying it to best.pt
+    leaves an older (or no) best.pt although ckpt.pt's own evaluation was the best; resume copies it."""
+    if start["val_loss"] > start["best_val_loss"]:
+        return  # the best evaluation is an earlier one, which best.pt holds
+    try:
+        behind = checkpoint.load(best_path)["step"] != start["step"]
+    except UsageError:  # missing or unreadable
+        behind = True
+    if behind:
+        checkpoint.copy(ckpt_path, best_path)
+        print(f"{best_path} was behind {ckpt_path}'s best evaluation (step {start['step']}): repaired")
 
 
 def resume_command(argv):
@@ -408,6 +422,8 @@ def main(argv):
     if master:  # one run per out_dir, and a new run never silently replaces a finished one
         release_out_dir = checkpoint.lock_out_dir(cfg["out_dir"])
         checkpoint.refuse_to_replace(cfg, ckpt_path)
+        if cfg["init_from"] == "resume":
+            repair_best(start, ckpt_path, best_path)
 
     torch.manual_seed(cfg["seed"])  # every rank builds the same model (DDP would broadcast it anyway)
     model = model_to_train(cfg, explicit, start, start_path, meta, data_dir).to(dev)

@@ -418,3 +418,21 @@ def test_a_student_takes_its_parents_block_size_unless_one_is_given(char_data, p
     assert block_size("--block_size=16") == 16
     with pytest.raises(UsageError, match="block_size=64 exceeds the model's 32: drop --block_size"):
         block_size("--block_size=64")
+
+
+def test_resume_repairs_a_best_pt_left_behind_by_a_kill(char_data, tmp_path):
+    """A kill after ckpt.pt is written and before it is copied to best.pt leaves best.pt at an older
+    step although ckpt.pt's own evaluation was the best; resuming puts ckpt.pt there."""
+    out = tmp_path / "run"
+    train(char_data, out, "--max_iters=4", "--eval_interval=2")
+    ckpt = checkpoint.load(str(out / "ckpt.pt"))
+    if ckpt["val_loss"] > ckpt["best_val_loss"]:
+        pytest.skip("this tiny run's last evaluation was not its best")
+    stale = {k: v for k, v in ckpt.items() if k not in ("format", "loaded_from")}
+    checkpoint.save(str(out / "best.pt"), {**stale, "step": 0})  # as if the copy at step 4 never happened
+    result = train(char_data, out, "--max_iters=4", "--eval_interval=2", "--init_from=resume")
+    assert "best.pt was behind" in result.stdout
+    assert checkpoint.load(str(out / "best.pt"))["step"] == ckpt["step"]
+    os.remove(out / "best.pt")  # missing altogether: the same repair
+    train(char_data, out, "--max_iters=4", "--eval_interval=2", "--init_from=resume")
+    assert checkpoint.load(str(out / "best.pt"))["step"] == ckpt["step"]
