@@ -20,6 +20,7 @@ import time
 import torch
 
 from nanodfm.config import UsageError, output_file
+from nanodfm.data import meta_problem
 from nanodfm.model import ModelConfig, Transformer
 
 FORMAT = "nanodfm-2"  # 2: loads with weights_only=True (1 held numpy RNG state, which needs unpickling)
@@ -106,11 +107,10 @@ def _unreadable(ckpt):
     config, meta = ckpt["config"], ckpt["meta"]
     if config.get("source") not in ("mask", "uniform") or not isinstance(config.get("kappa_power"), (int, float)):
         return "its config has no probability path (source, kappa_power)"
-    if meta.get("tokenizer") not in ("char", "gpt2") or meta.get("vocab_size") != given["vocab_size"]:
-        return f"its meta's tokenizer and vocab_size do not fit its model (vocab_size {given['vocab_size']})"
-    if meta["tokenizer"] == "char" and not all(isinstance(meta.get(k), dict) and len(meta[k]) == given["vocab_size"]
-                                               for k in ("itos", "stoi")):
-        return "its meta lacks the char vocabulary (itos and stoi)"
+    if meta_problem(meta):
+        return f"its meta: {meta_problem(meta)}"
+    if meta["vocab_size"] != given["vocab_size"]:
+        return f"its meta's vocab_size {meta['vocab_size']} does not fit its model's {given['vocab_size']}"
     return None
 
 

@@ -57,6 +57,22 @@ def largest_id(path):
     return max((int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK)), default=0)
 
 
+def meta_problem(meta):
+    """What keeps a meta from describing its tokens (None if nothing): one set of rules, applied where
+    meta.json is written, where it is read and where a checkpoint's copy is loaded."""
+    V = meta.get("vocab_size")
+    if meta.get("tokenizer") not in ("char", "gpt2"):
+        return f"its tokenizer is {meta.get('tokenizer')!r}, not char or gpt2"
+    if not isinstance(V, int) or isinstance(V, bool) or V < (50257 if meta["tokenizer"] == "gpt2" else 1):
+        return f"its vocab_size {V!r} is not a whole number of tokens that the {meta['tokenizer']} tokenizer fits"
+    itos, stoi = meta.get("itos"), meta.get("stoi")
+    if meta["tokenizer"] == "char" and not (isinstance(itos, dict) and isinstance(stoi, dict) and len(stoi) == V
+                                            and sorted(itos) == list(range(V))
+                                            and all(stoi.get(ch) == i for i, ch in itos.items())):
+        return f"its char vocabulary (itos, stoi) is not {V} characters with an id each"
+    return None
+
+
 def write_meta(folder, meta):
     """Write folder/meta.json for its train and val splits (prepare scripts call this): a split is
     `<split>.bin.tmp` where write_split left it, moved into place here, else `<split>.bin`.
@@ -64,6 +80,8 @@ def write_meta(folder, meta):
     meta: {"tokenizer": "char" | "gpt2", "vocab_size": V, ...}, to which each split's token count,
     largest id, size and modification time are added. An empty split, an id >= vocab_size or a failed
     write is a UsageError; then no meta.json is written and the splits write_split wrote are removed."""
+    if meta_problem(meta):
+        raise UsageError(f"not writing {folder}/meta.json: {meta_problem(meta)}")
     meta = {**meta, "tokens": {}, "max_token_id": {}, "files": {}}
     final = {split: os.path.join(folder, f"{split}.bin") for split in SPLITS}
     staged = {split: f"{path}.tmp" for split, path in final.items() if os.path.exists(f"{path}.tmp")}
@@ -109,6 +127,8 @@ def load_meta(data_dir):
         recorded = {split: int(meta["max_token_id"][split]) for split in SPLITS}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UsageError(f"{path} is not a dataset's meta.json: {_prepare_hint(data_dir)}") from None
+    if meta_problem(meta):
+        raise UsageError(f"{path}: {meta_problem(meta)}: {_prepare_hint(data_dir)}")
     for split, largest in recorded.items():
         if largest >= vocab_size:
             raise UsageError(f"{path}: {split}.bin holds id {largest}, outside vocab_size {vocab_size}: "

@@ -163,10 +163,12 @@ def test_empty_corpus_is_a_one_line_error(tmp_path):
 def test_write_meta_refuses_ids_outside_the_vocabulary(tmp_path):
     np.array([0, 1, 2], dtype=np.uint16).tofile(tmp_path / "train.bin")
     np.array([1, 7], dtype=np.uint16).tofile(tmp_path / "val.bin")
+    chars = lambda V: {"tokenizer": "char", "vocab_size": V, "itos": dict(enumerate("abcdefgh"[:V])),
+                       "stoi": {c: i for i, c in enumerate("abcdefgh"[:V])}}
     with pytest.raises(data.UsageError, match="val.bin holds token id 7, outside the vocabulary of 3"):
-        data.write_meta(tmp_path, {"tokenizer": "gpt2", "vocab_size": 3})
+        data.write_meta(tmp_path, chars(3))
     assert not (tmp_path / "meta.json").exists()
-    data.write_meta(tmp_path, {"tokenizer": "gpt2", "vocab_size": 8})
+    data.write_meta(tmp_path, chars(8))
     assert data.load_meta(tmp_path)["max_token_id"] == {"train": 2, "val": 7}
 
 

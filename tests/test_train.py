@@ -251,3 +251,36 @@ def test_ctrl_c_ends_training_in_one_line_that_says_how_to_resume(char_data, tmp
     assert command[:2] == ["python", "train.py"] and "--max_iters=100000" in command
     assert run_script(*command[1:], f"--max_iters={step + 2}").returncode == 0  # it continues (here to 2 steps more)
     assert checkpoint.load(str(out / "ckpt.pt"))["step"] == step + 2
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda m: m.update(vocab_size="65"), "vocab_size '65' is not a whole number"),
+    (lambda m: m.update(vocab_size=m["vocab_size"] + 0.5), "is not a whole number"),
+    (lambda m: m.pop("stoi"), "char vocabulary"),
+    (lambda m: m["itos"].popitem(), "char vocabulary"),
+    (lambda m: m.update(vocab_size=m["vocab_size"] + 1), "char vocabulary"),
+    (lambda m: m.update(tokenizer="bytes"), "tokenizer is 'bytes'"),
+])
+def test_a_meta_json_that_no_checkpoint_could_carry_is_refused_before_training(char_data, tmp_path, change, fragment):
+    """The rules checkpoint.load applies to a checkpoint's meta are meta.json's too, applied when the data
+    is read: a run never trains to the end on data whose checkpoints it could not read back."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(char_data, data)
+    meta = json.loads((data / "meta.json").read_text())
+    change(meta)
+    (data / "meta.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    result = run_script("train.py", f"--data_dir={data}", f"--out_dir={out}", *TINY_MODEL, "--max_iters=2")
+    one_line_error(result, "meta.json", fragment)
+    assert not (out / "ckpt.pt").exists()
+
+
+def test_write_meta_refuses_what_load_would_refuse(tmp_path):
+    from nanodfm.config import UsageError
+    from nanodfm.data import write_meta
+    (tmp_path / "train.bin").write_bytes(bytes(4))
+    (tmp_path / "val.bin").write_bytes(bytes(4))
+    with pytest.raises(UsageError, match="not writing .*meta.json: its char vocabulary"):
+        write_meta(tmp_path, {"tokenizer": "char", "vocab_size": 2, "itos": {0: "a"}, "stoi": {"a": 0}})
+    assert not (tmp_path / "meta.json").exists()
