@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import os
 import pickle
 import shutil
@@ -29,15 +30,42 @@ SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "n_cond", "dropout")  # a resumed o
 PATH_KEYS = ("source", "kappa_power")  # and the probability path it was trained on
 
 
-def save(path, state):
-    """torch.save(state) to path atomically; a UsageError if it cannot be written (full disk,
-    read-only folder) or if the weights hold NaN or infinity, the previous file left as it was."""
+def non_finite(state):
+    """The first weight (of "model" or "ema") that holds NaN or infinity, as "name (key)", or None."""
     for name in ("model", "ema"):
         bad = [k for k, v in (state.get(name) or {}).items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
-            raise UsageError(f"not writing {path}: the {name} weights hold NaN or infinity ({bad[0]})")
+            return f"{name} ({bad[0]})"
+    return None
+
+
+def checksum(state):
+    """sha256 of every tensor in a checkpoint (weights, EMA, optimiser and RNG states), in a fixed order,
+    written beside them: torch.load does not check the zip's own checksums, so flipped bytes would
+    otherwise load as other numbers."""
+    digest = hashlib.sha256()
+    def walk(value, where):
+        if isinstance(value, torch.Tensor):
+            digest.update(where.encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                walk(value[key], f"{where}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{where}.{i}")
+    walk({k: v for k, v in state.items() if k not in ("checksum", "format", "loaded_from")}, "")
+    return digest.hexdigest()
+
+
+def save(path, state):
+    """torch.save(state) to path atomically, with the weights' checksum; a UsageError if it cannot be
+    written (full disk, read-only folder) or if the weights hold NaN or infinity, the previous file
+    left as it was."""
+    if non_finite(state):
+        raise UsageError(f"not writing {path}: the weights hold NaN or infinity: {non_finite(state)}")
     with output_file(path, "wb", name=f"checkpoint {path}") as f:
-        torch.save({"format": FORMAT, **state}, f)
+        torch.save({"format": FORMAT, **state, "checksum": checksum(state)}, f)
 
 
 def copy(src, dst):
@@ -73,6 +101,12 @@ def load(path, kinds=KINDS, map_location="cpu"):
     problem = _unreadable(ckpt)
     if problem:
         raise UsageError(f"{path} is not a readable checkpoint ({problem})")
+    if "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):  # (written before checksums: not checked)
+        raise UsageError(f"{path} is damaged: its tensors do not match the checksum written with them; use another "
+                         f"copy (best.pt or ckpt.pt), or retrain")
+    if non_finite(ckpt):
+        raise UsageError(f"{path} holds NaN or infinity in its weights ({non_finite(ckpt)}): use another copy, or "
+                         f"retrain")
     ckpt["loaded_from"] = path  # for build_model's errors
     if ckpt["kind"] not in kinds:
         raise UsageError(f"{path} holds a model of kind {ckpt['kind']!r}; this needs one of {', '.join(kinds)}")

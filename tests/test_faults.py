@@ -281,7 +281,7 @@ def test_bad_data_is_one_line_before_training(char_data, tmp_path):
     big_ids[::1000] = vocab + 5  # ids the recorded maximum does not know about
     swapped_bin = variant(char_data, tmp_path, "swapped_bin", train_ids=big_ids)
     for folder, fragment in ((empty, "train.bin is empty"), (odd, "not a whole number"),
-                             (small_vocab, f"outside vocab_size {vocab - 10}"),
+                             (small_vocab, f"is not {vocab - 10} characters with an id each"),
                              (swapped_bin, f"token id {vocab + 5}, outside the vocabulary")):
         result = train(folder, tmp_path / f"out_{folder.name}", ok=False)
         one_line_error(result, fragment)
@@ -436,3 +436,30 @@ def test_resume_repairs_a_best_pt_left_behind_by_a_kill(char_data, tmp_path):
     os.remove(out / "best.pt")  # missing altogether: the same repair
     train(char_data, out, "--max_iters=4", "--eval_interval=2", "--init_from=resume")
     assert checkpoint.load(str(out / "best.pt"))["step"] == ckpt["step"]
+
+
+def test_damaged_or_non_finite_weights_are_refused_at_load(parent, tmp_path):
+    """torch.load does not check the zip's checksums: flipped weight bytes would load as other weights
+    (and sample garbage with exit 0). The checksum written beside the weights catches them, and NaN
+    weights written by anything else are refused too."""
+    import torch
+    from nanodfm.config import UsageError
+    good = torch.load(parent, weights_only=True)
+    tampered = {**good, "model": {k: v.clone() for k, v in good["model"].items()}}
+    key = next(k for k, v in tampered["model"].items() if v.is_floating_point())
+    tampered["model"][key].view(-1)[0] += 1.0  # one weight changed, the old checksum kept
+    torch.save(tampered, tmp_path / "tampered.pt")
+    with pytest.raises(UsageError, match="is damaged: its tensors do not match the checksum"):
+        checkpoint.load(str(tmp_path / "tampered.pt"))
+    raw = bytearray(open(parent, "rb").read())  # bit rot: 1 kB of the file flipped
+    middle = len(raw) // 2
+    raw[middle:middle + 1024] = bytes(b ^ 0xFF for b in raw[middle:middle + 1024])
+    (tmp_path / "rotten.pt").write_bytes(bytes(raw))
+    with pytest.raises(UsageError, match="is damaged|is not a readable checkpoint"):
+        checkpoint.load(str(tmp_path / "rotten.pt"))
+    nan = {**good, "model": {**good["model"], key: torch.full_like(good["model"][key], float("nan"))}}
+    nan.pop("checksum")
+    torch.save(nan, tmp_path / "nan.pt")
+    with pytest.raises(UsageError, match=f"holds NaN or infinity in its weights \\(model \\({key}\\)\\)"):
+        checkpoint.load(str(tmp_path / "nan.pt"))
+    assert checkpoint.load(parent)["step"] == good["step"]  # the intact file loads
