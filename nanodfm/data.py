@@ -8,6 +8,7 @@ vocabulary is caught when the data is opened, not as an index error some steps i
 """
 
 import contextlib
+import hashlib
 import json
 import os
 
@@ -57,6 +58,15 @@ def largest_id(path):
     return max((int(ids[i:i + CHUNK].max()) for i in range(0, len(ids), CHUNK)), default=0)
 
 
+def file_record(path):
+    """What meta.json records of a token file: {"bytes", "mtime_ns", "sha256"}."""
+    digest, st = hashlib.sha256(), os.stat(path)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
 def meta_problem(meta):
     """What keeps a meta from describing its tokens (None if nothing): one set of rules, applied where
     meta.json is written, where it is read and where a checkpoint's copy is loaded."""
@@ -98,8 +108,7 @@ def write_meta(folder, meta):
         for split, tmp in staged.items():
             os.replace(tmp, final[split])
         for split in SPLITS:  # as the files are now: a later change to one is seen when it is opened
-            st = os.stat(final[split])
-            meta["files"][split] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+            meta["files"][split] = file_record(final[split])
         with output_file(os.path.join(folder, "meta.json")) as f:
             json.dump(meta, f, ensure_ascii=False, indent=1)
     except OSError as e:
@@ -149,9 +158,14 @@ def split_path(data_dir, split, vocab_size=None):
         raise UsageError(f"{path} is {what}: {_prepare_hint(data_dir)}")
     if vocab_size is not None:
         meta, st = load_meta(data_dir), os.stat(path)
-        files = meta.get("files")  # as prepared: a later change to a file is seen here
-        unchanged = isinstance(files, dict) and files.get(split) == {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-        largest = int(meta["max_token_id"][split]) if unchanged else largest_id(path)
+        record = (meta.get("files") or {}).get(split)  # as prepared: a later change to a file is seen here
+        same = isinstance(record, dict) and [record.get(k) for k in ("bytes", "mtime_ns")] == [st.st_size,
+                                                                                              st.st_mtime_ns]
+        if isinstance(record, dict) and "sha256" in record and not same and (
+                st.st_size != record["bytes"] or file_record(path)["sha256"] != record["sha256"]):
+            raise UsageError(f"{path} is not the file {data_dir}/meta.json describes (another preparation, or changed "
+                             f"since; a killed --overwrite leaves one): {_prepare_hint(data_dir)}")
+        largest = int(meta["max_token_id"][split]) if same or "sha256" in (record or {}) else largest_id(path)
         if largest >= vocab_size:
             raise UsageError(f"{path} holds token id {largest}, outside the vocabulary of {vocab_size}: "
                              f"{_prepare_hint(data_dir)}")

@@ -282,7 +282,7 @@ def test_bad_data_is_one_line_before_training(char_data, tmp_path):
     swapped_bin = variant(char_data, tmp_path, "swapped_bin", train_ids=big_ids)
     for folder, fragment in ((empty, "train.bin is empty"), (odd, "not a whole number"),
                              (small_vocab, f"is not {vocab - 10} characters with an id each"),
-                             (swapped_bin, f"token id {vocab + 5}, outside the vocabulary")):
+                             (swapped_bin, "meta.json describes (another preparation")):
         result = train(folder, tmp_path / f"out_{folder.name}", ok=False)
         one_line_error(result, fragment)
         assert not os.path.exists(tmp_path / f"out_{folder.name}" / "log.jsonl")  # no step was taken
@@ -463,3 +463,15 @@ def test_damaged_or_non_finite_weights_are_refused_at_load(parent, tmp_path):
     with pytest.raises(UsageError, match=f"holds NaN or infinity in its weights \\(model \\({key}\\)\\)"):
         checkpoint.load(str(tmp_path / "nan.pt"))
     assert checkpoint.load(parent)["step"] == good["step"]  # the intact file loads
+
+
+def test_a_dataset_that_is_two_datasets_is_refused(char_data, tmp_path):
+    """A kill in prepare --overwrite between the replacement of train.bin and that of val.bin leaves the
+    new text's train.bin beside the old val.bin and meta.json: every id would mean another character.
+    meta.json records each file's size and sha256, so the stranger is refused, not rescanned."""
+    folder = variant(char_data, tmp_path, "half_new")
+    ids = np.fromfile(folder / "train.bin", dtype=np.uint16)
+    np.roll(ids, 7).tofile(folder / "train.bin")  # same size, same ids, another text
+    result = train(folder, tmp_path / "out", ok=False)
+    one_line_error(result, "train.bin is not the file", "meta.json describes")
+    assert not os.path.exists(tmp_path / "out" / "log.jsonl")

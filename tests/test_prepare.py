@@ -1,5 +1,6 @@
 """Prepare scripts: the .bin files decode back to exactly the input text, split as documented."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -44,7 +45,8 @@ def load_meta(out_dir):
         ids = load_split(out_dir, split)
         assert tokens[split] == len(ids) and largest[split] == ids.max()
         st = os.stat(os.path.join(out_dir, f"{split}.bin"))
-        assert files[split] == {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        sha256 = hashlib.sha256(open(os.path.join(out_dir, f"{split}.bin"), "rb").read()).hexdigest()
+        assert files[split] == {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
     return meta
 
 
