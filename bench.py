@@ -29,9 +29,8 @@ from tqdm import tqdm
 
 from nanodfm import engine
 from nanodfm.autoregressive import generate
-from nanodfm.config import (NON_NEGATIVE, OUTPUT, OUTPUT_IN_NEW_FOLDER, POSITIVE, POSITIVE_INTS, SEED, Rule,
-                            UsageError, autocast_for, check, device_peak_flops, int_list, one_of, output_file, parse,
-                            pick_device)
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, SEED, Rule, UsageError, autocast_for, check,
+                            device_peak_flops, int_list, one_of, output, output_file, parse, pick_device)
 from nanodfm.engine import compile as compile_model
 from nanodfm.evaluate import markdown_table, pyplot, save_figure
 from nanodfm.model import ModelConfig, Transformer
@@ -413,7 +412,7 @@ RULES = {"mode": one_of(*MODES),
          "compile_backend": Rule("a torch.compile backend", lambda v: bool(v)),
          **dict.fromkeys(("max_timed_steps", "warmup", "threads"), NON_NEGATIVE),
          "dtype": one_of("auto", "bfloat16", "float32"), "seed": SEED,
-         "out_json": OUTPUT_IN_NEW_FOLDER, "out_png": OUTPUT}
+         "out_json": output("json", create=True), "out_png": output("png")}
 
 
 def main(argv):

@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
-from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, POSITIVE_INTS, RETIRED, SEED, TEMPERATURE,
-                            TEMPERATURE_OR_OFF, Rule, UsageError, autocast_for, check, int_list, one_of, output_file,
-                            parse, pick_device, size_list)
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, RETIRED, SEED, TEMPERATURE,
+                            TEMPERATURE_OR_OFF, Rule, UsageError, autocast_for, check, int_list, one_of, output,
+                            output_file, parse, pick_device, size_list)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -82,7 +82,8 @@ def float_list(text):
 RULES = {"mode": one_of("quality", "elbo"), "steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE,
          "num_samples": POSITIVE, "length": NON_NEGATIVE, "temperature": TEMPERATURE,
          "student_first_temperature": TEMPERATURE_OR_OFF, "top_k": NON_NEGATIVE, "batch_size": POSITIVE,
-         "num_batches": POSITIVE, "elbo_times": POSITIVE, "seed": SEED, "out_json": OUTPUT, "out_png": OUTPUT,
+         "num_batches": POSITIVE, "elbo_times": POSITIVE, "seed": SEED, "out_json": output("json"),
+         "out_png": output("png"),
          "dtype": one_of("auto", "bfloat16", "float32"),
          "reference_temperatures": Rule("comma-separated positive numbers", lambda v: float_list(v) is not None)}
 

@@ -23,8 +23,8 @@ import torch
 
 from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
-from nanodfm.config import (NON_NEGATIVE, OUTPUT, POSITIVE, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, UsageError,
-                            autocast_for, check, one_of, output_file, parse, pick_device, size_list)
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, UsageError,
+                            autocast_for, check, one_of, output, output_file, parse, pick_device, size_list)
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -60,7 +60,8 @@ HOLE = re.compile(r"_{4,}")  # a hole in --start: four or more underscores
 RULES = {"steps": POSITIVE, "sampler": one_of(*STEP_RULES), "num_samples": POSITIVE, "length": NON_NEGATIVE,
          "hole_len": POSITIVE, "temperature": TEMPERATURE, "first_temperature": TEMPERATURE_OR_OFF,
          "top_k": NON_NEGATIVE, "seed": SEED, "show": one_of("text", "steps", "frames"),
-         "color": one_of("auto", "always", "never"), "html": OUTPUT, "dtype": one_of("auto", "bfloat16", "float32")}
+         "color": one_of("auto", "always", "never"), "html": output("html"),
+         "dtype": one_of("auto", "bfloat16", "float32")}
 MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
 
 

@@ -212,8 +212,25 @@ TEMPERATURE_OR_OFF = Rule(f"0 (off) or a finite number of at least {MIN_TEMPERAT
 PROBABILITY = Rule("in [0, 1)", lambda v: _finite(v) and 0 <= v < 1)
 SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # numpy seeds below 2**32, and runs add to it
 POSITIVE_INTS = Rule("comma-separated positive integers", lambda v: min(_comma_list(v, int) or [0]) >= 1)
-OUTPUT = Rule("a file that can be written", lambda v: unwritable(v) or True)  # "" is no output
-OUTPUT_IN_NEW_FOLDER = Rule("a file that can be written", lambda v: unwritable(v, create=True) or True)
+# what a report of each kind starts with: an output replaces only a file of its own kind
+REPORTS = {"json": lambda head: head.startswith(b"{") and b'"mode"' in head,  # eval.py's and bench.py's
+           "html": lambda head: head.startswith(b"<!DOCTYPE html>"), "png": lambda head: head.startswith(b"\x89PNG")}
+
+
+def foreign(path, kind):
+    """Why an output of `kind` must not replace the file at path (None if nothing is there, or a
+    report of that kind is): a checkpoint, a dataset or anything else is never overwritten."""
+    if path and os.path.isfile(path):
+        with open(path, "rb") as f:
+            if not REPORTS[kind](f.read(4096)):
+                return f"{path} holds something other than a {kind} report, which is not replaced: pick another path"
+    return None
+
+
+def output(kind, create=False):
+    """The rule of an output file ("" is no output): writable (create: in folders still to be made),
+    and not a file of another kind."""
+    return Rule(f"a {kind} file that can be written", lambda v: unwritable(v, create) or foreign(v, kind) or True)
 
 
 def one_of(*choices):

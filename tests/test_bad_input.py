@@ -375,6 +375,8 @@ def _cases():
                r"first_temperature must be 0 \(off\) or"),
           Case("sample", "--top_k=-1 (AR)", "sample.py", (ckpt("ar"), "--top_k=-1"), r"top_k"),
           Case("sample", "--seed=-1", "sample.py", (ckpt("dfm"), "--seed=-1"), r"seed"),
+          Case("sample", "--html at the checkpoint itself", "sample.py", (ckpt("dfm"), lambda e, w: f"--html={e.dfm}"),
+               r"holds something other than a html report, which is not replaced"),
           Case("sample", "--schedule and --steps disagree", "sample.py", (ckpt("dfm"), "--schedule=1/2,1/2", "--steps=4"),
                r"--schedule has 2 step sizes but --steps=4"),
           Case("sample", "--schedule not summing to 1", "sample.py", (ckpt("dfm"), "--schedule=1/2,1/4"),
@@ -410,6 +412,11 @@ def _cases():
           Case("eval", "--previous a JSON list", "eval.py",
                quality(lambda e, w: f"--judge={e.ar}", lambda e, w: f"--previous={w}/list.json"),
                r"list.json is not a quality evaluation", setup=lambda e, w: (w / "list.json").write_text("[1, 2]")),
+          Case("eval", "--out_json at a checkpoint", "eval.py", elbo(lambda e, w: f"--out_json={e.dfm}"),
+               r"holds something other than a json report, which is not replaced"),
+          Case("eval", "--out_png at a meta.json", "eval.py",
+               quality(lambda e, w: f"--judge={e.ar}", lambda e, w: f"--out_png={w}/meta.json"),
+               r"holds something other than a png report", setup=lambda e, w: (w / "meta.json").write_text("{}")),
           Case("eval", "--student=,", "eval.py", quality(lambda e, w: f"--judge={e.ar}", "--student=,"),
                r"--student=, has an empty entry")]
     # bench.py
