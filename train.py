@@ -99,11 +99,21 @@ RULES = {"kind": one_of(*checkpoint.KINDS), "source": one_of(*SOURCES), "loss_we
                           "grad_clip", "peak_flops"), NON_NEGATIVE), "seed": SEED}
 
 
-def check(cfg):
-    """Reject settings that cannot work, with the fix in the message."""
+# keys that only some kinds take: set for another kind they would change nothing
+ONLY_FOR = {**dict.fromkeys(("teacher", "teacher_average", "step_size_weighting", "max_step_exponent", "ema_decay"),
+                            ("student",)),
+            **dict.fromkeys(("source", "kappa_power", "loss_weighting"), ("dfm", "student"))}
+
+
+def check(cfg, explicit=()):
+    """Reject settings that cannot work, or that this kind of model would ignore, with the fix said."""
     check_values(cfg, RULES, heads=[("n_head", "n_embd")])
     if cfg["kind"] == "student" and cfg["init_from"] == "scratch":
         raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
+    ignored = sorted(k for k in explicit if cfg["kind"] not in ONLY_FOR.get(k, (cfg["kind"],)))
+    if ignored:
+        raise UsageError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
+                         f"kind={cfg['kind']} (only to kind={' or '.join(ONLY_FOR[ignored[0]])}): drop it")
 
 
 def learning_rate_at(it, cfg):
@@ -402,7 +412,7 @@ def main(argv):
     """Train as configured by argv; returns the trained model and, for a student, its EMA."""
     explicit = set()
     cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
-    check(cfg)
+    check(cfg, explicit)
     ddp, rank, local_rank, world_size, dev = distributed(cfg)
     master, device_type = rank == 0, torch.device(dev).type
     autocast, dtype_name = autocast_for(device_type, cfg["dtype"])

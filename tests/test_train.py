@@ -284,3 +284,10 @@ def test_write_meta_refuses_what_load_would_refuse(tmp_path):
     with pytest.raises(UsageError, match="not writing .*meta.json: its char vocabulary"):
         write_meta(tmp_path, {"tokenizer": "char", "vocab_size": 2, "itos": {0: "a"}, "stoi": {"a": 0}})
     assert not (tmp_path / "meta.json").exists()
+
+
+@pytest.mark.parametrize("kind, key", [("dfm", "--teacher=rk2"), ("ar", "--source=uniform"), ("dfm", "--ema_decay=0.9")])
+def test_a_key_this_kind_of_model_ignores_is_refused(char_data, tmp_path, kind, key):
+    result = run_script("train.py", f"--data_dir={char_data}", f"--out_dir={tmp_path / 'out'}", *TINY_MODEL,
+                        f"--kind={kind}", key, "--max_iters=1")
+    one_line_error(result, f"{key[2:].split('=')[0]} does not apply to kind={kind}", "drop it")
