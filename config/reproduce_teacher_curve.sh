@@ -55,8 +55,9 @@ for n in sys.argv[2:]:
     reference = next(r for r in json.load(open(f"{out}/reference-{n}.json"))["rows"] if r["name"].startswith("dfm"))
     rows.append({"iters": int(n), "val_loss": min(r["val"] for r in log if "val" in r),
                  **{k: reference[k] for k in ("steps", "gen_ppl", "gen_ppl_ci95", "entropy", "entropy_ci95",
-                                              "num_samples")}})
+                                              "ngram_js", "ngram_js_ci95", "num_samples")}})
     print(f"{n:>6} iterations: val loss {rows[-1]['val_loss']:.4f}, {rows[-1]['steps']} steps: generative "
-          f"perplexity {rows[-1]['gen_ppl']:.2f} ± {rows[-1]['gen_ppl_ci95']:.2f}, entropy {rows[-1]['entropy']:.3f}")
+          f"perplexity {rows[-1]['gen_ppl']:.2f} ± {rows[-1]['gen_ppl_ci95']:.2f}, entropy {rows[-1]['entropy']:.3f}, "
+          f"n-gram JS {rows[-1]['ngram_js']:.4f}")
 json.dump({"rows": rows}, open(f"{out}/teacher-curve-uniform.json", "w"), indent=1)
 EOF
