@@ -86,8 +86,7 @@ class Schedule:
         return cls(sizes, (first,) + (temperature,) * (steps - 1))
 
     def times(self):
-        """[(t, h)] of every step, t the sum of the sizes before it (correctly rounded: s * (1/S) for equal steps)."""
-        return [(math.fsum(self.sizes[:s]), h) for s, h in enumerate(self.sizes)]
+        return [(math.fsum(self.sizes[:s]), h) for s, h in enumerate(self.sizes)]  # t: the sum of the sizes before
 
 
 # large steps first, sizes 2^-k as the student was trained on: measured against equal steps (results/README.md)
