@@ -105,6 +105,8 @@ def write_meta(folder, meta):
                 raise UsageError(f"{final[split]} holds token id {largest}, outside the vocabulary of "
                                  f"{meta['vocab_size']}")
             meta["tokens"][split], meta["max_token_id"][split] = os.path.getsize(path) // 2, largest
+        with contextlib.suppress(FileNotFoundError):  # no dataset until every file is in place: a kill
+            os.remove(os.path.join(folder, "meta.json"))  # from here on leaves none, never a half-new one
         for split, tmp in staged.items():
             os.replace(tmp, final[split])
         for split in SPLITS:  # as the files are now: a later change to one is seen when it is opened

@@ -475,3 +475,26 @@ def test_a_dataset_that_is_two_datasets_is_refused(char_data, tmp_path):
     result = train(folder, tmp_path / "out", ok=False)
     one_line_error(result, "train.bin is not the file", "meta.json describes")
     assert not os.path.exists(tmp_path / "out" / "log.jsonl")
+
+
+def test_a_dataset_is_invisible_while_its_files_are_replaced(char_data, tmp_path, monkeypatch):
+    """prepare --overwrite: killed after the first split is in place and before meta.json is written,
+    the folder holds no meta.json, so nothing trains on it until it is prepared again."""
+    from nanodfm import data
+    from nanodfm.config import UsageError
+    folder = variant(char_data, tmp_path, "being_replaced")
+    meta = data.load_meta(str(folder))
+    for split in ("train", "val"):
+        shutil.copy(folder / f"{split}.bin", folder / f"{split}.bin.tmp")  # staged by write_split
+    real_replace, moved = os.replace, []
+    def replace_then_die(src, dst):
+        real_replace(src, dst)
+        moved.append(dst)
+        raise KeyboardInterrupt  # killed after the first file is in place
+    monkeypatch.setattr(data.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        data.write_meta(str(folder), {k: meta[k] for k in ("tokenizer", "vocab_size", "itos", "stoi")})
+    monkeypatch.undo()
+    assert len(moved) == 1 and not (folder / "meta.json").exists()
+    with pytest.raises(UsageError, match="meta.json not found"):
+        data.load_meta(str(folder))
