@@ -196,24 +196,44 @@ def throughput(loss, tokens, seconds, flops_per_token, peak):
     return {**stats, "row": row}
 
 
-def memory_estimate(model, cfg, dtype_name):
+def memory_estimate(num_params, vocab_size, cfg, dtype_name):
     """A rough peak memory of one micro-step, in GB: weights, gradients and AdamW's two moments in
     float32 (16 bytes a parameter); activations at about 34 bytes a token and layer per 2-byte
     value of width (Korthikanti et al. 2022, with fused attention, no recomputation); and the
     logits, about three float32 copies of batch x block x vocabulary in the loss (one with a
     compiled loss). A student's teacher adds its forward passes' logits, freed one by one."""
-    c = model.config
     value = 2 if dtype_name == "bfloat16" else 4
     tokens = cfg["batch_size"] * cfg["block_size"]
-    states = 16 * sum(p.numel() for p in model.parameters())
-    activations = 17 * value * c.n_layer * c.n_embd * tokens
-    logits = (1 if cfg["compile"] else 3) * 4 * tokens * c.vocab_size
+    states = 16 * num_params
+    activations = 17 * value * cfg["n_layer"] * cfg["n_embd"] * tokens
+    logits = (1 if cfg["compile"] else 3) * 4 * tokens * vocab_size
     return {"states": states / 1e9, "activations": activations / 1e9, "logits": logits / 1e9,
             "total": (states + activations + logits) / 1e9}
 
 
+def refuse_what_cannot_fit(cfg, vocab_size, dev, dtype_name):
+    """A new model whose memory_estimate exceeds the device's memory is refused before anything is
+    allocated. Its parameters, counted from the config: 12 D^2 a block (attention and MLP), the
+    embedding and head, and the time conditioning (adaLN: 6 D a block from an n_cond vector)."""
+    if dev.startswith("cuda"):
+        have = torch.cuda.get_device_properties(dev).total_memory / 1e9
+    elif dev == "cpu" and hasattr(os, "sysconf"):
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    else:
+        return
+    D, C, conditioned = cfg["n_embd"], cfg["n_cond"], cfg["kind"] != "ar"
+    params = cfg["n_layer"] * (12 * D * D + conditioned * 6 * D * (C + 1)) + (2 * vocab_size + 1) * D
+    need = memory_estimate(params + conditioned * (Transformer.N_FREQ * C + C * C + 2 * D * C), vocab_size, cfg,
+                           dtype_name)
+    if need["total"] > have:
+        raise UsageError(f"this run needs about {need['total']:.3g} GB (states {need['states']:.3g}, activations "
+                         f"{need['activations']:.3g}, logits {need['logits']:.3g}) and {dev} has {have:.3g} GB: "
+                         f"make the model, batch_size or block_size smaller")
+
+
 def start_line(model, cfg, tokens_per_iter, dev, dtype_name):
-    memory = memory_estimate(model, cfg, dtype_name)
+    num_params = sum(p.numel() for p in model.parameters())
+    memory = memory_estimate(num_params, model.config.vocab_size, cfg, dtype_name)
     return (f"{cfg['kind']} model, {model.num_params() / 1e6:.2f}M non-embedding parameters, {tokens_per_iter:,} tokens "
             f"per iteration, device {dev}, {dtype_name}; memory about {memory['total']:.2g} GB (states "
             f"{memory['states']:.2g}, activations {memory['activations']:.2g}, logits {memory['logits']:.2g})")
@@ -428,6 +448,8 @@ def main(argv):
     data_dir = dataset_folder(cfg)
     meta = load_meta(data_dir)
     files = {split: split_path(data_dir, split, meta["vocab_size"]) for split in ("train", "val")}
+    if start is None:  # before anything is written
+        refuse_what_cannot_fit(cfg, meta["vocab_size"], dev, dtype_name)
     ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
     if master:  # one run per out_dir, and a new run never silently replaces a finished one
         release_out_dir = checkpoint.lock_out_dir(cfg["out_dir"])

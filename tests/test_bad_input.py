@@ -324,7 +324,9 @@ def _cases():
                         ("--min_lr=-1", "min_lr"), ("--beta2=1.5", "beta2"), ("--grad_clip=-1", "grad_clip"),
                         ("--weight_decay=-0.1", "weight_decay"), ("--lr_decay_iters=-5", "lr_decay_iters"),
                         ("--peak_flops=-1", "peak_flops"), ("--decay_lr=None", "decay_lr cannot be None: give True or False"),
-                        ("--batch_size=None", "batch_size cannot be None: give a whole number")):
+                        ("--batch_size=None", "batch_size cannot be None: give a whole number"),
+                        ("--n_embd=1200000000000", r"needs about .* GB .* make the model, batch_size or block_size smaller"),
+                        ("--batch_size=100000000", r"needs about .* GB")):
         c.append(Case("train", f"train {arg}", "train.py", train(arg), expect))
     for arg, expect in (("--max_step_exponent=-1", "max_step_exponent"), ("--ema_decay=2.0", "ema_decay")):
         c.append(Case("train", f"student {arg}", "train.py", student(arg), expect))
