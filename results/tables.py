@@ -259,6 +259,8 @@ if __name__ == "__main__":
     elif "frontier" in flags:
         frontier(flags["frontier"].split(","), *map(flags.get, ("frontier_json", "frontier_png", "levers_json",
                                                                 "levers_png")))
+    elif not [a for a in sys.argv[1:] if not a.startswith("--")]:
+        sys.exit(__doc__)
     else:
         folder = next(a for a in sys.argv[1:] if not a.startswith("--"))
         for spec in OUT:
