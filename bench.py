@@ -30,7 +30,7 @@ from tqdm import tqdm
 from nanodfm import engine
 from nanodfm.autoregressive import generate
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, SEED, Rule, UsageError, autocast_for, check,
-                            device_peak_flops, int_list, one_of, output, output_file, parse, pick_device)
+                            device_peak_flops, int_list, one_of, output, output_file, parse, pick_device, run)
 from nanodfm.engine import compile as compile_model
 from nanodfm.evaluate import markdown_table, pyplot, save_figure
 from nanodfm.model import ModelConfig, Transformer
@@ -436,9 +436,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UsageError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: nothing was written (--out_json and --out_png come at the end)")
+    run(lambda: main(sys.argv[1:]), "nothing was written (--out_json and --out_png come at the end)")

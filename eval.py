@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
-from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, RETIRED, SEED, TEMPERATURE,
-                            TEMPERATURE_OR_OFF, Rule, UsageError, autocast_for, check, int_list, one_of, output,
-                            output_file, parse, pick_device, size_list)
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, RETIRED, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, Rule,
+                            UsageError, autocast_for, check, int_list, one_of, output, output_file, parse, pick_device,
+                            size_list, run)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -368,9 +368,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UsageError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: nothing was written (--out_json comes at the end)")
+    run(lambda: main(sys.argv[1:]), "nothing was written (--out_json comes at the end)")

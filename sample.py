@@ -23,8 +23,8 @@ import torch
 
 from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
-from nanodfm.config import (NON_NEGATIVE, POSITIVE, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, UsageError,
-                            autocast_for, check, one_of, output, output_file, parse, pick_device, size_list)
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, UsageError, autocast_for,
+                            check, one_of, output, output_file, parse, pick_device, size_list, run)
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -257,9 +257,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UsageError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: nothing was written (the samples and any --html page come at the end)")
+    run(lambda: main(sys.argv[1:]), "nothing was written (the samples and any --html page come at the end)")

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, SEED, UsageError, autocast_for,
-                            device_peak_flops, one_of, parse, pick_device)
+                            device_peak_flops, one_of, parse, pick_device, run)
 from nanodfm.config import check as check_values
 from nanodfm.data import dataset_folder, get_batch, load_meta, same_vocabulary, split_path
 from nanodfm.model import ModelConfig, Transformer
@@ -557,9 +557,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except UsageError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted before training started: nothing was written")
+    run(lambda: main(sys.argv[1:]), "before training started: nothing was written")

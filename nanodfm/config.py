@@ -13,6 +13,7 @@ import math
 import os
 import re
 import runpy
+import sys
 import tokenize
 import traceback
 from fractions import Fraction
@@ -24,6 +25,17 @@ import torch
 
 class UsageError(ValueError):
     """Bad input from the user. Scripts print it as one line and exit; it is never a bug."""
+
+
+def run(main, interrupted):
+    """A script's entry point: bad input and Ctrl-C end in one line on stderr (exit 1), never a
+    traceback. interrupted: what Ctrl-C leaves, said after "interrupted: "."""
+    try:
+        main()
+    except UsageError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted: {interrupted}")
 
 
 def _coerce(key, value, default):

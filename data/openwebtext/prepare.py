@@ -36,7 +36,7 @@ from tqdm import tqdm
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # so `import nanodfm` works when run as a script
 
-from nanodfm.config import UsageError  # noqa: E402
+from nanodfm.config import UsageError, run  # noqa: E402
 from nanodfm.data import make_folder, write_meta  # noqa: E402
 from nanodfm.tokenizer import GPT2_EOT, gpt2_encoding  # noqa: E402
 
@@ -173,9 +173,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: no partial file is left, but a dataset being replaced may be half new: run this again")
+    run(main, "no partial file is left; a dataset being replaced has no meta.json until it is prepared again")

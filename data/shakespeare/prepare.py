@@ -16,12 +16,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # so `import nanodfm` works when run as a script
 
 from data.shakespeare_char.prepare import prepare  # noqa: E402
-from nanodfm.config import UsageError  # noqa: E402
+from nanodfm.config import run  # noqa: E402
 
 if __name__ == "__main__":
-    try:
-        prepare(__doc__, HERE, "gpt2")
-    except UsageError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: no partial file is left, but a dataset being replaced may be half new: run this again")
+    run(lambda: prepare(__doc__, HERE,
+        "gpt2"), "no partial file is left; a dataset being replaced has no meta.json until it is prepared again")

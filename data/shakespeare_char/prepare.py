@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # so `import nanodfm` works when run as a script
 
 from data.text.prepare import write_char, write_gpt2  # noqa: E402
-from nanodfm.config import UsageError  # noqa: E402
+from nanodfm.config import UsageError, run  # noqa: E402
 from nanodfm.data import load_meta, make_folder, write_meta  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -60,9 +60,5 @@ def prepare(doc, here, tokenizer):
 
 
 if __name__ == "__main__":
-    try:
-        prepare(__doc__, HERE, "char")
-    except UsageError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: no partial file is left, but a dataset being replaced may be half new: run this again")
+    run(lambda: prepare(__doc__, HERE,
+        "char"), "no partial file is left; a dataset being replaced has no meta.json until it is prepared again")

@@ -30,7 +30,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # so `import nanodfm` works when run as a script
 
-from nanodfm.config import UsageError  # noqa: E402
+from nanodfm.config import UsageError, run  # noqa: E402
 from nanodfm.data import load_meta, make_folder, write_meta, write_split  # noqa: E402
 from nanodfm.tokenizer import gpt2_encoding  # noqa: E402
 
@@ -179,9 +179,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: no partial file is left, but a dataset being replaced may be half new: run this again")
+    run(main, "no partial file is left; a dataset being replaced has no meta.json until it is prepared again")
