@@ -89,8 +89,9 @@ REFERENCE_TOKENS = 2 ** 20  # the n-gram reference: this much of the training te
 
 def reference_text(train_file, tokens=REFERENCE_TOKENS):
     """The first `tokens` ids of the training text, (1, T): the text whose n-gram frequencies samples
-    are compared with. The data's own distribution, larger than the held-out split and disjoint from
-    the held-out row, whose divergence from it is then the floor a perfect generator would reach."""
+    are compared with, larger than the held-out split and disjoint from the held-out row, whose
+    divergence is what text of the data's distribution scores (a model of the training text's
+    n-grams can score below it)."""
     return torch.from_numpy(np.fromfile(train_file, dtype=np.uint16, count=tokens).astype(np.int64))[None]
 
 
@@ -117,7 +118,7 @@ def ngram_divergence(ids, profile, vocab_size, num_boot=200, seed=0):
     between the n-gram frequencies of samples ids (N, L) and a reference's (`ngram_profile`), averaged
     over its n = 1..max_n. 0: the same frequencies; 1: no n-gram in common. It sees which tokens
     follow which, pooled over all samples, which perplexity and entropy do not; not coherence beyond
-    max_n tokens. From finite texts it is above 0 even for held-out text: compare with that row.
+    max_n tokens. From finite texts it is above 0 even for held-out text: read rows against each other.
     The interval resamples the samples (the reference is held fixed)."""
     generator = torch.Generator().manual_seed(seed)
     draws = [torch.ones(len(ids), dtype=torch.float64)] + [  # how often each sample is drawn: as is, then resampled
