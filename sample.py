@@ -24,7 +24,7 @@ import torch
 from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, UsageError, autocast_for,
-                            check, one_of, output, output_file, parse, pick_device, size_list, run)
+                            check, device_memory_gb, one_of, output, output_file, parse, pick_device, size_list, run)
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -228,6 +228,12 @@ def main(argv):
               f"1/{2 ** ck['config']['max_step_exponent']}; {', '.join(f'{h:g}' for h in untrained)} it meets only "
               f"by interpolation", file=sys.stderr)
     prompt = prompt_tensor(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
+    # the draw's float64 probabilities (the reference sampler holds about three copies, the engine one
+    # float32 buffer of logits): refused before it runs out of memory, with the estimate
+    need = cfg["num_samples"] * seq_len * model.config.vocab_size * (24 if cfg["reference"] else 8) / 1e9
+    if ck["kind"] != "ar" and device_memory_gb(dev) and need > device_memory_gb(dev):
+        raise UsageError(f"{cfg['num_samples']} samples of {seq_len} tokens need about {need:.3g} GB for their "
+                         f"probabilities and {dev} has {device_memory_gb(dev):.3g} GB: draw fewer at once")
     if ck["kind"] == "ar":
         with autocast:
             return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, SEED, UsageError, autocast_for,
-                            device_peak_flops, one_of, parse, pick_device, run)
+                            device_memory_gb, device_peak_flops, one_of, parse, pick_device, run)
 from nanodfm.config import check as check_values
 from nanodfm.data import dataset_folder, get_batch, load_meta, same_vocabulary, split_path
 from nanodfm.model import ModelConfig, Transformer
@@ -215,11 +215,8 @@ def refuse_what_cannot_fit(cfg, vocab_size, dev, dtype_name):
     """A new model whose memory_estimate exceeds the device's memory is refused before anything is
     allocated. Its parameters, counted from the config: 12 D^2 a block (attention and MLP), the
     embedding and head, and the time conditioning (adaLN: 6 D a block from an n_cond vector)."""
-    if dev.startswith("cuda"):
-        have = torch.cuda.get_device_properties(dev).total_memory / 1e9
-    elif dev == "cpu" and hasattr(os, "sysconf"):
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    else:
+    have = device_memory_gb(dev)
+    if have is None:
         return
     D, C, conditioned = cfg["n_embd"], cfg["n_cond"], cfg["kind"] != "ar"
     params = cfg["n_layer"] * (12 * D * D + conditioned * 6 * D * (C + 1)) + (2 * vocab_size + 1) * D

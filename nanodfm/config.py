@@ -80,6 +80,15 @@ def _set(config, key, value, where, explicit):
     explicit.add(key)
 
 
+def device_memory_gb(dev):
+    """The memory of a device in GB (a CUDA GPU's, or the machine's for the CPU); None where unknown."""
+    if dev.startswith("cuda"):
+        return torch.cuda.get_device_properties(dev).total_memory / 1e9
+    if dev == "cpu" and hasattr(os, "sysconf"):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    return None
+
+
 def pick_device(name):
     """"auto": CUDA if present, then Apple's MPS, then the CPU; any other name as given, if this
     machine has it (else a UsageError, not a traceback from the first tensor moved there)."""

@@ -377,6 +377,8 @@ def _cases():
                r"first_temperature must be 0 \(off\) or"),
           Case("sample", "--top_k=-1 (AR)", "sample.py", (ckpt("ar"), "--top_k=-1"), r"top_k"),
           Case("sample", "--seed=-1", "sample.py", (ckpt("dfm"), "--seed=-1"), r"seed"),
+          Case("sample", "--num_samples=1e9 at once", "sample.py", (ckpt("dfm"), "--num_samples=1000000000"),
+               r"samples of \d+ tokens need about .* GB .*: draw fewer at once"),
           Case("sample", "--html at the checkpoint itself", "sample.py", (ckpt("dfm"), lambda e, w: f"--html={e.dfm}"),
                r"holds something other than a html report, which is not replaced"),
           Case("sample", "--schedule and --steps disagree", "sample.py", (ckpt("dfm"), "--schedule=1/2,1/2", "--steps=4"),
