@@ -30,7 +30,8 @@ from tqdm import tqdm
 from nanodfm import engine
 from nanodfm.autoregressive import generate
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, SEED, Rule, UsageError, autocast_for, check,
-                            device_peak_flops, int_list, one_of, output, output_file, parse, pick_device, run)
+                            device_peak_flops, int_list, one_of, output, output_file, refuse_foreign_outputs, parse,
+                            pick_device, run)
 from nanodfm.engine import compile as compile_model
 from nanodfm.evaluate import markdown_table, pyplot, save_figure
 from nanodfm.model import ModelConfig, Transformer
@@ -72,6 +73,7 @@ threads = 0  # torch threads on CPU; 0: torch's default
 seed = 1337  # seeds the models' weights and the draws
 out_json = ""  # write every number to this file
 out_png = ""  # study: plot the study to this file (needs matplotlib)
+overwrite = False  # True: an output may replace a file that is not a report of its kind (a checkpoint, data)
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 
@@ -418,6 +420,7 @@ RULES = {"mode": one_of(*MODES),
 def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
     check(cfg, RULES, heads=[("n_head", "n_embd"), ("large_n_head", "large_n_embd")])
+    refuse_foreign_outputs(cfg, {"out_json": "json", "out_png": "png"})
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     dev = torch.device(pick_device(cfg["device"]))

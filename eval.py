@@ -21,8 +21,8 @@ from tqdm import tqdm
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, RETIRED, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, Rule,
-                            UsageError, autocast_for, check, int_list, one_of, output, output_file, parse, pick_device,
-                            size_list, run)
+                            UsageError, autocast_for, check, int_list, one_of, output, output_file,
+                            refuse_foreign_outputs, parse, pick_device, size_list, run)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -57,6 +57,7 @@ batch_size = 32  # samples per model call (quality, elbo)
 out_json = ""  # write every number to this file
 previous = ""  # quality JSON files of earlier runs (comma-separated): rows of the same models and settings are reused
 out_png = ""  # plot perplexity and entropy against steps to this file (needs matplotlib)
+overwrite = False  # True: an output may replace a file that is not a report of its kind (a checkpoint, data)
 # elbo
 num_batches = 50  # held-out batches of batch_size sequences
 elbo_times = 8  # stratified times t per sequence
@@ -361,6 +362,7 @@ def main(argv):
     if cfg["mode"] == "speed":
         raise UsageError(f"--mode=speed {RETIRED['eval.py --mode=speed']}")
     check(cfg, RULES)
+    refuse_foreign_outputs(cfg, {"out_json": "json", "out_png": "png"})
     student_schedules(cfg["student_schedules"])  # a UsageError now rather than after loading
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])

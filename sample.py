@@ -24,7 +24,8 @@ import torch
 from nanodfm import checkpoint, engine
 from nanodfm.autoregressive import generate, start_token
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, UsageError, autocast_for,
-                            check, device_memory_gb, one_of, output, output_file, parse, pick_device, size_list, run)
+                            check, device_memory_gb, one_of, output, output_file, refuse_foreign_outputs, parse,
+                            pick_device, size_list, run)
 from nanodfm.display import html_page, legend, render, render_codes
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -52,6 +53,7 @@ dtype = "auto"  # "auto" (bfloat16 autocast on a CUDA GPU that has it, else floa
 reference = False  # True: draw with the plain reference sampler (nanodfm/sampler.py): the engine's law, slower
 show = "text"  # "text" (plain), "steps" (coloured by decode step) or "frames" (each step as it fills in)
 html = ""  # write the samples, coloured by decode step, as a standalone HTML page to this file
+overwrite = False  # True: an output may replace a file that is not a report of its kind (a checkpoint, data)
 color = "auto"  # "auto" (colour when stdout is a terminal), "always" or "never"
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
@@ -196,6 +198,7 @@ def main(argv):
     explicit = set()
     cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
     check(cfg, RULES)
+    refuse_foreign_outputs(cfg, {"html": "html"})
     schedule = step_schedule(cfg, explicit)
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])

@@ -240,18 +240,25 @@ REPORTS = {"json": lambda head: head.startswith(b"{") and b'"mode"' in head,  # 
 
 def foreign(path, kind):
     """Why an output of `kind` must not replace the file at path (None if nothing is there, or a
-    report of that kind is): a checkpoint, a dataset or anything else is never overwritten."""
+    report of that kind is): a checkpoint, a dataset or anything else is not overwritten unasked."""
     if path and os.path.isfile(path):
         with open(path, "rb") as f:
             if not REPORTS[kind](f.read(4096)):
-                return f"{path} holds something other than a {kind} report, which is not replaced: pick another path"
+                return f"{path} holds something other than a {kind} report, which is not replaced"
     return None
 
 
+def refuse_foreign_outputs(cfg, kinds):
+    """Each output key of kinds {key: kind} may replace only a report of its kind, unless overwrite."""
+    for key, kind in kinds.items():
+        if not cfg["overwrite"] and foreign(cfg[key], kind):
+            raise UsageError(f"--{key}: {foreign(cfg[key], kind)}: pick another path, or replace it with "
+                             f"--overwrite=True")
+
+
 def output(kind, create=False):
-    """The rule of an output file ("" is no output): writable (create: in folders still to be made),
-    and not a file of another kind."""
-    return Rule(f"a {kind} file that can be written", lambda v: unwritable(v, create) or foreign(v, kind) or True)
+    """The rule of an output file ("" is no output): writable (create: in folders still to be made)."""
+    return Rule(f"a {kind} file that can be written", lambda v: unwritable(v, create) or True)
 
 
 def one_of(*choices):

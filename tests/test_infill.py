@@ -188,3 +188,17 @@ def test_ctrl_c_while_sampling_is_one_line(char_data, tmp_path):
     lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "sampling" not in line]
     assert process.returncode == 1 and "Traceback" not in stderr, stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("interrupted: nothing was written") and not html.exists()
+
+
+def test_an_output_replaces_another_kind_of_file_only_when_asked(char_data, tmp_path):
+    out = tmp_path / "dfm"
+    assert run_script("train.py", f"--data_dir={char_data}", f"--out_dir={out}", *TINY_MODEL,
+                      "--max_iters=2").returncode == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    args = (f"--ckpt={out / 'ckpt.pt'}", "--num_samples=1", "--length=12", "--steps=2", f"--html={notes}")
+    refused = run_sample(*args)
+    assert refused.returncode != 0 and "--overwrite=True" in refused.stderr and notes.read_text() == "my notes"
+    assert run_sample(*args).returncode != 0  # the same again: still refused
+    assert run_sample(*args, "--overwrite=True").returncode == 0 and notes.read_text().startswith("<!DOCTYPE html>")
+    assert run_sample(*args).returncode == 0  # now a page: replaced freely
