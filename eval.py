@@ -357,11 +357,24 @@ def elbo(cfg, dev):
     write_json(cfg["out_json"], {"mode": "elbo", "nats": nats, "perplexity": perplexity, "settings": cfg})
 
 
+# the keys of one mode only: set in the other they would change nothing
+ONLY_IN = {**dict.fromkeys(("student", "ar", "judge", "steps_list", "student_steps_list", "student_schedules",
+                            "student_first_temperature", "dfm_methods", "reference_steps", "reference_temperatures",
+                            "num_samples", "temperature", "top_k", "previous", "out_png", "dtype", "compile"),
+                          "quality"),
+           **dict.fromkeys(("num_batches", "elbo_times"), "elbo")}
+
+
 def main(argv):
-    cfg = parse(DEFAULTS, argv, __doc__, __file__)
+    explicit = set()
+    cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
     if cfg["mode"] == "speed":
         raise UsageError(f"--mode=speed {RETIRED['eval.py --mode=speed']}")
     check(cfg, RULES)
+    ignored = sorted(k for k in explicit if ONLY_IN.get(k, cfg["mode"]) != cfg["mode"])
+    if ignored:
+        raise UsageError(f"{', '.join('--' + k for k in ignored)} only apply to --mode={ONLY_IN[ignored[0]]}, not "
+                         f"--mode={cfg['mode']}: drop them")
     refuse_foreign_outputs(cfg, {"out_json": "json", "out_png": "png"})
     student_schedules(cfg["student_schedules"])  # a UsageError now rather than after loading
     dev = torch.device(pick_device(cfg["device"]))

@@ -422,6 +422,8 @@ def _cases():
           Case("eval", "--out_png at a meta.json", "eval.py",
                quality(lambda e, w: f"--judge={e.ar}", lambda e, w: f"--out_png={w}/meta.json"),
                r"holds something other than a png report", setup=lambda e, w: (w / "meta.json").write_text("{}")),
+          Case("eval", "--num_samples with --mode=elbo", "eval.py", elbo("--num_samples=64"),
+               r"--num_samples only apply to --mode=quality, not --mode=elbo"),
           Case("eval", "--student=,", "eval.py", quality(lambda e, w: f"--judge={e.ar}", "--student=,"),
                r"--student=, has an empty entry")]
     # bench.py
