@@ -498,3 +498,39 @@ def test_a_dataset_is_invisible_while_its_files_are_replaced(char_data, tmp_path
     assert len(moved) == 1 and not (folder / "meta.json").exists()
     with pytest.raises(UsageError, match="meta.json not found"):
         data.load_meta(str(folder))
+
+
+def test_sigkill_anywhere_in_prepare_never_leaves_a_dataset_that_loads_as_another(tmp_path):
+    """prepare --overwrite killed at several moments: the folder is then the old dataset, the new one,
+    or refused in one line (no meta.json, or a file that is not the one meta.json describes); whatever
+    loads decodes to the text it was made from."""
+    from nanodfm import data
+    from nanodfm.config import UsageError
+    rng = np.random.default_rng(0)
+    texts = {name: "".join(rng.choice(list(letters), 3_000_000)) for name, letters in
+             (("old", "abcdefgh \n"), ("new", "ijklmnop \n"))}
+    for name, text in texts.items():
+        (tmp_path / f"{name}.txt").write_text(text)
+    out = tmp_path / "ds"
+    prepare = lambda name: [sys.executable, os.path.join(ROOT, "data", "text", "prepare.py"),  # noqa: E731
+                            f"--input={tmp_path / (name + '.txt')}", f"--out_dir={out}", "--overwrite"]
+    outcomes = set()
+    for delay in (0.3, 0.8, 1.3, 1.8, 2.5, 4.0):
+        subprocess.run(prepare("old"), check=True, capture_output=True)
+        process = subprocess.Popen(prepare("new"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        try:
+            meta = data.load_meta(str(out))
+            train_bin = data.split_path(str(out), "train", meta["vocab_size"])
+            data.split_path(str(out), "val", meta["vocab_size"])
+        except UsageError:
+            outcomes.add("refused")
+            continue
+        head = "".join(meta["itos"][int(i)] for i in np.fromfile(train_bin, dtype=np.uint16, count=200))
+        which = [name for name, text in texts.items() if text.startswith(head)]
+        assert len(which) == 1, head  # the text it decodes to is one of the two, whole
+        outcomes.add(which[0])
+    print("outcomes:", sorted(outcomes))  # which ones depend on the machine's speed
+    assert outcomes <= {"old", "new", "refused"} and outcomes
