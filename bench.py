@@ -421,6 +421,8 @@ def main(argv):
     cfg = parse(DEFAULTS, argv, __doc__, __file__)
     check(cfg, RULES, heads=[("n_head", "n_embd"), ("large_n_head", "large_n_embd")])
     refuse_foreign_outputs(cfg, {"out_json": "json", "out_png": "png"})
+    if cfg["out_png"] and pyplot() is None:  # said now, not after the whole benchmark
+        raise UsageError("--out_png needs matplotlib: pip install matplotlib, or drop --out_png")
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     dev = torch.device(pick_device(cfg["device"]))

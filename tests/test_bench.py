@@ -143,3 +143,10 @@ def test_the_engine_reads_the_gpu_once_a_step_or_twice(source, per_step, monkeyp
         x = torch.arange(4)
         x[x > 1].sum().item()
     assert counter.count == 2 and counter.calls == {"__getitem__": 1, "item": 1}
+
+
+def test_out_png_without_matplotlib_is_refused_before_any_timing(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "pyplot", lambda: None)
+    monkeypatch.setattr(bench, "pick_device", lambda name: pytest.fail("the benchmark started"))
+    with pytest.raises(bench.UsageError, match="--out_png needs matplotlib"):
+        bench.main(["--mode=study", f"--out_png={tmp_path / 'p.png'}"])
