@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+# pytest -n 2 runs two workers on CI's two cores: one thread each (their subprocesses inherit it),
+# or the two OpenMP pools oversubscribe the cores and spin-wait on each other
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 
