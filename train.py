@@ -502,7 +502,7 @@ def main(argv):
                 best_val_loss = min(best_val_loss, losses["val"])
                 # ckpt.pt is always the latest state, the one resume reads; best.pt the best val loss so far
                 checkpoint.save(ckpt_path, {
-                    "kind": cfg["kind"], "model_config": asdict(raw_model.config), "model": checkpoint.model_state(raw_model),
+                    "kind": cfg["kind"], "model_config": asdict(raw_model.config), "model": raw_model.state_dict(),
                     "optimizer": optimizer.state_dict(), "ema": teacher_model.state_dict() if teacher_model is not None else None,
                     "config": cfg, "step": iter_num, "val_loss": losses["val"], "best_val_loss": best_val_loss,
                     "rng": rng_state(generator), "world_size": world_size, "meta": meta})

@@ -4,11 +4,9 @@ A checkpoint is one torch.save'd dict: the model's kind ("dfm", "ar" or "student
 its weights, and, for training to resume exactly, the optimiser, the EMA weights (a student's), the
 step, the training config and every RNG state: tensors and plain values only, so it loads with
 torch.load(weights_only=True) and a file that needs anything else unpickled is refused. Weights that
-are not finite are never written. A training run holds `out_dir/lock` (its pid) so that two runs
-cannot write one out_dir; a killed run leaves a lock whose pid is dead, which the next run takes.
+are not finite are never written. Two training runs never share an out_dir (lock_out_dir).
 """
 
-import atexit
 import contextlib
 import dataclasses
 import glob
@@ -16,7 +14,6 @@ import hashlib
 import os
 import pickle
 import shutil
-import time
 
 import torch
 
@@ -59,11 +56,10 @@ def checksum(state):
 
 
 def save(path, state):
-    """torch.save(state) to path atomically, with the weights' checksum; a UsageError if it cannot be
-    written (full disk, read-only folder) or if the weights hold NaN or infinity, the previous file
-    left as it was."""
-    if non_finite(state):
-        raise UsageError(f"not writing {path}: the weights hold NaN or infinity: {non_finite(state)}")
+    """torch.save(state) to path atomically, with its checksum; a UsageError, the previous file left as
+    it was, if it cannot be written (full disk, read-only folder) or its weights hold NaN or infinity."""
+    if bad := non_finite(state):
+        raise UsageError(f"not writing {path}: the weights hold NaN or infinity: {bad}")
     with output_file(path, "wb", name=f"checkpoint {path}") as f:
         torch.save({"format": FORMAT, **state, "checksum": checksum(state)}, f)
 
@@ -98,15 +94,13 @@ def load(path, kinds=KINDS, map_location="cpu"):
         raise UsageError(f"{path} is not a nanodfm checkpoint")
     if ckpt["format"] != FORMAT:
         raise UsageError(f"{path} is a {ckpt['format']} checkpoint; this version reads {FORMAT}: retrain it")
-    problem = _unreadable(ckpt)
-    if problem:
+    if problem := _unreadable(ckpt):
         raise UsageError(f"{path} is not a readable checkpoint ({problem})")
     if "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):  # (written before checksums: not checked)
         raise UsageError(f"{path} is damaged: its tensors do not match the checksum written with them; use another "
                          f"copy (best.pt or ckpt.pt), or retrain")
-    if non_finite(ckpt):
-        raise UsageError(f"{path} holds NaN or infinity in its weights ({non_finite(ckpt)}): use another copy, or "
-                         f"retrain")
+    if bad := non_finite(ckpt):
+        raise UsageError(f"{path} holds NaN or infinity in its weights ({bad}): use another copy, or retrain")
     ckpt["loaded_from"] = path  # for build_model's errors
     if ckpt["kind"] not in kinds:
         raise UsageError(f"{path} holds a model of kind {ckpt['kind']!r}; this needs one of {', '.join(kinds)}")
@@ -134,9 +128,8 @@ def _unreadable(ckpt):
     if given["n_embd"] % (2 * given["n_head"]) or not 0 <= given["dropout"] < 1:
         return f"model_config n_head={given['n_head']}, n_embd={given['n_embd']}, dropout={given['dropout']}"
     for name in ("model", "ema"):  # their shapes are checked as they are loaded (build_model)
-        weights = ckpt.get(name)
-        if not (weights is None and name == "ema") and not (
-                isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        weights = {} if name == "ema" and ckpt.get("ema") is None else ckpt[name]
+        if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
             return f"its {name} weights are not tensors"
     config, meta = ckpt["config"], ckpt["meta"]
     if config.get("source") not in ("mask", "uniform") or not isinstance(config.get("kappa_power"), (int, float)):
@@ -146,12 +139,6 @@ def _unreadable(ckpt):
     if meta["vocab_size"] != given["vocab_size"]:
         return f"its meta's vocab_size {meta['vocab_size']} does not fit its model's {given['vocab_size']}"
     return None
-
-
-def model_state(model):
-    """State dict without DDP / torch.compile wrappers (their prefixes would not load elsewhere)."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model).state_dict()
 
 
 def build_model(ckpt, weights="model"):
@@ -186,90 +173,26 @@ def starting_point(cfg):
     return load(cfg["init_from"], kinds=("dfm",)), cfg["init_from"]
 
 
-def _remove_temporaries(out_dir):
-    # what a killed write left: only the run holding the out_dir's lock writes there
-    for stale in glob.glob(os.path.join(glob.escape(out_dir), "*.pt.tmp*")):
-        os.remove(stale)
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        pass
-    return True
-
-
-STALE_EMPTY_LOCK_S = 10  # an empty or unreadable lock older than this is a dead run's; a younger one is being taken
-
-
-def _try_lock(lock, out_dir):
-    """Take the lock if it is free: True if this process now holds it. The lock appears with the pid
-    in it (written beside it, then hard-linked into place, which fails if a lock is there), so no other
-    run ever reads an empty one; where links fail (or the pid does not fit a full disk) the lock is
-    created empty and the pid written next, which the rule on young empty locks covers."""
-    tmp = f"{lock}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            f.write(str(os.getpid()))
-        os.link(tmp, lock)
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # no hard links here, or a full disk
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return False
-        _remove_temporaries(out_dir)  # the lock is ours: free what a killed write left, or the pid may not fit
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
 def lock_out_dir(out_dir):
-    """Create out_dir if needed and take its lock; returns a function that releases it (also called at
-    exit, so only a killed process leaves its lock behind). A UsageError if another live process holds
-    it (or an empty lock younger than a few seconds says one is taking it), or if out_dir cannot be used."""
-    lock = os.path.join(out_dir, "lock")
+    """Create out_dir if needed and lock it for this run (an flock on out_dir/lock, which the OS drops
+    when the process ends, however it ends); returns the function that releases it. A UsageError if
+    another run holds it, or if out_dir cannot be used."""
+    import fcntl  # POSIX only; sample.py and eval.py, which import this module too, never lock
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"out_dir {out_dir} is a file, not a folder: pick another --out_dir")
     try:
         os.makedirs(out_dir, exist_ok=True)
-        for _ in range(3):  # more tries after removing a dead run's lock
-            if _try_lock(lock, out_dir):
-                break
-            try:
-                with open(lock) as f:
-                    text = f.read().strip()
-                age = time.time() - os.stat(lock).st_mtime
-            except FileNotFoundError:  # released meanwhile
-                continue
-            except (OSError, UnicodeDecodeError):
-                text, age = "", time.time() - os.lstat(lock).st_mtime
-            if text == str(os.getpid()):  # this process took it already (main called twice)
-                break
-            if text.isdigit() and _pid_alive(int(text)):
-                raise UsageError(f"{out_dir} is in use by a running training (pid {text}): wait for it, pick "
-                                 f"another --out_dir, or delete {lock} if that process is not training") from None
-            if not text.isdigit() and age < STALE_EMPTY_LOCK_S:
-                raise UsageError(f"{out_dir} is being taken by another training ({lock} is empty, written "
-                                 f"{max(age, 0):.0f} s ago): try again in a few seconds, or pick another --out_dir")
-            os.remove(lock)  # its run is gone (killed, or the machine restarted)
-        else:
-            raise UsageError(f"cannot take {lock}: other runs keep taking it; pick another --out_dir")
-        _remove_temporaries(out_dir)
+        if not os.access(out_dir, os.W_OK | os.X_OK):  # an earlier run's lock file may be there already
+            raise UsageError(f"cannot use out_dir {out_dir}: Permission denied")
+        fd = os.open(os.path.join(out_dir, "lock"), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"{out_dir} is in use by another training run: wait for it to end, or pick another "
+                             f"--out_dir") from None
+        for stale in glob.glob(os.path.join(glob.escape(out_dir), "*.pt.tmp*")):  # what a killed write left
+            os.remove(stale)
     except OSError as e:
         raise UsageError(f"cannot use out_dir {out_dir}: {e.strerror} ({e.filename or out_dir})") from None
-
-    def release():
-        with contextlib.suppress(OSError), open(lock) as f:
-            if f.read().strip() == str(os.getpid()):
-                os.remove(lock)
-    atexit.register(release)
-    return release
+    return lambda: os.close(fd)

@@ -259,9 +259,11 @@ def config_file(text):
     return setup
 
 
-def young_empty_lock(env, work):
+def out_dir_in_use(env, work):
+    """work/out, locked as a running training locks it (by this process, until it exits)."""
+    import fcntl
     (work / "out").mkdir()
-    (work / "out" / "lock").write_text("")
+    fcntl.flock(os.open(work / "out" / "lock", os.O_RDWR | os.O_CREAT), fcntl.LOCK_EX)
 
 
 def diverged(env, work):
@@ -337,7 +339,8 @@ def _cases():
                r"conf.py.*ZeroDivisionError", setup=config_file("n_layer = 1 // 0\n")),
           Case("train", "train.bin ids outside the vocabulary, between sampled runs", "train.py",
                train(data=lambda env, work: f"--data_dir={env.oov_train}"), r"oov_train/train.bin.* token id"),
-          Case("train", "a young empty lock", "train.py", train("--max_iters=1"), r"lock", setup=young_empty_lock)]
+          Case("train", "an out_dir another run holds", "train.py", train("--max_iters=1"),
+               r"out is in use by another training run", setup=out_dir_in_use)]
     for source in ("mask", "uniform"):
         c.append(Case("train", f"divergence, {source} source", "train.py",
                       train(f"--source={source}", "--learning_rate=1e4", "--eval_interval=1", "--warmup_iters=0"),

@@ -8,6 +8,7 @@ out_dir is never silently reused; bad data and arguments end in one line, before
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -142,10 +143,10 @@ def test_sigkill_then_resume_is_bit_identical(char_data, parent, tmp_path, kind,
         assert os.path.exists(f"{killed}/ckpt.pt.tmp")  # a half-written file beside the intact checkpoint
     step = checkpoint.load(f"{killed}/ckpt.pt")["step"]
     assert step >= 3 and step % 3 == 0
-    assert os.path.exists(f"{killed}/lock")  # left by the killed run; its pid is dead, so it is taken over
+    assert os.path.exists(f"{killed}/lock")  # the killed run's lock file: the OS released its lock with the process
     resume_model = model + ["--init_from=resume"]
     train(char_data, killed, *resume_model, f"--max_iters={step + 3}")
-    assert not os.path.exists(f"{killed}/ckpt.pt.tmp") and not os.path.exists(f"{killed}/lock")
+    assert not os.path.exists(f"{killed}/ckpt.pt.tmp")
     whole = str(tmp_path / "whole")
     train(char_data, whole, *model, *start, f"--max_iters={step + 3}")
     assert_resumed_exactly(whole, killed)
@@ -220,8 +221,8 @@ def test_one_run_per_out_dir(char_data, tmp_path):
     proc = popen_train(char_data, busy, "--max_iters=100000")
     try:
         wait_for(lambda: os.path.exists(f"{busy}/log.jsonl"), proc)
-        one_line_error(train(char_data, busy, "--init_from=resume", ok=False), "in use by a running training",
-                       f"pid {proc.pid}")
+        one_line_error(train(char_data, busy, "--init_from=resume", ok=False),
+                       f"{busy} is in use by another training run")
     finally:
         proc.kill()
         proc.communicate()
@@ -244,7 +245,7 @@ def test_out_dir_faults_keep_the_previous_checkpoint(char_data, tmp_path):
                             capture_output=True, text=True, timeout=300)
     one_line_error(result, f"cannot write checkpoint {out}/ckpt.pt", "File too large", "intact")
     assert open(f"{out}/ckpt.pt", "rb").read() == before
-    assert sorted(os.listdir(out)) == ["best.pt", "ckpt.pt", "log.jsonl"]  # no temporary left, no lock
+    assert sorted(os.listdir(out)) == ["best.pt", "ckpt.pt", "lock", "log.jsonl"]  # no temporary left
 
     if os.geteuid() != 0:  # root writes into read-only folders anyway
         os.chmod(out, 0o500)
@@ -324,29 +325,26 @@ def test_bad_arguments_are_one_line(char_data, parent, tmp_path):
         one_line_error(run_script(*args), fragment)
 
 
-def test_the_lock_appears_with_its_pid_and_only_a_stale_empty_one_is_taken(char_data, tmp_path, monkeypatch):
+def test_an_out_dir_is_held_by_one_process_until_it_ends_however_it_ends(tmp_path):
+    """The lock is the OS's: a second taker is refused, and the holder's end, even by SIGKILL, frees it."""
+    from nanodfm.config import UsageError
     out = str(tmp_path / "out")
-    link, seen = os.link, []
-
-    def link_and_look(src, dst):  # what another run would read the moment the lock appears
-        seen.append(open(src).read())
-        return link(src, dst)
-    monkeypatch.setattr(os, "link", link_and_look)
     release = checkpoint.lock_out_dir(out)
-    assert seen == [str(os.getpid())] and open(f"{out}/lock").read() == str(os.getpid())
+    with pytest.raises(UsageError, match=re.escape(f"{out} is in use by another training run")):
+        checkpoint.lock_out_dir(out)
     release()
-    assert os.listdir(out) == []  # no lock, no temporary beside it
-
-    monkeypatch.undo()
-    os.makedirs(f"{tmp_path}/stale")
-    open(f"{tmp_path}/stale/lock", "w").close()  # empty, as a run killed between create and write leaves it
-    old = time.time() - 2 * checkpoint.STALE_EMPTY_LOCK_S
-    os.utime(f"{tmp_path}/stale/lock", (old, old))
-    train(char_data, tmp_path / "stale", "--max_iters=1")
-    assert not os.path.exists(f"{tmp_path}/stale/lock")
-    os.makedirs(f"{tmp_path}/young")
-    open(f"{tmp_path}/young/lock", "w").close()  # empty and young: a run is taking it
-    one_line_error(train(char_data, tmp_path / "young", "--max_iters=1", ok=False), "is being taken")
+    hold = ("import sys, time; from nanodfm import checkpoint; checkpoint.lock_out_dir(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, out], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(UsageError, match="in use by another training run"):
+            checkpoint.lock_out_dir(out)
+    finally:
+        holder.kill()
+        holder.communicate()
+    checkpoint.lock_out_dir(out)()  # the killed holder's lock went with it
+    assert os.listdir(out) == ["lock"]
 
 
 def test_output_files_are_whole_or_absent(tmp_path):
