@@ -162,14 +162,16 @@ def refuse_to_replace(cfg, ckpt_path):
 
 def starting_point(cfg):
     """(checkpoint, its path) a training run starts from: out_dir/ckpt.pt to resume (init_from =
-    "resume"), the DFM model a student distils (init_from = PATH), or (None, None) from scratch."""
+    "resume"), the DFM model a student distils or a DFM run fine-tunes (init_from = PATH), or
+    (None, None) from scratch."""
     if cfg["init_from"] == "resume":
         path = os.path.join(cfg["out_dir"], "ckpt.pt")
         return load(path, kinds=(cfg["kind"],)), path
     if cfg["init_from"] == "scratch":
         return None, None
-    if cfg["kind"] != "student":
-        raise UsageError("init_from=PATH starts a student from a DFM checkpoint; use kind=student")
+    if cfg["kind"] == "ar":
+        raise UsageError("init_from=PATH starts from a DFM checkpoint: use kind=student to distil it, kind=dfm to "
+                         "fine-tune it")
     return load(cfg["init_from"], kinds=("dfm",)), cfg["init_from"]
 
 
