@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
-from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, RETIRED, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, Rule,
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, Rule,
                             UsageError, autocast_for, check, int_list, one_of, output, output_file,
                             refuse_foreign_outputs, parse, pick_device, size_list, run)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
@@ -369,7 +369,8 @@ def main(argv):
     explicit = set()
     cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
     if cfg["mode"] == "speed":
-        raise UsageError(f"--mode=speed {RETIRED['eval.py --mode=speed']}")
+        raise UsageError("--mode=speed moved to bench.py: `python bench.py --mode=study` times AR with its KV cache, "
+                         "the student and the DFM model (speed does not depend on the weights: give the size)")
     check(cfg, RULES)
     ignored = sorted(k for k in explicit if ONLY_IN.get(k, cfg["mode"]) != cfg["mode"])
     if ignored:

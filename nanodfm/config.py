@@ -14,7 +14,6 @@ import os
 import re
 import runpy
 import sys
-import tokenize
 import traceback
 from fractions import Fraction
 from pathlib import Path
@@ -44,11 +43,8 @@ def _coerce(key, value, default):
         try:
             value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            if default is not None:
-                raise UsageError(f"--{key}: cannot parse {value!r} as a {type(default).__name__}") from None
-    if default is None:
-        return value
-    if value is None:  # a key that takes None has None as its default
+            raise UsageError(f"--{key}: cannot parse {value!r} as a {type(default).__name__}") from None
+    if value is None:
         kind = {bool: "True or False", int: "a whole number", float: "a number"}.get(type(default), "a value")
         raise UsageError(f"{key} cannot be None: give {kind}")
     if isinstance(default, float) and type(value) is int:
@@ -64,9 +60,7 @@ RETIRED = {"always_save_checkpoint": "train.py now writes ckpt.pt (the latest st
                                      "at the end, and best.pt (the best val loss) beside it: drop the key",
            **dict.fromkeys(("rk_points", "anchor_share", "own_share"),
                            "a distillation lever measured without gain, gone from nanodfm (its code lives at "
-                           "commit e631de9, its rows in results/README.md): drop the key"),
-           "eval.py --mode=speed": "moved to bench.py: `python bench.py --mode=study` times AR with its KV cache, the "
-                                   "student and the DFM model (speed does not depend on the weights: give the size)"}
+                           "commit e631de9, its rows in results/README.md): drop the key")}
 
 
 def _set(config, key, value, where, explicit):
@@ -92,43 +86,17 @@ def device_memory_gb(dev):
 def pick_device(name):
     """"auto": CUDA if present, then Apple's MPS, then the CPU; any other name as given, if this
     machine has it (else a UsageError, not a traceback from the first tensor moved there)."""
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    count = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
     if name == "auto":
-        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
+        return "cuda" if count["cuda"] else "mps" if count["mps"] else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UsageError(f"--device={name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    if not available.get(device.type, False):
-        raise UsageError(f"--device={name}: no {device.type} device here; use --device=auto or --device=cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if (device.index or 0) >= count.get(device.type, 0):
+        raise UsageError(f"--device={name}: this machine has {count.get(device.type) or 'no'} {device.type} "
+                         f"device(s); use --device=auto or --device=cpu")
     return name
-
-
-def _comma_list(text, parse):
-    """The values of a comma-separated text, each through parse; None if one does not parse or none is there."""
-    try:
-        return [parse(v.strip()) for v in text.split(",") if v.strip()] or None
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def int_list(key, text):
-    """The positive integers of a comma-separated --key value, or a one-line UsageError."""
-    values = _comma_list(text, int)
-    if not values or min(values) < 1:
-        raise UsageError(f"--{key} must be comma-separated positive integers, got {text!r}")
-    return values
-
-
-def size_list(key, text):
-    """The step sizes of a comma-separated --key value, fractions or decimals ("1/2,1/4,0.25"), as
-    floats, or a one-line UsageError (sampler.Schedule.of checks that they sum to 1)."""
-    values = _comma_list(text, lambda v: float(Fraction(v)))
-    if not values:
-        raise UsageError(f"--{key} must be comma-separated step sizes such as 1/2,1/4,1/4, got {text!r}")
-    return values
 
 
 def autocast_for(device_type, dtype):
@@ -154,38 +122,9 @@ PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, 
 def device_peak_flops(device, override=0.0):
     """The accelerator's peak FLOP/s for MFU: `override` if set (--peak_flops), else the exact name's
     entry in PEAK_BF16_FLOPS, else 0 (no MFU is shown)."""
-    if override < 0:
-        raise UsageError(f"--peak_flops must be 0 (look the GPU up) or positive, got {override}")
     if override or torch.device(device).type != "cuda":
         return override
     return PEAK_BF16_FLOPS.get(torch.cuda.get_device_name(device), 0.0)
-
-
-def usage(defaults, doc, script=None):
-    """The --help text: the script's docstring, then every key with its default and meaning.
-
-    The block of defaults in the script documents itself: `key = value  # what it means`, and comment
-    lines of their own as headings for the keys below them, so help and code cannot drift apart."""
-    notes, headings = {}, []  # {key: (headings above it, its trailing comment)}
-    source = Path(script).read_text(encoding="utf-8") if script else ""
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()  # line number -> comment text
-                for tok in tokenize.generate_tokens(iter(source.splitlines(keepends=True)).__next__)
-                if tok.type == tokenize.COMMENT}
-    for number, line in enumerate(source.splitlines(), 1):
-        assignment = re.match(r"(\w+)\s*=", line)
-        if line.startswith("#"):
-            headings.append(comments[number])
-        elif assignment:  # a later assignment (the block) wins over a docstring line that looks like one
-            notes[assignment.group(1)] = (headings, comments.get(number, ""))
-            headings = []
-        elif line.strip():
-            headings = []
-    lines = [doc.strip(), "", "keys (--key=value), their defaults and meaning:"]
-    for key, value in defaults.items():
-        headings, note = notes.get(key, ([], ""))
-        lines += [f"  # {h}" for h in headings if h and not h.startswith("---")]
-        lines.append(f"  {key} = {value!r}" + (f"  # {note}" if note else ""))
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- checking values
@@ -201,26 +140,6 @@ def _finite(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def unwritable(path, create=False):
-    """Why a file cannot be written at path (None if it can, or if path is ""): its folder is missing
-    (create: the nearest folder that exists above it is the one to write in), a file, or read-only."""
-    if not path:
-        return None
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return f"{path} is a folder"
-    folder = os.path.dirname(path)
-    while create and not os.path.lexists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.exists(folder):
-        return f"folder {folder} does not exist"
-    if not os.path.isdir(folder):
-        return f"{folder} is a file, not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK) or os.path.exists(path) and not os.access(path, os.W_OK):
-        return f"{path if os.path.exists(path) else folder}: Permission denied"
-    return None
-
-
 POSITIVE = Rule("a positive integer", lambda v: v >= 1)
 NON_NEGATIVE = Rule("0 or more", lambda v: _finite(v) and v >= 0)
 POSITIVE_FLOAT = Rule("a finite number above 0", lambda v: _finite(v) and v > 0)
@@ -228,8 +147,7 @@ POSITIVE_FLOAT = Rule("a finite number above 0", lambda v: _finite(v) and v > 0)
 MIN_TEMPERATURE = 1e-4
 TEMPERATURE = Rule(f"a finite number of at least {MIN_TEMPERATURE:g} (the greedy limit)",
                    lambda v: _finite(v) and v >= MIN_TEMPERATURE)
-TEMPERATURE_OR_OFF = Rule(f"0 (off) or a finite number of at least {MIN_TEMPERATURE:g} (the greedy limit)",
-                          lambda v: v == 0 or _finite(v) and v >= MIN_TEMPERATURE)
+TEMPERATURE_OR_OFF = Rule(f"0 (off) or {TEMPERATURE.what}", lambda v: v == 0 or TEMPERATURE.ok(v))
 PROBABILITY = Rule("in [0, 1)", lambda v: _finite(v) and 0 <= v < 1)
 SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # numpy seeds below 2**32, and runs add to it
 POSITIVE_INTS = Rule("comma-separated positive integers", lambda v: min(_comma_list(v, int) or [0]) >= 1)
@@ -238,27 +156,34 @@ REPORTS = {"json": lambda head: head.startswith(b"{") and b'"mode"' in head,  # 
            "html": lambda head: head.startswith(b"<!DOCTYPE html>"), "png": lambda head: head.startswith(b"\x89PNG")}
 
 
-def foreign(path, kind):
-    """Why an output of `kind` must not replace the file at path (None if nothing is there, or a
-    report of that kind is): a checkpoint, a dataset or anything else is not overwritten unasked."""
-    if path and os.path.isfile(path):
-        with open(path, "rb") as f:
-            if not REPORTS[kind](f.read(4096)):
-                return f"{path} holds something other than a {kind} report, which is not replaced"
-    return None
-
-
 def refuse_foreign_outputs(cfg, kinds):
-    """Each output key of kinds {key: kind} may replace only a report of its kind, unless overwrite."""
+    """Each output key of kinds {key: kind} may replace only a report of its kind, unless overwrite: a
+    checkpoint, a dataset or anything else is not overwritten unasked."""
     for key, kind in kinds.items():
-        if not cfg["overwrite"] and foreign(cfg[key], kind):
-            raise UsageError(f"--{key}: {foreign(cfg[key], kind)}: pick another path, or replace it with "
-                             f"--overwrite=True")
+        if cfg[key] and os.path.isfile(cfg[key]) and not cfg["overwrite"]:
+            with open(cfg[key], "rb") as f:
+                if not REPORTS[kind](f.read(4096)):
+                    raise UsageError(f"--{key}: {cfg[key]} holds something other than a {kind} report, which is not "
+                                     f"replaced: pick another path, or replace it with --overwrite=True")
 
 
 def output(kind, create=False):
-    """The rule of an output file ("" is no output): writable (create: in folders still to be made)."""
-    return Rule(f"a {kind} file that can be written", lambda v: unwritable(v, create) or True)
+    """The rule of an output file: "" (no output), or a path that can be written. Else why not: its
+    folder is missing (create: the nearest folder that exists above it is the one to write in), a
+    file, or read-only."""
+    def writable(path):
+        path = os.path.abspath(path)
+        if os.path.isdir(path):
+            return f"{path} is a folder"
+        folder = os.path.dirname(path)
+        while create and not os.path.lexists(folder):
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder):
+            return f"{folder} is a file, not a folder" if os.path.exists(folder) else f"folder {folder} does not exist"
+        if not os.access(folder, os.W_OK | os.X_OK) or os.path.exists(path) and not os.access(path, os.W_OK):
+            return f"{path if os.path.exists(path) else folder}: Permission denied"
+        return True
+    return Rule(f"a {kind} file that can be written", lambda v: not v or writable(v))
 
 
 def one_of(*choices):
@@ -278,6 +203,29 @@ def check(cfg, rules, heads=()):
         if cfg[n_embd] % (2 * cfg[n_head]):
             raise UsageError(f"--{n_head}={cfg[n_head]} does not fit --{n_embd}={cfg[n_embd]}: each head is "
                              f"{n_embd} / {n_head} wide, which must be a whole even number")
+
+
+def _comma_list(text, parse):
+    """The values of a comma-separated text, each through parse; None if one does not parse or none is there."""
+    try:
+        return [parse(v.strip()) for v in text.split(",") if v.strip()] or None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def int_list(key, text):
+    """The positive integers of a comma-separated --key value, or a one-line UsageError."""
+    check({key: text}, {key: POSITIVE_INTS})
+    return _comma_list(text, int)
+
+
+def size_list(key, text):
+    """The step sizes of a comma-separated --key value, fractions or decimals ("1/2,1/4,0.25"), as
+    floats, or a one-line UsageError (sampler.Schedule.of checks that they sum to 1)."""
+    values = _comma_list(text, lambda v: float(Fraction(v)))
+    if not values:
+        raise UsageError(f"--{key} must be comma-separated step sizes such as 1/2,1/4,1/4, got {text!r}")
+    return values
 
 
 @contextlib.contextmanager
@@ -310,11 +258,16 @@ def parse(defaults, argv, doc="", script=None, explicit=None):
     """Return a new dict: defaults updated by config files and --key=value arguments, in order.
     explicit: a set to which the keys that a file or an argument set are added.
 
-    --help (or -h) prints doc and every key with its default and the comments of the script's block
-    of defaults (script: the script's file, its __file__), then exits."""
+    --help (or -h) prints doc, then the script's block of defaults as written in script (its __file__),
+    from its "# --- defaults" line to the next "# ---": every key with its default, and the comments
+    that say what it means, so help and code cannot drift apart. Then it exits."""
     config, explicit = dict(defaults), set() if explicit is None else explicit
     if "--help" in argv or "-h" in argv:
-        print(usage(defaults, doc, script))
+        source = Path(script).read_text(encoding="utf-8") if script else ""
+        block = re.search(r"^# -+ defaults\n(.*?)^# -+\n", source, re.MULTILINE | re.DOTALL)
+        lines = block.group(1).splitlines() if block else [f"{key} = {value!r}" for key, value in defaults.items()]
+        header = [doc.strip(), "", "keys (--key=value), their defaults and meaning:"]
+        print("\n".join(header + [f"  {line}" for line in lines]))
         raise SystemExit(0)
     for arg in argv:
         if arg.startswith("--"):
