@@ -3,11 +3,11 @@
     python eval.py --mode=quality --dfm=out-dfm/ckpt.pt --student=out-student/ckpt.pt --judge=out-ar/ckpt.pt
     python eval.py --mode=elbo --dfm=out-dfm/ckpt.pt
 
-quality: rows of N samples of `length` tokens (held-out text, AR samples, and the DFM model and each
-student at every step count, schedule and temperature asked for) scored by the judge: generative
-perplexity and unigram entropy, means with 95% intervals, also as ratios to the reference row and at
-matched entropy (evaluate.matched_entropy_ratio). A table on stdout, every number in out_json, a plot in
-out_png. elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin. Speed is bench.py's.
+quality: rows of N samples of `length` tokens (held-out text, AR samples, and the DFM model and each student at
+every step count, schedule and temperature asked for) scored by the judge: generative perplexity and unigram
+entropy, means with 95% intervals, also as ratios to the reference row and at matched entropy
+(evaluate.matched_entropy_ratio). A table on stdout, every number in out_json, a plot in out_png.
+elbo: the ELBO perplexity of a mask-source DFM checkpoint on val.bin. Speed is bench.py's.
 """
 
 import json
@@ -84,8 +84,9 @@ RULES = {"mode": one_of("quality", "elbo"), "steps_list": POSITIVE_INTS, "refere
          "num_samples": POSITIVE, "length": NON_NEGATIVE, "temperature": TEMPERATURE,
          "student_first_temperature": TEMPERATURE_OR_OFF, "top_k": NON_NEGATIVE, "batch_size": POSITIVE,
          "num_batches": POSITIVE, "elbo_times": POSITIVE, "seed": SEED, "out_json": output("json"),
-         "out_png": output("png"),
-         "dtype": one_of("auto", "bfloat16", "float32"),
+         "out_png": output("png"), "dtype": one_of("auto", "bfloat16", "float32"),
+         "dfm_methods": Rule(f"a comma-separated subset of {','.join(STEP_RULES)}",
+                             lambda v: bool(v.strip(",")) and all(m in STEP_RULES for m in v.split(",") if m)),
          "reference_temperatures": Rule("comma-separated positive numbers", lambda v: float_list(v) is not None)}
 
 
@@ -116,12 +117,8 @@ def write_json(path, result):
 def quality(cfg, dev):
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
     steps_list = int_list("steps_list", cfg["steps_list"])
-    student_steps = (int_list("student_steps_list", cfg["student_steps_list"]) if cfg["student_steps_list"]
-                     else steps_list)
+    student_steps = int_list("student_steps_list", cfg["student_steps_list"] or cfg["steps_list"])
     dfm_methods = [m for m in cfg["dfm_methods"].split(",") if m]
-    if not dfm_methods or any(m not in STEP_RULES for m in dfm_methods):
-        raise UsageError(f"--dfm_methods must be a comma-separated subset of {','.join(STEP_RULES)}, "
-                         f"got {cfg['dfm_methods']!r}")
     if not cfg["judge"]:
         raise UsageError("quality needs a judge: --judge=PATH to an AR checkpoint (or --judge=gpt2-large)")
     if not (cfg["dfm"] or cfg["student"]):
@@ -130,7 +127,7 @@ def quality(cfg, dev):
         raise UsageError(f"--student={cfg['student']} has an empty entry: give checkpoint paths separated by commas")
     if cfg["out_png"] and evaluate.pyplot() is None:  # said now, not after the whole evaluation
         raise UsageError("--out_png needs matplotlib: pip install matplotlib, or drop --out_png")
-    judge, judge_block, judge_vocab = evaluate.load_judge(cfg["judge"], dev)
+    judge, judge_block, judge_vocab, judge_ck = evaluate.load_judge(cfg["judge"], dev)
     # every generator compiled or none, so that no row is faster for it
     flows = [("dfm", cfg["dfm"], *load_model(cfg["dfm"], "dfm", dev, cfg["compile"]))] if cfg["dfm"] else []
     students = [(path, *load_model(path, "student", dev, cfg["compile"])) for path in cfg["student"].split(",")
@@ -143,8 +140,8 @@ def quality(cfg, dev):
     ar_path = cfg["ar"] or ("" if evaluate.is_gpt2(cfg["judge"]) else cfg["judge"])
     ar_model, ar_ck = load_model(ar_path, "ar", dev, cfg["compile"]) if ar_path else (None, None)
     generators = [(model, ck) for _, _, model, ck in flows] + ([(ar_model, ar_ck)] if ar_path else [])
-    judge_meta = evaluate.judge_meta(cfg["judge"])
-    if any(m.config.vocab_size != judge_vocab or not same_vocabulary(ck["meta"], judge_meta) for m, ck in generators):
+    if any(m.config.vocab_size != judge_vocab or not same_vocabulary(ck["meta"], judge_ck["meta"])
+           for m, ck in generators):
         raise UsageError(f"the judge's vocabulary ({judge_vocab} tokens) differs from the models' "
                          f"({generators[0][0].config.vocab_size}; the tokens, not only their number): judge with a "
                          f"model trained on the same data")
@@ -210,16 +207,22 @@ def quality(cfg, dev):
                 ids = make().to(dev)
             js, js_ci = evaluate.ngram_divergence(ids, ngrams, vocab_size, seed=seed)
             rows.append({**row, **evaluate.score(judge, ids, bs), "ngram_js": js, "ngram_js_ci95": js_ci})
-    reference = None
-    if has_reference:
-        reference = next(r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps
-                         and r["temperature"] == T)
-        add_ratios(rows, reference)
-    curve = ([r for r in rows if r["name"] == "dfm cumulative" and r["steps"] == reference_steps]
-             if curve_temperatures else [])
-    notes = add_matched(rows, curve) if curve else []
-
-    judge_val_loss = None if evaluate.is_gpt2(cfg["judge"]) else checkpoint.load(cfg["judge"]).get("best_val_loss")
+    at_reference = [r for r in rows if has_reference and (r["name"], r["steps"]) == ("dfm cumulative", reference_steps)]
+    reference = next((r for r in at_reference if r["temperature"] == T), None)
+    curve = at_reference if curve_temperatures else []  # the reference at each temperature, for "matched"
+    notes = []
+    for r in rows:
+        for key in ("gen_ppl", "entropy") if reference else ():  # ratios to the reference, with 95% intervals
+            r[f"{key}_ratio"], r[f"{key}_ratio_ci95"] = (1.0, 0.0) if r is reference else evaluate.ratio_interval(
+                r[key], r[f"{key}_ci95"], reference[key], reference[f"{key}_ci95"])
+        if curve and r["method"] is not None and not any(r is c for c in curve):
+            r.pop("matched_note", None)  # a row reused from a --previous file may carry one
+            r["matched"], note = evaluate.matched_entropy_ratio(curve, r["entropy"], r["gen_ppl"], r["gen_ppl_ci95"],
+                                                                r["entropy_ci95"])
+            if note:  # outside the curve's range: None, and why
+                r["matched_note"] = note
+                notes.append(f"{r['name']} at {r['steps']} steps: {note}")
+    judge_val_loss = judge_ck.get("best_val_loss")
     judge_loss = "" if judge_val_loss is None else f" (its val loss {judge_val_loss:.4f})"
     print(f"\n{N} samples of {L} tokens per row, generated in {dtype}, judge {cfg['judge']}{judge_loss} in float32, "
           f"seed {seed}; every value is a mean with its 95% confidence interval; n-gram JS: the divergence of the "
@@ -252,8 +255,8 @@ def quality(cfg, dev):
     write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"], "dtype": dtype,
                                  "judge_val_loss": judge_val_loss, "reference": summary, "settings": cfg, "rows": rows})
     if cfg["out_png"]:
-        plotted = evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"])
-        print(f"wrote {cfg['out_png']}" if plotted else "matplotlib is not installed: no plot (pip install matplotlib)")
+        evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"])
+        print(f"wrote {cfg['out_png']}")
 
 
 def student_schedules(text):
@@ -313,31 +316,6 @@ def previous_rows(cfg, length, dtype):
                 temp = None if r["name"] == "held-out text" else old["settings"]["temperature"]
                 done[row_key({"temperature": temp, **r})] = r
     return done
-
-
-def add_ratios(rows, reference):
-    """Add each row's perplexity and entropy as ratios to the reference row's, with 95% intervals."""
-    for r in rows:
-        for key in ("gen_ppl", "entropy"):
-            r[f"{key}_ratio"], r[f"{key}_ratio_ci95"] = (1.0, 0.0) if r is reference else evaluate.ratio_interval(
-                r[key], r[f"{key}_ci95"], reference[key], reference[f"{key}_ci95"])
-
-
-def add_matched(rows, curve):
-    """Add to each flow row off the curve its perplexity against the curve's at the row's entropy:
-    "matched" (evaluate.matched_entropy_ratio's dict, or None outside the curve's range, with a
-    "matched_note"); returns the notes, one line each."""
-    notes = []
-    for r in rows:
-        if r["method"] is None or any(r is c for c in curve):
-            continue
-        r.pop("matched_note", None)  # a row reused from a --previous file may carry one
-        r["matched"], note = evaluate.matched_entropy_ratio(curve, r["entropy"], r["gen_ppl"], r["gen_ppl_ci95"],
-                                                            r["entropy_ci95"])
-        if note:
-            r["matched_note"] = note
-            notes.append(f"{r['name']} at {r['steps']} steps: {note}")
-    return notes
 
 
 def elbo(cfg, dev):

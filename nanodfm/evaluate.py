@@ -1,11 +1,11 @@
 """Measuring quality: generative perplexity, unigram entropy and ELBO perplexity.
 
-docs/method.md section 6 states the choices (section 3 the ELBO). A sample's perplexity is exp(mean
-NLL of tokens 2..L given the tokens before them) under a causal judge, an AR checkpoint trained here
-or GPT-2 through `transformers`; beside it, its unigram entropy in bits: a low perplexity with a low
-entropy means repetition, not quality. Every mean comes with its 95% interval: at 64 samples a cell
-it is about +-8%, too wide for a 5% question, hence eval.py's 256. Rows draw their samples through
-the engine (the reference sampler's law) from generators seeded alike: they differ by method only.
+docs/method.md section 6 states the choices (section 3 the ELBO). A sample's perplexity is exp(mean NLL of
+tokens 2..L given the tokens before them) under a causal judge, an AR checkpoint trained here or GPT-2 through
+`transformers`; beside it, its unigram entropy in bits: a low perplexity with a low entropy means repetition,
+not quality. Every mean comes with its 95% interval: at 64 samples a cell it is about +-8%, too wide for a 5%
+question, hence eval.py's 256. Rows draw their samples through the engine (the reference sampler's law) from
+generators seeded alike: they differ by method only.
 """
 
 import json
@@ -23,14 +23,13 @@ from nanodfm.data import get_batch
 from nanodfm.engine import sample
 from nanodfm.path import elbo_bound
 
-GPT2_JUDGES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPT2_VOCAB = 50257
 
 
 def is_gpt2(spec):
-    """Whether a --judge is a GPT-2 model: a name of GPT2_JUDGES, or a folder that GPT-2's
-    save_pretrained wrote (config.json of model_type gpt2); else it is an AR checkpoint path."""
-    if spec in GPT2_JUDGES:
+    """Whether a --judge is a GPT-2 model: its name, or a folder that GPT-2's save_pretrained wrote
+    (config.json of model_type gpt2); else it is an AR checkpoint path."""
+    if spec in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
         return True
     try:
         with open(os.path.join(spec, "config.json"), encoding="utf-8") as f:
@@ -39,19 +38,13 @@ def is_gpt2(spec):
         return False
 
 
-def judge_meta(spec):
-    """The vocabulary a judge reads, as a dataset's meta: GPT-2's, or the AR checkpoint's."""
-    if is_gpt2(spec):
-        return {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
-    return checkpoint.load(spec, kinds=("ar",))["meta"]
-
-
 def load_judge(spec, device):
-    """(logits_fn, block_size, vocab_size) of a judge: an AR checkpoint path, a GPT-2 name or a GPT-2
-    folder. logits_fn(ids (B, T)) returns next-token logits (B, T, V)."""
+    """(logits_fn, block_size, vocab_size, checkpoint) of a judge: an AR checkpoint path, a GPT-2 name or
+    a GPT-2 folder, whose checkpoint is then only its meta. logits_fn(ids (B, T)) returns logits (B, T, V)."""
     if not is_gpt2(spec):
-        model = checkpoint.build_model(checkpoint.load(spec, kinds=("ar",))).to(device).eval()
-        return model, model.config.block_size, model.config.vocab_size
+        ck = checkpoint.load(spec, kinds=("ar",))
+        model = checkpoint.build_model(ck).to(device).eval()
+        return model, model.config.block_size, model.config.vocab_size, ck
     try:
         from transformers import GPT2LMHeadModel
     except ImportError:
@@ -63,7 +56,8 @@ def load_judge(spec, device):
                          f"a network, or pass an AR checkpoint path") from None
     if hf.config.vocab_size != GPT2_VOCAB:
         raise UsageError(f"--judge={spec} has {hf.config.vocab_size} tokens, not GPT-2's {GPT2_VOCAB}")
-    return (lambda ids: hf(ids).logits), hf.config.n_positions, hf.config.vocab_size
+    meta = {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}  # GPT-2's checkpoint, as far as eval.py reads one
+    return (lambda ids: hf(ids).logits), hf.config.n_positions, GPT2_VOCAB, {"meta": meta}
 
 
 @torch.no_grad()
@@ -84,22 +78,18 @@ def unigram_entropy(ids):
     return -(p * torch.log2(p.clamp_min(1e-300))).sum(dim=1)  # 0 log 0 = 0
 
 
-REFERENCE_TOKENS = 2 ** 20  # the n-gram reference: this much of the training text (all of Tiny Shakespeare's)
-
-
-def reference_text(train_file, tokens=REFERENCE_TOKENS):
-    """The first `tokens` ids of the training text, (1, T): the text whose n-gram frequencies samples
-    are compared with, larger than the held-out split and disjoint from the held-out row, whose
-    divergence is what text of the data's distribution scores (a model of the training text's
-    n-grams can score below it)."""
+def reference_text(train_file, tokens=2 ** 20):
+    """The first `tokens` ids of the training text (1, T) (2^20: all of Tiny Shakespeare's), whose n-gram
+    frequencies samples are compared with: larger than the held-out split and disjoint from the held-out
+    row, whose divergence is what text of the data's distribution scores (a model of its n-grams can score below)."""
     return torch.from_numpy(np.fromfile(train_file, dtype=np.uint16, count=tokens).astype(np.int64))[None]
 
 
 def jensen_shannon(p, q):
-    """The Jensen-Shannon divergence in bits between two distributions p and q (U,): 0 to 1."""
+    """The Jensen-Shannon divergence in bits between distributions p and q over their last dimension: 0 to 1."""
     m = (p + q) / 2
-    kl = lambda a: (a * torch.log2(a / m)).where(a > 0, 0.0).sum()  # 0 log 0 = 0
-    return ((kl(p) + kl(q)) / 2).item()
+    kl = lambda a: (a * torch.log2(a / m)).where(a > 0, 0.0).sum(-1)  # 0 log 0 = 0
+    return (kl(p) + kl(q)) / 2
 
 
 def ngram_keys(ids, n, vocab_size):
@@ -108,19 +98,18 @@ def ngram_keys(ids, n, vocab_size):
 
 
 def ngram_profile(text, vocab_size, max_n=4):
-    """The n-gram frequencies of reference text (M, L), n = 1..max_n: [(sorted keys (U,), counts (U,))],
-    computed once and compared with every row's samples by `ngram_divergence`."""
+    """The n-gram frequencies of text (M, L) for `ngram_divergence`: [(sorted keys (U,), counts (U,))], n = 1..max_n."""
     return [torch.unique(ngram_keys(text, n, vocab_size), return_counts=True) for n in range(1, max_n + 1)]
 
 
 def ngram_divergence(ids, profile, vocab_size, num_boot=200, seed=0):
     """(divergence, half-width of its 95% bootstrap interval): the Jensen-Shannon divergence in bits
     between the n-gram frequencies of samples ids (N, L) and a reference's (`ngram_profile`), averaged
-    over its n = 1..max_n. 0: the same frequencies; 1: no n-gram in common. It sees which tokens
-    follow which, pooled over all samples, which perplexity and entropy do not; not coherence beyond
-    max_n tokens. From finite texts it is above 0 even for held-out text: read rows against each other.
-    The interval resamples the samples (the reference is held fixed), all resamples in one batch.
-    Only the n-grams the samples contain are touched: a reference n-gram they lack adds q / 2 to JS."""
+    over its n = 1..max_n. 0: the same frequencies; 1: no n-gram in common. It sees which tokens follow which,
+    pooled over all samples, which perplexity and entropy do not; not coherence beyond max_n tokens. From finite
+    texts it is above 0 even for held-out text: read rows against each other. The interval resamples the samples
+    (the reference is held fixed), all resamples in one batch. Only the n-grams the samples contain are
+    touched: a reference n-gram they lack adds q / 2 to JS."""
     generator = torch.Generator().manual_seed(seed)
     weights = torch.stack([torch.ones(len(ids), dtype=torch.float64)] + [  # each sample's count: as is, resampled
         torch.bincount(torch.randint(len(ids), (len(ids),), generator=generator), minlength=len(ids)).double()
@@ -134,9 +123,7 @@ def ngram_divergence(ids, profile, vocab_size, num_boot=200, seed=0):
         p = p / p.sum(1, keepdim=True)
         where = torch.searchsorted(keys, seen).clamp(max=len(keys) - 1)
         q = torch.where(keys[where] == seen, counts[where].double(), 0.0) / counts.sum()  # (K,); 0: never seen
-        m = (p + q) / 2
-        term = lambda a: (a * torch.log2(a / m)).where(a > 0, 0.0).sum(1)  # 0 log 0 = 0
-        total += (term(p) + term(q.expand_as(p)) + (1 - q.sum())) / 2  # the rest of q against m = q / 2: 1 bit
+        total += jensen_shannon(p, q) + (1 - q.sum()) / 2  # the rest of q against m = q / 2: 1 bit
     divergence = total / len(profile)
     low, high = torch.quantile(divergence[1:], torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return divergence[0].item(), (high - low) / 2
@@ -154,22 +141,19 @@ def mean_interval(values):
 def ratio_interval(a, a_ci, b, b_ci):
     """a / b and the half-width of its 95% interval, from two independent means with 95% half-widths
     (the delta method: relative standard errors add in quadrature)."""
-    ratio = a / b
-    return ratio, ratio * math.hypot(a_ci / a, b_ci / b)
+    return a / b, a / b * math.hypot(a_ci / a, b_ci / b)
 
 
 def matched_entropy_ratio(curve, entropy, ppl, ppl_ci, entropy_ci=0.0):
-    """(dict, None): a row's perplexity against the reference's at the row's own entropy; or (None, a
-    note) outside the reference curve's range (no extrapolation).
+    """(dict, None): a row's perplexity against the reference's at the row's own entropy; or (None, a note)
+    outside the reference curve's range (no extrapolation).
 
-    curve: the reference's points (e.g. the DFM model at several temperatures), dicts with "entropy",
-    "gen_ppl", "gen_ppl_ci95" and optionally "temperature". The reference perplexity and its 95%
-    half-width (an upper bound on that of an average of two independent means) are interpolated
-    linearly between the two points that bracket `entropy`; "gen_ppl_ratio_ci95_with_entropy" adds
-    the row's own uncertainty, the curve's slope times entropy_ci, to the reference's in quadrature."""
+    curve: the reference's points, one or more (e.g. the DFM model at several temperatures), dicts with "entropy",
+    "gen_ppl", "gen_ppl_ci95" and optionally "temperature". The reference perplexity and its 95% half-width (an
+    upper bound on that of an average of two independent means) are interpolated linearly between the two points
+    that bracket `entropy`; "gen_ppl_ratio_ci95_with_entropy" adds the row's own uncertainty, the curve's slope
+    times entropy_ci, to the reference's in quadrature."""
     points = sorted(curve, key=lambda p: p["entropy"])
-    if not points:
-        return None, "no reference curve"
     lowest, highest = points[0]["entropy"], points[-1]["entropy"]
     if entropy < lowest:
         return None, (f"entropy {entropy:.3f} below the reference curve's lowest {lowest:.3f}: "
@@ -201,8 +185,7 @@ def score(judge, ids, batch_size=32):
 
 
 def flow_samples(model, path, num_samples, length, steps, sampler="cumulative", batch_size=32, seed=0, device="cpu"):
-    """num_samples (N, length) ids from a DFM model or student in `steps` steps (a number, or a
-    sampler.Schedule of sizes and temperatures), in batches."""
+    """num_samples (N, length) ids from a DFM model or student in `steps` steps (a number or a Schedule), in batches."""
     generator = torch.Generator(device).manual_seed(seed)
     return torch.cat([sample(model, path, min(batch_size, num_samples - b), length, steps, sampler, generator=generator,
                              device=device)[0] for b in range(0, num_samples, batch_size)])
@@ -239,7 +222,7 @@ def markdown_table(header, rows):
 
 
 def pyplot():
-    """matplotlib.pyplot drawing to files, or None when matplotlib is not installed (no plot)."""
+    """matplotlib.pyplot drawing to files, or None when matplotlib is not installed (the scripts then refuse a plot)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -250,19 +233,15 @@ def pyplot():
 
 
 def save_figure(plt, fig, path):
-    """Lay fig out, write it to path and close it; True, for the plot functions to return."""
+    """Lay fig out, write it to path and close it."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return True
 
 
 def plot_quality(rows, path):
-    """Perplexity and entropy against steps, a line per sampler with 95% error bars, references dashed;
-    False (and nothing drawn) without matplotlib."""
+    """Perplexity and entropy against steps, a line per sampler with 95% error bars, references dashed."""
     plt = pyplot()
-    if plt is None:
-        return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label in zip(axes, ("gen_ppl", "entropy"), ("generative perplexity", "unigram entropy (bits)")):
         for name in dict.fromkeys(r["name"] for r in rows):
@@ -276,39 +255,5 @@ def plot_quality(rows, path):
         ax.set_xscale("log", base=2)
         ax.set(xlabel="sampling steps (NFE)", ylabel=label, yscale="log" if key == "gen_ppl" else "linear")
     axes[0].legend(fontsize=8)
-    return save_figure(plt, fig, path)
+    save_figure(plt, fig, path)
 
-
-def plot_frontier(curves, students, path):
-    """Perplexity (log) against entropy: per seed the reference's temperature curve (a line, each
-    point labelled with its temperature) and the students as points (one marker per step count), all
-    with 95% error bars in both directions. curves: {seed: [rows of the reference, each with
-    "temperature"]}; students: {seed: [student rows]}. False (and nothing drawn) without matplotlib."""
-    plt = pyplot()
-    if plt is None:
-        return False
-    from matplotlib.ticker import ScalarFormatter
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    markers = ["s", "^", "D", "v", "P", "X", "*"]
-    steps = sorted({r["steps"] for rows in students.values() for r in rows})
-    for k, seed in enumerate(curves):
-        color = f"C{k}"
-        curve = sorted(curves[seed], key=lambda r: r["entropy"])
-        column = lambda key: [r[key] for r in curve]  # noqa: E731
-        ax.errorbar(column("entropy"), column("gen_ppl"), xerr=column("entropy_ci95"), yerr=column("gen_ppl_ci95"),
-                    color=color, marker="o", ms=4, capsize=2,
-                    label=f"DFM, {curve[0]['steps']} steps, temperatures (seed {seed})")
-        for r in curve:
-            ax.annotate(f"{r['temperature']:g}", (r["entropy"], r["gen_ppl"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7, color=color)
-        for r in students.get(seed, []):
-            ax.errorbar(r["entropy"], r["gen_ppl"], xerr=r["entropy_ci95"], yerr=r["gen_ppl_ci95"], color=color,
-                        marker=markers[steps.index(r["steps"]) % len(markers)], ms=7, capsize=2, linestyle="none")
-    for i, S in enumerate(steps):  # the markers' legend, in no seed's colour
-        ax.plot([], [], marker=markers[i % len(markers)], color="gray", linestyle="none", label=f"student, {S} steps")
-    ax.set(yscale="log", xlabel="unigram entropy (bits)", ylabel="generative perplexity")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_title("DFM's perplexity-entropy frontier and the few-step students", fontsize=10)
-    ax.legend(fontsize=7)
-    return save_figure(plt, fig, path)

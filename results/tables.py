@@ -18,8 +18,7 @@ import sys
 from fractions import Fraction
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from nanodfm.evaluate import (markdown_table, plot_frontier, plot_quality, pyplot, ratio_interval,  # noqa: E402
-                              save_figure)
+from nanodfm.evaluate import markdown_table, plot_quality, pyplot, ratio_interval, save_figure  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -180,8 +179,6 @@ def levers(files, seeds=None):
 def plot_levers(levers, path):
     """One panel a seed: the reference's temperature curve and each student recipe through its step counts."""
     plt = pyplot()
-    if plt is None:
-        return False
     fig, axes = plt.subplots(1, len(levers["seeds"]), figsize=(4.2 * len(levers["seeds"]), 4.2), squeeze=False)
     for ax, seed in zip(axes[0], levers["seeds"]):
         mine = sorted((r for r in levers["rows"] if r["seed"] == seed and r["method"] is not None),
@@ -198,28 +195,54 @@ def plot_levers(levers, path):
                 ax.annotate(str(r["steps"]) if k else f"T={r['temperature']:g}", (r["entropy"], r["gen_ppl"]), size=6)
         ax.set(title=f"training seed {seed}", xlabel="unigram entropy (bits)", ylabel="generative perplexity")
     axes[0][0].legend(fontsize=7)
-    return save_figure(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
-def frontier(paths, frontier_json=None, frontier_png=None, levers_json=None, levers_png=None):
+def plot_frontier(frontier, path):
+    """Perplexity (log) against entropy, every seed on one plot in a colour of its own: the reference's temperature
+    curve (each point labelled with its temperature) and the students as points, a marker per step count."""
+    from matplotlib.ticker import ScalarFormatter
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = ["s", "^", "D", "v", "P", "X", "*"]
+    students = [r for r in frontier["rows"] if r["name"].startswith("student")]
+    steps = sorted({r["steps"] for r in students})
+    for k, seed in enumerate(frontier["seeds"]):
+        curve = sorted((r for r in frontier["rows"] if r["seed"] == seed and r["name"] == "dfm cumulative"),
+                       key=lambda r: r["entropy"])
+        x, y, xerr, yerr = ([r[key] for r in curve] for key in ("entropy", "gen_ppl", "entropy_ci95", "gen_ppl_ci95"))
+        ax.errorbar(x, y, yerr, xerr, color=f"C{k}", marker="o", ms=4, capsize=2,
+                    label=f"DFM, {curve[0]['steps']} steps, temperatures (seed {seed})")
+        for r in curve:
+            ax.annotate(f"{r['temperature']:g}", (r["entropy"], r["gen_ppl"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color=f"C{k}")
+        for r in (r for r in students if r["seed"] == seed):
+            ax.errorbar(r["entropy"], r["gen_ppl"], r["gen_ppl_ci95"], r["entropy_ci95"], color=f"C{k}",
+                        marker=markers[steps.index(r["steps"]) % len(markers)], ms=7, capsize=2, linestyle="none")
+    for i, S in enumerate(steps):  # the markers' legend, in no seed's colour
+        ax.plot([], [], marker=markers[i % len(markers)], color="gray", linestyle="none", label=f"student, {S} steps")
+    ax.set(yscale="log", xlabel="unigram entropy (bits)", ylabel="generative perplexity")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_title("DFM's perplexity-entropy frontier and the few-step students", fontsize=10)
+    ax.legend(fontsize=7)
+    save_figure(plt, fig, path)
+
+
+def frontier(flags):
     """--frontier: the seeds' reports in one file and plot, and their table; with other students, the levers'."""
-    reports = [load(path) for path in paths]
+    reports = [load(path) for path in flags["frontier"].split(",")]
     combined = combine(reports)
     lever = any(student_name(r) != "recipe" for report in reports for r in report["rows"]
                 if r["name"].startswith("student")) and combine(reports, only=None)
     print(f"## the recipe's students (each seed's own reference)\n\n{levers([('', combined)])}\n")
     print(f"## the levers against their baselines\n\n{levers([('', lever)])}" if lever else "")
-    for path, report in ((frontier_json, combined), (levers_json, lever)):
-        if path and report:
-            with open(path, "w") as f:
+    for key, report, plot in (("frontier", combined, plot_frontier), ("levers", lever, plot_levers)):
+        if report and flags.get(f"{key}_json"):
+            with open(flags[f"{key}_json"], "w") as f:
                 json.dump(report, f, indent=2)
-    if levers_png and lever:
-        plot_levers(lever, levers_png)
-    of = lambda test: {seed: [r for r in combined["rows"] if r["seed"] == seed and test(r["name"])]
-                       for seed in combined["seeds"]}
-    if frontier_png:
-        plot_frontier(of(lambda name: name == "dfm cumulative"), of(lambda name: name.startswith("student")),
-                      frontier_png)
+        if report and flags.get(f"{key}_png"):
+            plot(report, flags[f"{key}_png"])
 
 
 WRITERS = {"rows": rows, "ratios": ratios, "levers": levers}
@@ -254,19 +277,20 @@ def readme():
 
 if __name__ == "__main__":
     flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+    folders = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if {"plots", "frontier_png", "levers_png"} & set(flags) and pyplot() is None:
+        sys.exit("error: --plots, --frontier_png and --levers_png need matplotlib: pip install matplotlib")
     if "--readme" in sys.argv:
         readme()
     elif "frontier" in flags:
-        frontier(flags["frontier"].split(","), *map(flags.get, ("frontier_json", "frontier_png", "levers_json",
-                                                                "levers_png")))
-    elif not [a for a in sys.argv[1:] if not a.startswith("--")]:
+        frontier(flags)
+    elif not folders:
         sys.exit(__doc__)
     else:
-        folder = next(a for a in sys.argv[1:] if not a.startswith("--"))
         for spec in OUT:
-            writer, files, options = expand(spec, folder)
+            writer, files, options = expand(spec, folders[0])
             if files:
                 print(f"## {spec}\n\n{writer(files, **options)}\n")
         for source in ("uniform", "mask") if "plots" in flags else ():
-            if files := expand(QUALITY.format(source), folder)[1]:
+            if files := expand(QUALITY.format(source), folders[0])[1]:
                 plot_quality(list(cells(files, ["steps"], ["name"]).values()), f"{flags['plots']}/quality_{source}.png")
