@@ -1,14 +1,11 @@
 """Tokenizers: GPT-2 BPE (via tiktoken, with an offline path) and a character-level vocabulary.
 
-- GPT-2 ids come from tiktoken, so they equal nanoGPT's. tiktoken fetches its two files over the
-  network on first use, with no timeout; where local copies exist ($NANODFM_GPT2_DIR, else data/gpt2/)
-  the same `tiktoken.Encoding` is built from them, checked against the hashes tiktoken pins.
-- `load_tokenizer(meta)` turns a dataset's meta.json back into an object with `encode`, `decode`,
-  `vocab_size`, `eot` and `name`:
-      char: {'tokenizer': 'char', 'vocab_size': V, 'itos': {i: ch}, 'stoi': {ch: i}}
-      gpt2: {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256}
-- The char vocabulary is the training text's characters: text with others is a ValueError naming
-  them, not a silent substitution.
+GPT-2 ids come from tiktoken, so they equal nanoGPT's. tiktoken fetches its two files over the network
+on first use, with no timeout; where local copies exist ($NANODFM_GPT2_DIR, else data/gpt2/) the same
+`tiktoken.Encoding` is built from them, checked against the hashes tiktoken pins. `load_tokenizer(meta)`
+turns a dataset's meta.json back into an object with `encode`, `decode`, `vocab_size`, `eot` and `name`:
+    char: {'tokenizer': 'char', 'vocab_size': V, 'itos': {i: ch}, 'stoi': {ch: i}}
+    gpt2: {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256}
 """
 
 import functools
@@ -30,38 +27,34 @@ GPT2_HELP = ("connect to the network once (tiktoken caches the files), or put GP
              "vocab.bpe in data/gpt2/ or in a folder named by NANODFM_GPT2_DIR")
 
 
-def _has_gpt2_files(folder: Path) -> bool:
-    return (folder / "encoder.json").is_file() and (folder / "vocab.bpe").is_file()
-
-
 def gpt2_encoding_from_files(folder) -> tiktoken.Encoding:
     """tiktoken's gpt2 encoding built from a folder holding encoder.json and vocab.bpe."""
-    folder = Path(folder)
-    if not _has_gpt2_files(folder):
-        raise RuntimeError(f"no encoder.json and vocab.bpe in {folder}: {GPT2_HELP}")
     try:
-        ranks = data_gym_to_mergeable_bpe_ranks(str(folder / "vocab.bpe"), str(folder / "encoder.json"),
+        ranks = data_gym_to_mergeable_bpe_ranks(str(Path(folder) / "vocab.bpe"), str(Path(folder) / "encoder.json"),
                                                 GPT2_VOCAB_BPE_SHA256, GPT2_ENCODER_JSON_SHA256)
-    except (OSError, ValueError, AssertionError) as e:
-        raise RuntimeError(f"{folder} does not hold GPT-2's BPE files ({e}): {GPT2_HELP}") from None
+    except (OSError, ValueError, AssertionError) as e:  # missing, or not the files the hashes pin
+        raise UsageError(f"{folder} does not hold GPT-2's BPE files ({e}): {GPT2_HELP}") from None
     return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={ENDOFTEXT: GPT2_EOT}, explicit_n_vocab=GPT2_EOT + 1)
 
 
 @functools.lru_cache(maxsize=None)
 def gpt2_encoding() -> tiktoken.Encoding:
-    """The GPT-2 BPE encoding, identical to tiktoken.get_encoding("gpt2"), from local files if any."""
+    """The GPT-2 BPE encoding, identical to tiktoken.get_encoding("gpt2"), from local files if any. No files
+    to be had is a UsageError: the user's to fix, said in one line."""
     local = os.environ.get("NANODFM_GPT2_DIR")
-    if local or _has_gpt2_files(REPO_ROOT / "data" / "gpt2"):
-        return gpt2_encoding_from_files(local or REPO_ROOT / "data" / "gpt2")
+    folder = Path(local or REPO_ROOT / "data" / "gpt2")
+    if local or (folder / "encoder.json").is_file() and (folder / "vocab.bpe").is_file():
+        return gpt2_encoding_from_files(folder)
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:  # requests, OSError, hash mismatch: all mean "no usable files"
-        raise RuntimeError(f"cannot load GPT-2's BPE files ({type(e).__name__}): {GPT2_HELP}") from None
+        raise UsageError(f"cannot load GPT-2's BPE files ({type(e).__name__}): {GPT2_HELP}") from None
 
 
 class CharTokenizer:
-    """One id per character; the vocabulary is the sorted set of the training text's characters."""
+    """One id per character; the vocabulary is the sorted set of the training text's characters, and text
+    with others is a ValueError naming them, not a silent substitution."""
 
     name = "char"
     eot = None
@@ -104,9 +97,6 @@ def load_tokenizer(meta: dict):
     if meta.get("tokenizer") == "char":
         return CharTokenizer(meta["stoi"], meta["itos"])
     if meta.get("tokenizer") == "gpt2":
-        try:
-            return GPT2Tokenizer()
-        except RuntimeError as e:  # no GPT-2 BPE files to be had: the user's to fix, said in one line
-            raise UsageError(str(e)) from None
+        return GPT2Tokenizer()
     raise UsageError(f"unknown tokenizer {meta.get('tokenizer')!r} in the dataset's meta.json (expected 'char' or "
                      f"'gpt2'): prepare the data again with data/*/prepare.py")

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from nanodfm.config import UsageError
 from nanodfm.display import MASK_CHAR, html_page, pieces, render, render_codes
 from nanodfm.path import ProbPath
 from nanodfm.sampler import sample
@@ -22,7 +23,7 @@ def char_tokenizer(chars=CHARS):
 def gpt2_tokenizer():
     try:
         return GPT2Tokenizer()
-    except RuntimeError as e:
+    except UsageError as e:
         pytest.skip(str(e))
 
 

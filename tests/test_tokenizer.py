@@ -80,12 +80,12 @@ def test_gpt2_tokenizer_from_meta():
 
 
 def test_missing_gpt2_files_raise_clear_error(tmp_path, monkeypatch):
-    with pytest.raises(RuntimeError, match="NANODFM_GPT2_DIR"):
+    with pytest.raises(UsageError, match="NANODFM_GPT2_DIR"):
         gpt2_encoding_from_files(tmp_path)
     monkeypatch.setenv("NANODFM_GPT2_DIR", str(tmp_path))
     gpt2_encoding.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match="encoder.json and vocab.bpe"):
+        with pytest.raises(UsageError, match="encoder.json and vocab.bpe"):
             gpt2_encoding()
     finally:
         gpt2_encoding.cache_clear()
@@ -94,7 +94,7 @@ def test_missing_gpt2_files_raise_clear_error(tmp_path, monkeypatch):
 def test_corrupt_gpt2_files_raise_clear_error(tmp_path):
     (tmp_path / "encoder.json").write_text("{}")
     (tmp_path / "vocab.bpe").write_text("#version: 0.2\n")
-    with pytest.raises(RuntimeError, match="NANODFM_GPT2_DIR"):
+    with pytest.raises(UsageError, match="NANODFM_GPT2_DIR"):
         gpt2_encoding_from_files(tmp_path)
 
 
