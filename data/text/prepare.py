@@ -4,19 +4,16 @@
     python data/text/prepare.py --input=src/ --glob='*.py' --name=mycode           # every .py file under src/
     python data/text/prepare.py --input=book.txt --tokenizer=gpt2 --documents=paragraphs
 
---tokenizer=char (the default): one id per distinct character of the text, the vocabulary its sorted
-characters. --tokenizer=gpt2: GPT-2's BPE (50,257 ids), every document (--documents: each file, each
-paragraph between blank lines, or each non-empty line) followed by the end-of-text id 50256, so a model
-learns where documents end.
+--tokenizer=char (the default): one id per distinct character, the vocabulary the text's sorted characters.
+--tokenizer=gpt2: GPT-2's BPE, every document (--documents: each file, each paragraph between blank lines,
+or each non-empty line) followed by the end-of-text id 50256, so a model learns where documents end.
 
 A folder is read recursively in sorted order of the paths, taking the files whose name matches --glob
-(hidden files and folders skipped). Files are read as UTF-8 exactly, line endings kept; in a folder,
-files that are not UTF-8 text are skipped and counted. Character data is the files joined as they are.
-
-The last --val_fraction of the characters, in reading order, is val (not a random sample: with a folder,
-the last files); for gpt2 the document that straddles the cut is cut there, so each split ends with an
-end-of-text token. A folder that holds another dataset (a prepare script of its own, or data prepared
-from another input) is never overwritten unless --overwrite is given.
+(hidden ones skipped, and those that are not UTF-8 text skipped and counted), each exactly, line endings
+kept. The last --val_fraction of the characters, in reading order, is val (with a folder, the last
+files); for gpt2 the document at the cut is cut there, so each split ends with an end-of-text token. A
+folder that holds another dataset (a prepare script of its own, or data prepared from another input) is
+never overwritten unless --overwrite is given.
 """
 
 import argparse
@@ -34,30 +31,32 @@ from nanodfm.config import UsageError, run  # noqa: E402
 from nanodfm.data import load_meta, make_folder, write_meta, write_split  # noqa: E402
 from nanodfm.tokenizer import gpt2_encoding  # noqa: E402
 
-DOCUMENTS = ("files", "paragraphs", "lines")
 BLANK_LINES = re.compile(r"\r?\n(?:[ \t]*\r?\n)+")  # a paragraph break: one or more blank lines
 
 
 def read_text(path: Path) -> str:
-    with open(path, encoding="utf-8", newline="") as f:  # newline="": line endings as they are
-        return f.read()
+    """The file's text exactly, line endings kept; a one-line error if it is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def read_files(path: Path, glob: str):
-    """The text of each file, in order, and the number of files skipped as not UTF-8 text."""
+    """The text of a file, or of each file under a folder whose name matches glob (see the module's docstring)."""
     if path.is_file():
-        try:
-            return [read_text(path)], 0
-        except UnicodeDecodeError as e:
-            raise UsageError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    texts, skipped = [], 0
+        yield read_text(path)
+        return
+    skipped = 0
     for parts in sorted(p.relative_to(path).parts for p in path.rglob("*") if p.is_file()):
         if fnmatch.fnmatch(parts[-1], glob) and not any(part.startswith(".") for part in parts):
             try:
-                texts.append(read_text(path.joinpath(*parts)))
-            except UnicodeDecodeError:
+                yield read_text(path.joinpath(*parts))
+            except UsageError:
                 skipped += 1
-    return texts, skipped
+    if skipped:
+        print(f"skipped {skipped} files that are not UTF-8 text")
 
 
 def documents_of(texts, mode):
@@ -89,10 +88,7 @@ def write_char(text: str, out_dir: Path, val_fraction: float):
 def write_gpt2(documents, out_dir: Path, val_fraction: float):
     """GPT-2 ids of the documents to out_dir, each followed by end-of-text; the document at the cut
     (1 - val_fraction of the characters) is cut there. Returns the meta for write_meta."""
-    try:
-        enc = gpt2_encoding()
-    except RuntimeError as e:  # GPT-2's BPE files cannot be had
-        raise UsageError(str(e)) from None
+    enc = gpt2_encoding()
     cut = int((1 - val_fraction) * sum(map(len, documents)))
     splits, seen = {"train": [], "val": []}, 0
     for doc in documents:
@@ -110,11 +106,9 @@ def write_gpt2(documents, out_dir: Path, val_fraction: float):
 def check_out_dir(out_dir: Path, source: str, overwrite: bool):
     """Refuse to write over another dataset: one with its own prepare script, or one prepared from
     another input. The same input again (a re-run) may replace its own files."""
-    if overwrite or not out_dir.exists():
-        return
-    if (out_dir / "prepare.py").exists():
+    if not overwrite and (out_dir / "prepare.py").exists():
         raise UsageError(f"{out_dir} belongs to the dataset its prepare.py writes: choose another --name")
-    if (out_dir / "meta.json").exists():
+    if not overwrite and (out_dir / "meta.json").exists():
         try:
             prepared_from = load_meta(str(out_dir)).get("prepared_from")
         except UsageError:
@@ -125,16 +119,12 @@ def check_out_dir(out_dir: Path, source: str, overwrite: bool):
 
 
 def main(argv=None):
-    head, examples, rest = __doc__.split("\n\n", 2)
-    parser = argparse.ArgumentParser(description=f"{head}\n\n{examples}", epilog=rest,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="a text file, or a folder of them")
-    parser.add_argument("--name", default=None, help="the dataset's name: data/<name>, train.py --dataset=<name> "
-                                                     "(default: the input's name without its extension)")
+    parser.add_argument("--name", default=None, help="data/<name>, train.py --dataset=<name> (default: the input's)")
     parser.add_argument("--tokenizer", choices=("char", "gpt2"), default="char", help="default: char")
-    parser.add_argument("--documents", choices=DOCUMENTS, default="files",
-                        help="gpt2: what one document (ended by end-of-text) is: each file (default), each "
-                             "paragraph between blank lines, or each line")
+    parser.add_argument("--documents", choices=("files", "paragraphs", "lines"), default="files",
+                        help="gpt2: one document, ended by end-of-text, per file (default), paragraph or line")
     parser.add_argument("--glob", default="*", help="in a folder, read the files whose name matches (default: all)")
     parser.add_argument("--val_fraction", type=float, default=0.1, help="the share of the text held out (default 0.1)")
     parser.add_argument("--out_dir", default=None, help="write here instead of data/<name>")
@@ -148,14 +138,11 @@ def main(argv=None):
         raise UsageError(f"--val_fraction must be between 0 and 1, got {args.val_fraction}")
     name = args.name or source.name.split(".")[0]
     if not re.fullmatch(r"[\w-][\w.-]*", name):  # a plain folder name: not . or .., nothing hidden
-        raise UsageError(f"--name {name!r} is not a plain folder name: use letters, digits, '_', '-' and '.' "
-                         f"(not first)")
+        raise UsageError(f"--name {name!r} is not a plain folder name (letters, digits, '_', '-', '.' not first)")
     out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "data" / name
     check_out_dir(out_dir, str(source), args.overwrite)
 
-    texts, skipped = read_files(source, args.glob)
-    if skipped:
-        print(f"skipped {skipped} files that are not UTF-8 text")
+    texts = list(read_files(source, args.glob))
     if not any(texts):
         where = f" in files matching {args.glob!r}" if source.is_dir() else ""
         raise UsageError(f"{args.input} holds no text{where}")
@@ -171,8 +158,7 @@ def main(argv=None):
     meta = load_meta(str(out_dir))
     print(f"{what}, {sum(map(len, texts)):,} characters, vocab size {meta['vocab_size']:,}: "
           f"train {meta['tokens']['train']:,} tokens, val {meta['tokens']['val']:,} tokens -> {out_dir}")
-    in_data = out_dir.resolve() == (REPO_ROOT / "data" / name).resolve()
-    dataset = f"--dataset={name}" if in_data else f"--data_dir={out_dir}"
+    dataset = f"--data_dir={out_dir}" if args.out_dir else f"--dataset={name}"
     smaller = " --batch_size=8" if args.tokenizer == "gpt2" else ""  # GPT-2's 50,257-way output is most of the work
     print(f"next (docs/training.md, 'Your own text'): python train.py config/shakespeare_char_cpu.py {dataset} "
           f"--out_dir=out-{name.replace('_', '-')}{smaller}")
