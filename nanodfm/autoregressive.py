@@ -1,26 +1,18 @@
 """Generation with the autoregressive baseline: one token per model call, with a KV cache.
 
-docs/method.md section 2 (the causal model) and section 6 (the speed reference and the judge).
-Choices:
+docs/method.md section 2 (the causal model) and section 6 (the speed reference and the judge). Choices:
 
 - With the cache (the default) the prompt is run once (prefill) and every later call feeds only the
   newest token, whose queries attend to the cached keys and values. Without it the whole prefix is
-  recomputed at every step: slow, but the plain definition, so it is the reference a test holds the
-  cache to.
-- An AR model without a BOS token cannot start from nothing, so a prompt of at least one token is
-  required. sample.py starts from the end-of-text token (GPT-2) or a newline (char vocabularies).
-- The whole sequence (prompt + new tokens) must fit in block_size: rotary positions past it were
-  never trained, and the cache is allocated for block_size positions.
-- Logits are scaled by 1 / temperature in float32, top-k keeps the k largest, and the draw is the
-  DFM samplers' exact one (`categorical.sample_logits`).
-- The tokens go into a buffer allocated once for the whole sequence; each call feeds a view of it.
-- A compiled model (`engine.compile`) gets the static KV cache (`KVCache`): the one-token step
-  then has the same shapes at every position and compiles once. Eager keeps the dynamic cache,
-  which attends to the cached prefix only: attending to all block_size positions under a mask makes
-  eager decoding slower.
-- A prompt of more than one token is prefilled eagerly (one call): compiling it
-  would compile once per prompt length and, through dynamo's automatic dynamic shapes, turn the
-  one-token step's graph dynamic.
+  recomputed at every step: slow, but the plain definition, the reference a test holds the cache to.
+- An AR model has no BOS token, so a prompt of at least one token is required (sample.py starts from
+  end-of-text or a newline), and prompt + new tokens must fit in block_size: rotary positions past it
+  were never trained, and the cache holds block_size positions.
+- The draw is the DFM samplers' exact one (`categorical.sample_logits`) from the tempered top-k logits.
+- A compiled model (`engine.compile`) gets the static cache (`KVCache`): the one-token step has the
+  same shapes at every position and compiles once. A longer prompt is prefilled eagerly: compiling it
+  would compile once per prompt length and turn the step's graph dynamic (dynamo's automatic dynamic
+  shapes). Eager keeps the dynamic cache: attending to all block_size positions under a mask is slower.
 """
 
 import contextlib
@@ -33,29 +25,24 @@ from nanodfm.engine import is_compiled
 
 
 class KVCache:
-    """Keys and values of past positions for causal generation, preallocated per layer.
-
-    Two ways to read it, results equal up to float rounding:
+    """Keys and values of past positions for causal generation, preallocated for the block_size positions
+    of a model of this ModelConfig, one tensor per layer (under torch.compile an in-place write to a slice
+    of one tensor for all layers became a copy of the whole cache at every step). Two ways to read it,
+    results equal up to float rounding:
     - dynamic (default): `pos` is a Python int; new keys go into a slice and attention runs over the
-      prefix `:pos + T`. Least work in eager, but every call has new shapes, so torch.compile would
-      recompile, then trace with dynamic shapes.
-    - static=True: `pos` is a long tensor; new keys are written with `index_copy_` at positions
-      `pos + arange(T)`, and attention runs over all max_len cached positions under a mask (key
-      position <= query position; the unwritten zeros are masked out). Every call with T new tokens
-      has the same shapes and no Python int that changes, so a compiled model compiles once per T.
-      Bounds are not checked here (that would read the tensor back); `generate` checks them.
-    Each layer has its own k and v tensors: under torch.compile an in-place write to a slice of one
-    tensor for all layers became a copy of the whole cache at every step.
-    """
+      prefix `:pos + T`. Every call has new shapes, so torch.compile would recompile.
+    - static=True: `pos` is a long tensor; new keys are written with `index_copy_` at `pos + arange(T)`,
+      and attention runs over all block_size positions under a mask (key position <= query position), so
+      every call with T new tokens has the same shapes. Bounds are not checked here (that would read the
+      tensor back); `generate` checks them."""
 
-    def __init__(self, n_layer, batch_size, n_head, max_len, head_dim, device, dtype=torch.float32, static=False):
-        shape = (batch_size, n_head, max_len, head_dim)  # one tensor per layer (below)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+    def __init__(self, config, batch_size, device, dtype=torch.float32, static=False):
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.static = static
-        # number of positions already cached
-        self.pos = torch.zeros((), dtype=torch.long, device=device) if static else 0
-        self.key_pos = torch.arange(max_len, device=device) if static else None
+        self.pos = torch.zeros((), dtype=torch.long, device=device) if static else 0  # positions cached so far
+        self.key_pos = torch.arange(config.block_size, device=device) if static else None
 
     def positions(self, T):
         """Positions (T,) of T new tokens: a tensor for the static cache, a slice for the dynamic one."""
@@ -82,16 +69,8 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end], mask
 
 
-def new_cache(model, batch_size, device, dtype=torch.float32, static=False):
-    """An empty KVCache for `model`'s block_size positions."""
-    c = model.config
-    return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, device, dtype, static)
-
-
-def next_token(logits, temperature=1.0, top_k=None, greedy=False, generator=None):
-    """One token id per row of logits (B, V): argmax, or a draw from the tempered top-k softmax."""
-    if greedy:
-        return logits.argmax(dim=-1)
+def next_token(logits, temperature=1.0, top_k=None, generator=None):
+    """One token id per row of logits (B, V), drawn from the tempered top-k softmax."""
     logits = logits.float() / temperature
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
@@ -109,16 +88,9 @@ def start_token(tokenizer):
         return 0
 
 
-def cache_dtype(model, device):
-    """Keys and values are stored in the dtype attention computes them in (autocast's, if on)."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
-    return next(model.parameters()).dtype
-
-
 @torch.no_grad()
-def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, greedy=False, use_cache=True,
-             generator=None, static_cache=None):
+def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, generator=None,
+             static_cache=None):
     """Continue prompt_ids (B, T0) by max_new_tokens tokens; returns (B, T0 + max_new_tokens).
     static_cache: use the static-shape KV cache (`KVCache`); None: if the model's trunk is compiled."""
     if not model.config.causal:
@@ -132,9 +104,11 @@ def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, gre
                          f"block_size {block_size}: shorten the prompt or generate fewer tokens")
     x = torch.empty(B, total, dtype=prompt_ids.dtype, device=prompt_ids.device)
     x[:, :T0] = prompt_ids
-    if static_cache is None:
-        static_cache = is_compiled(model)
-    cache = new_cache(model, B, x.device, cache_dtype(model, x.device), static_cache) if use_cache else None
+    # keys and values in the dtype attention computes them in (autocast's, if on)
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else next(model.parameters()).dtype
+    static = is_compiled(model) if static_cache is None else static_cache
+    cache = KVCache(model.config, B, x.device, dtype, static) if use_cache else None
     for i in range(max_new_tokens):
         end = T0 + i  # tokens written so far
         if cache is None:
@@ -144,5 +118,5 @@ def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, gre
                 logits = model(x[:, :end], cache=cache)
         else:  # then feed only the newest token
             logits = model(x[:, end - 1:end], cache=cache)  # (B, 1, V)
-        x[:, end] = next_token(logits[:, -1], temperature, top_k, greedy, generator)
+        x[:, end] = next_token(logits[:, -1], temperature, top_k, generator)
     return x

@@ -42,19 +42,6 @@ def block_shape(V):
 LOW, HIGH = -30.0, 100.0
 
 
-def _exp2_blocks(chunk, shift, scale, buf, size):
-    """Block sums (r, blocks) float32 of 2^(chunk * scale - shift) for chunk (r, c), through buf
-    (>= r rows, blocks * size >= c columns), whose columns past c are zero."""
-    r, c = chunk.shape
-    w = buf[:r, :c]
-    if shift is None:
-        torch.mul(chunk.float(), scale, out=w)  # float32 even for bfloat16 logits, as block_weights
-    else:
-        torch.add(shift * -1.0, chunk, alpha=scale, out=w)
-    w.exp2_()
-    return buf[:r].view(r, -1, size).sum(-1)
-
-
 def _shift_where_needed(z, rows, masses, scale, chunk_elements):
     """(shifts (N,), masses (N, blocks) float64): rows whose unshifted masses leave [LOW, HIGH]
     are summed again, shifted by their largest log-weight."""
@@ -70,9 +57,8 @@ def _shift_where_needed(z, rows, masses, scale, chunk_elements):
 
 
 def host_shortcuts(device):
-    """Whether to take shortcuts that read a tensor's value on the host (skip rows that need no
-    work, shift only the rows whose total asks for it): free on a CPU, on a GPU a sync that stalls
-    the queue of kernels, so there the plain path runs instead."""
+    """Whether to take shortcuts that read a tensor's value on the host (skip rows that need no work, shift
+    only the rows that ask for it): free on a CPU; on a GPU a sync that stalls the kernels, so not there."""
     return torch.device(device).type == "cpu"
 
 
@@ -92,21 +78,24 @@ def logit_blocks(z, rows=None, *, scale=LOG2E, chunk_elements=None, shift_all=No
     for start in range(0, N, per_chunk):
         part = slice(start, start + per_chunk)
         chunk = z[part] if rows is None else z[rows[part]]
-        top = chunk.amax(dim=-1, keepdim=True).float() * scale if shift_all else None  # (r, 1)
-        masses[part] = _exp2_blocks(chunk, top, scale, buf, size)
-        if shift_all:
-            shifts[part] = top.squeeze(1)
+        r, c = chunk.shape
+        if shift_all:  # 2^(z scale - the row's largest z scale)
+            shifts[part] = chunk.amax(dim=-1).float() * scale
+            torch.add(shifts[part, None] * -1.0, chunk, alpha=scale, out=buf[:r, :c])
+        else:  # in float32 even for bfloat16 logits, as block_weights
+            torch.mul(chunk.float(), scale, out=buf[:r, :c])
+        buf[:r, :c].exp2_()  # the columns past c stay 0
+        masses[part] = buf[:r].view(r, -1, size).sum(-1)
     return (shifts, masses.double()) if shift_all else _shift_where_needed(z, rows, masses, scale, chunk_elements)
 
 
 @torch.no_grad()
 def output_blocks(features, weight, temperature=1.0, chunk_elements=None, out=None):
-    """(a (N, V), shifts, masses): the output layer z = features weight^T (features (N, D), weight
-    (V, D)) fused with `logit_blocks(z, scale=scale_for(temperature))`, a = z scale (the matmul applies
-    the scale for free: pass scale=1 with a). On a CPU z is computed in bands of vocabulary columns
-    (chunk_elements: rows x columns), each exponentiated and summed while it is still in cache; a GPU
-    runs the two steps. out: a float32 tensor of at least N x V elements to write a into (the sampler
-    keeps one across steps: a fresh one of tens of MB costs a page fault per 4 kB on a CPU)."""
+    """(a (N, V), shifts, masses): the output layer z = features weight^T (features (N, D), weight (V, D))
+    fused with `logit_blocks(z, scale=scale_for(temperature))`, a = z scale (the matmul applies the scale
+    for free: pass scale=1 with a). On a CPU z is computed in bands of vocabulary columns (chunk_elements:
+    rows x columns), each exponentiated and summed while still in cache; a GPU runs the two steps. out: a
+    float32 tensor of >= N x V elements to write a into (kept across steps: a fresh one costs page faults)."""
     scale = scale_for(temperature)
     if not host_shortcuts(features.device):
         a = F.linear(features * scale, weight)  # in autocast's dtype, if on; chunks are read as float32

@@ -21,15 +21,13 @@ RESET, DIM = "\x1b[0m", "\x1b[2m"
 def step_rgb(step, steps):
     """Colour of a token last changed at `step` of `steps` (0 -> blue, steps-1 -> yellow)."""
     f = step / (steps - 1) if steps > 1 else 1.0
-    for (f0, c0), (f1, c1) in zip(RAMP, RAMP[1:]):
-        if f <= f1:
-            w = (f - f0) / (f1 - f0)
-            return tuple(round(a + w * (b - a)) for a, b in zip(c0, c1))
-    return RAMP[-1][1]
+    (f0, c0), (f1, c1) = next(pair for pair in zip(RAMP, RAMP[1:]) if f <= pair[1][0])
+    w = (f - f0) / (f1 - f0)
+    return tuple(round(a + w * (b - a)) for a, b in zip(c0, c1))
 
 
-def _marks(steps, n=16):
-    """At most n evenly spaced steps of 0..steps-1, for a legend."""
+def marks(steps, n=16):
+    """At most n evenly spaced steps of 0..steps-1, the first and the last among them (legends, frames)."""
     n = min(n, steps)
     return sorted({round(k * (steps - 1) / (n - 1)) if n > 1 else 0 for k in range(n)})
 
@@ -74,9 +72,9 @@ def render(ids, last_change, steps, tokenizer, color=True):
     return "".join(parts)
 
 
-def legend(steps, width=16):
+def legend(steps):
     """One terminal line: 'step 0 ████████ S-1', a block per evenly spaced step, and 'prompt' dim."""
-    blocks = "".join("\x1b[38;2;{};{};{}m█".format(*step_rgb(s, steps)) for s in _marks(steps, width))
+    blocks = "".join("\x1b[38;2;{};{};{}m█".format(*step_rgb(s, steps)) for s in marks(steps))
     return f"decoded at step 0 {blocks}{RESET} {steps - 1}   {DIM}prompt{RESET}"
 
 
@@ -91,8 +89,8 @@ def render_codes(ids, last_change, steps, tokenizer):
     return f"{body}\n(digits: the {unit} at which each character was decoded; '-': prompt)"
 
 
-def _hex(rgb):
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
+def _hex(step, steps):
+    return "#{:02x}{:02x}{:02x}".format(*step_rgb(step, steps))
 
 
 def html_page(sections, tokenizer, title="nanodfm: decode order"):
@@ -101,10 +99,10 @@ def html_page(sections, tokenizer, title="nanodfm: decode order"):
     body = []
     for caption, ids, last_change, steps in sections:
         spans = "".join(f'<span class="prompt" title="prompt">{html.escape(text)}</span>' if s < 0 else
-                        f'<span style="color:{_hex(step_rgb(s, steps))}" title="step {s}">{html.escape(text)}</span>'
+                        f'<span style="color:{_hex(s, steps)}" title="step {s}">{html.escape(text)}</span>'
                         for text, s in pieces(ids, last_change, tokenizer))
-        keys = "".join(f'<span class="key" style="background:{_hex(step_rgb(s, steps))}" title="step {s}"></span>'
-                       for s in _marks(steps))
+        keys = "".join(f'<span class="key" style="background:{_hex(s, steps)}" title="step {s}"></span>'
+                       for s in marks(steps))
         body.append(f'<h2>{html.escape(caption)}</h2>\n<p class="legend">step 0 {keys} step {steps - 1} '
                     f'<span class="prompt">prompt</span></p>\n<pre>{spans}</pre>')
     style = ("body{background:#16181d;color:#d8d8d8;font-family:sans-serif;margin:24px;max-width:900px}"
@@ -115,6 +113,5 @@ def html_page(sections, tokenizer, title="nanodfm: decode order"):
              ".key{display:inline-block;width:12px;height:12px;vertical-align:middle}")
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8"/>\n'
             f"<title>{html.escape(title)}</title>\n<style>{style}</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(title)}</h1>\n"
-            f"<p>Each token is coloured by the sampling step at which it last changed "
-            f"(hover for the step).</p>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+            f"<h1>{html.escape(title)}</h1>\n<p>Each token is coloured by the sampling step at which it last "
+            f"changed (hover for the step).</p>\n" + "\n".join(body) + "\n</body>\n</html>\n")

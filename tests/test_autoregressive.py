@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nanodfm import checkpoint
-from nanodfm.autoregressive import generate, new_cache
+from nanodfm.autoregressive import KVCache, generate
 from nanodfm.config import UsageError
 from nanodfm.engine import compile
 from nanodfm.model import ModelConfig, Transformer
@@ -48,27 +48,27 @@ def test_cached_forward_gives_the_uncached_logits(static):
     model = tiny_model()
     x = torch.randint(len(CHARS), (3, 20))
     full = model(x)  # (B, T, V): every position from the whole prefix
-    cache = new_cache(model, 3, x.device, torch.float64, static=static)
+    cache = KVCache(model.config, 3, x.device, torch.float64, static=static)
     steps = [model(x[:, :8], cache=cache)]  # prefill
     steps += [model(x[:, i:i + 1], cache=cache) for i in range(8, 20)]  # then one token per call
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)
     assert int(cache.pos) == 20
 
 
-@pytest.mark.parametrize("greedy", [True, False])
-def test_cache_and_full_prefix_generate_the_same_tokens(greedy):
+@pytest.mark.parametrize("top_k", [1, None])
+def test_cache_and_full_prefix_generate_the_same_tokens(top_k):
     # float64 keeps the attention orders within 1e-12 of each other, far below any gap between two
     # tokens' cumulative probabilities at the drawn uniform, so equal seeds must give equal tokens
     model = tiny_model()
     prompt = torch.randint(len(CHARS), (4, 3))
     ways = [{"static_cache": False}, {"static_cache": True}, {"use_cache": False}]
-    runs = [generate(model, prompt, 21, greedy=greedy, generator=torch.Generator().manual_seed(7), **way)
+    runs = [generate(model, prompt, 21, top_k=top_k, generator=torch.Generator().manual_seed(7), **way)
             for way in ways]
     assert runs[0].shape == (4, 24)
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
     assert torch.equal(runs[0][:, :3], prompt)
-    if not greedy:  # sampling draws differ from the argmax path: the test exercises both
-        assert not torch.equal(runs[0], generate(model, prompt, 21, greedy=True))
+    if top_k is None:  # sampling draws differ from the argmax path: the test exercises both
+        assert not torch.equal(runs[0], generate(model, prompt, 21, top_k=1))
 
 
 @pytest.mark.parametrize("prompt_len", [1, 3])
@@ -87,8 +87,8 @@ def test_compiled_decoding_compiles_once_with_static_shapes(prompt_len):
             return gm.forward
 
         compiled = compile(copy.deepcopy(model), backend=counting_backend)
-        x = generate(compiled, prompt, n, greedy=True)
-        assert torch.equal(x, generate(model, prompt, n, greedy=True, use_cache=False))
+        x = generate(compiled, prompt, n, top_k=1)
+        assert torch.equal(x, generate(model, prompt, n, top_k=1, use_cache=False))
         assert len(graphs) == 1, f"{len(graphs)} graphs for {n} tokens"
         assert all(isinstance(a, torch.Tensor) for a in graphs[0])  # no SymInt: nothing traced as dynamic
     torch._dynamo.reset()
@@ -97,7 +97,9 @@ def test_compiled_decoding_compiles_once_with_static_shapes(prompt_len):
 def test_top_1_is_greedy_and_top_k_stays_in_the_top_k():
     model = tiny_model()
     prompt = torch.randint(len(CHARS), (8, 2))
-    greedy = generate(model, prompt, 10, greedy=True)
+    greedy = prompt
+    for _ in range(10):  # the argmax of the whole prefix at each step
+        greedy = torch.cat([greedy, model(greedy)[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(generate(model, prompt, 10, top_k=1, generator=torch.Generator().manual_seed(0)), greedy)
     x = generate(model, prompt, 1, top_k=3, generator=torch.Generator().manual_seed(0))
     top3 = model(prompt)[:, -1].topk(3).indices  # (B, 3)
