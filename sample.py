@@ -26,11 +26,9 @@ from nanodfm.autoregressive import generate, start_token
 from nanodfm.config import (NON_NEGATIVE, POSITIVE, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, UsageError, autocast_for,
                             check, device_memory_gb, one_of, output, output_file, refuse_foreign_outputs, parse,
                             pick_device, size_list, run)
-from nanodfm.display import html_page, legend, render, render_codes
-from nanodfm.engine import compile as compile_model
+from nanodfm.display import html_page, legend, marks, render, render_codes
 from nanodfm.path import ProbPath
-from nanodfm.sampler import COARSE_TO_FINE, STEP_RULES, Schedule
-from nanodfm.sampler import sample as reference_sample
+from nanodfm.sampler import COARSE_TO_FINE, STEP_RULES, Schedule, sample as reference_sample
 from nanodfm.tokenizer import load_tokenizer
 
 # ----------------------------------------------------------------------------- defaults
@@ -65,17 +63,9 @@ RULES = {"steps": POSITIVE, "sampler": one_of(*STEP_RULES), "num_samples": POSIT
          "color": one_of("auto", "always", "never"), "html": output("html"),
          "dtype": one_of("auto", "bfloat16", "float32")}
 MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
-
-
-def distil_command(ckpt_path, ck):
-    """A train.py command that distils this DFM checkpoint as printed, from any folder: the student
-    keeps the model's context and batch size (and, from the checkpoint, its path and data) and is
-    written beside its parent, never over it."""
-    train = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"))
-    out_dir = (os.path.dirname(os.path.normpath(ckpt_path)) or "out") + "-student"
-    return "python " + shlex.join([train, "--kind=student", f"--init_from={ckpt_path}", f"--out_dir={out_dir}",
-                                   f"--block_size={ck['model_config']['block_size']}",
-                                   f"--batch_size={ck['config']['batch_size']}"])
+# keys that only some kinds of model take; a key set for another kind would be ignored without a word
+ONLY_FOR = {"top_k": ("ar",), **dict.fromkeys(("steps", "schedule", "sampler", "first_temperature", "reference",
+                                                "show", "html", "hole_len"), ("dfm", "student"))}
 
 
 def read_prompt(text):
@@ -86,20 +76,16 @@ def read_prompt(text):
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
-    except OSError as e:
-        raise UsageError(f"cannot read prompt file {path!r}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise UsageError(f"prompt file {path!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or e  # missing, unreadable, or not UTF-8
+        raise UsageError(f"prompt file {path!r} is not readable UTF-8 text ({why})") from None
 
 
 def encode_prompt(text, tokenizer, hole_len):
     """Token ids of --start with None at each hole position: every run of 4+ underscores becomes
     hole_len Nones. The text between holes is encoded piece by piece (BPE never merges across one)."""
-    pieces = HOLE.split(text)
-    if len(pieces) > 1 and hole_len < 1:
-        raise UsageError(f"--hole_len must be a positive number of tokens, got {hole_len}")
     try:
-        encoded = [tokenizer.encode(piece) if piece else [] for piece in pieces]
+        encoded = [tokenizer.encode(piece) if piece else [] for piece in HOLE.split(text)]
     except ValueError as e:  # characters outside a char vocabulary
         raise UsageError(str(e)) from None
     ids = encoded[0]
@@ -115,56 +101,24 @@ def prompt_tensor(prompt_ids, seq_len):
         return None
     if len(prompt_ids) > seq_len or None not in prompt_ids and len(prompt_ids) == seq_len:
         holes = " (holes included)" if None in prompt_ids else ""
-        raise UsageError(f"the prompt is {len(prompt_ids)} tokens{holes} but samples are {seq_len} long: "
-                         f"shorten it{', lower --hole_len' if holes else ''} or raise --length "
-                         f"(at most the model's block_size)")
+        raise UsageError(f"the prompt is {len(prompt_ids)} tokens{holes} but samples are {seq_len} long: shorten "
+                         f"it{', lower --hole_len' if holes else ''} or raise --length (up to the model's block_size)")
     prompt = torch.full((seq_len,), -1, dtype=torch.long)
     prompt[:len(prompt_ids)] = torch.tensor([-1 if token is None else token for token in prompt_ids])
     return prompt
 
 
 def frame_printer(tokenizer, schedule, color):
-    """on_step callback for --show=frames: prints up to MAX_FRAMES steps, evenly spaced, and the last,
+    """on_step callback for --show=frames: prints MAX_FRAMES steps, evenly spaced, the last among them,
     each token coloured by the step at which it last changed so far."""
-    steps = len(schedule.sizes)
-    shown = {round(k * (steps - 1) / (MAX_FRAMES - 1)) for k in range(MAX_FRAMES)} | {steps - 1}
-    ends = [t + h for t, h in schedule.times()]
+    shown, ends = set(marks(len(schedule.sizes), MAX_FRAMES)), [t + h for t, h in schedule.times()]
 
     def on_step(s, x, last_change):
         if s in shown:
-            print(f"---------- after step {s + 1}/{steps} (t = {ends[s]:.3f})")
+            print(f"---------- after step {s + 1}/{len(ends)} (t = {ends[s]:.3f})")
             for ids, lc in zip(x.tolist(), last_change.tolist()):
-                print(render(ids, lc, steps, tokenizer, color))
+                print(render(ids, lc, len(ends), tokenizer, color))
     return on_step
-
-
-# keys that only some kinds of model take; a key set for another kind would be ignored without a word
-ONLY_FOR = {"top_k": ("ar",), **dict.fromkeys(("steps", "schedule", "sampler", "first_temperature", "reference",
-                                                "show", "html", "hole_len"), ("dfm", "student"))}
-
-
-def refuse_keys_that_do_not_apply(kind, explicit, path):
-    wrong = sorted(k for k in explicit if kind not in ONLY_FOR.get(k, (kind,)))
-    if wrong:
-        takes = sorted(k for k, kinds in ONLY_FOR.items() if kind in kinds)
-        raise UsageError(f"{', '.join('--' + k for k in wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to "
-                         f"{path}, a model of kind {kind}: drop {'it' if len(wrong) == 1 else 'them'} (of these keys "
-                         f"it takes {', '.join('--' + k for k in takes)})")
-
-
-def sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev):
-    """An AR checkpoint writes token by token with its KV cache (nanodfm/autoregressive.py). It has no
-    BOS token: without --start it starts from one end-of-text token (GPT-2) or a newline (char)."""
-    if None in prompt_ids:
-        raise UsageError("an autoregressive model cannot fill holes: remove the ____ from --start")
-    prompt_ids = prompt_ids or [start_token(tokenizer)]
-    prompt = torch.tensor(prompt_ids, device=dev).expand(cfg["num_samples"], -1)  # (B, T0)
-    generator = torch.Generator(dev).manual_seed(cfg["seed"])
-    x = generate(model, prompt, seq_len - len(prompt_ids), cfg["temperature"], cfg["top_k"] or None,
-                 generator=generator)
-    for i, ids in enumerate(x.tolist()):
-        print(f"---------- sample {i + 1}/{len(x)}, autoregressive")
-        print(tokenizer.decode(ids))
 
 
 def step_schedule(cfg, explicit):
@@ -185,15 +139,6 @@ def step_schedule(cfg, explicit):
     return Schedule.of(cfg["steps"], sizes, cfg["temperature"], cfg["first_temperature"] or None)
 
 
-def untrained_sizes(ck, sizes):
-    """The sizes of a schedule that a student was not distilled for (it learns h = 2**-k, k = 0 to
-    its max_step_exponent, and meets any other h only by interpolation)."""
-    if "max_step_exponent" not in ck["config"]:
-        return []
-    trained = [2.0 ** -k for k in range(ck["config"]["max_step_exponent"] + 1)]
-    return sorted({h for h in sizes if min(abs(h - s) for s in trained) > 1e-9 * h}, reverse=True)
-
-
 def main(argv):
     explicit = set()
     cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
@@ -203,16 +148,20 @@ def main(argv):
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])
     autocast, _ = autocast_for(torch.device(dev).type, cfg["dtype"])  # the draws stay exact for the logits given
-    if dev.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True  # on a GPU; nothing elsewhere
     ck = checkpoint.load(cfg["ckpt"], kinds=("dfm", "student", "ar"))
-    refuse_keys_that_do_not_apply(ck["kind"], explicit, cfg["ckpt"])
-    student = ck["kind"] == "student"
+    kind, student = ck["kind"], ck["kind"] == "student"
+    wrong = sorted(k for k in explicit if kind not in ONLY_FOR.get(k, (kind,)))  # a key that would change nothing
+    if wrong:
+        takes = ", ".join(f"--{k}" for k in sorted(ONLY_FOR) if kind in ONLY_FOR[k])
+        raise UsageError(f"{', '.join('--' + k for k in wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to "
+                         f"{cfg['ckpt']}, a model of kind {kind}: drop {'it' if len(wrong) == 1 else 'them'} (of these "
+                         f"keys it takes {takes})")
     if student and cfg["sampler"] != "cumulative":
         raise UsageError("a few-step student was distilled for the cumulative step: drop --sampler (or use cumulative)")
     model = checkpoint.build_model(ck, weights="ema" if student else "model").to(dev).eval()
     if cfg["compile"]:
-        model = compile_model(model)
+        model = engine.compile(model)
     tokenizer = load_tokenizer(ck["meta"])
     prompt_ids = encode_prompt(read_prompt(cfg["start"]), tokenizer, cfg["hole_len"])
     infill = None in prompt_ids
@@ -222,25 +171,37 @@ def main(argv):
     seq_len = cfg["length"] or (min(len(prompt_ids), model.config.block_size) if infill else model.config.block_size)
     if not 0 < seq_len <= model.config.block_size:
         raise UsageError(f"--length must be in [1, {model.config.block_size}] (the model's block_size), got {seq_len}")
-    if ck["kind"] == "dfm" and cfg["steps"] < FEW_STEPS:
+    if kind == "dfm" and cfg["steps"] < FEW_STEPS:  # a command that runs from here: the student goes beside it
+        train = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"))
+        out_dir = (os.path.dirname(os.path.normpath(cfg["ckpt"])) or "out") + "-student"
+        distil = shlex.join([train, "--kind=student", f"--init_from={cfg['ckpt']}", f"--out_dir={out_dir}",
+                             f"--block_size={model.config.block_size}", f"--batch_size={ck['config']['batch_size']}"])
         print(f"warning: this DFM model was not distilled for few steps; with {cfg['steps']} steps expect poor "
-              f"samples. Distil it: {distil_command(cfg['ckpt'], ck)}", file=sys.stderr)
-    untrained = untrained_sizes(ck, schedule.sizes) if student and cfg["schedule"] else []
-    if untrained:
-        print(f"warning: this student was distilled for step sizes 1, 1/2, ..., "
-              f"1/{2 ** ck['config']['max_step_exponent']}; {', '.join(f'{h:g}' for h in untrained)} it meets only "
-              f"by interpolation", file=sys.stderr)
+              f"samples. Distil it: python {distil}", file=sys.stderr)
+    if student and cfg["schedule"] and "max_step_exponent" in ck["config"]:  # other h only by interpolation
+        trained = [2.0 ** -k for k in range(ck["config"]["max_step_exponent"] + 1)]  # the h it learns
+        untrained = sorted({h for h in schedule.sizes if min(abs(h - s) for s in trained) > 1e-9 * h}, reverse=True)
+        if untrained:
+            print(f"warning: this student was distilled for step sizes 1, 1/2, ..., 1/{round(1 / trained[-1])}; "
+                  f"{', '.join(f'{h:g}' for h in untrained)} it meets only by interpolation", file=sys.stderr)
     prompt = prompt_tensor(prompt_ids, seq_len)  # also rejects a prompt as long as the samples
+    generator = torch.Generator(dev).manual_seed(cfg["seed"])
+    if kind == "ar":  # token by token with its KV cache; with no BOS token, from end-of-text or a newline
+        if infill:
+            raise UsageError("an autoregressive model cannot fill holes: remove the ____ from --start")
+        prompt = torch.tensor(prompt_ids or [start_token(tokenizer)], device=dev).expand(cfg["num_samples"], -1)
+        with autocast:
+            x = generate(model, prompt, seq_len - prompt.shape[1], cfg["temperature"], cfg["top_k"] or None,
+                         generator=generator)
+        for i, ids in enumerate(x.tolist()):
+            print(f"---------- sample {i + 1}/{len(x)}, autoregressive\n{tokenizer.decode(ids)}")
+        return
     # the draw's float64 probabilities (the reference sampler holds about three copies, the engine one
     # float32 buffer of logits): refused before it runs out of memory, with the estimate
     need = cfg["num_samples"] * seq_len * model.config.vocab_size * (24 if cfg["reference"] else 8) / 1e9
-    if ck["kind"] != "ar" and device_memory_gb(dev) and need > device_memory_gb(dev):
+    if device_memory_gb(dev) and need > device_memory_gb(dev):
         raise UsageError(f"{cfg['num_samples']} samples of {seq_len} tokens need about {need:.3g} GB for their "
                          f"probabilities and {dev} has {device_memory_gb(dev):.3g} GB: draw fewer at once")
-    if ck["kind"] == "ar":
-        with autocast:
-            return sample_ar(model, tokenizer, prompt_ids, seq_len, cfg, dev)
-    generator = torch.Generator(dev).manual_seed(cfg["seed"])
     frames = cfg["show"] == "frames"
     on_step = frame_printer(tokenizer, schedule, color) if frames else None
     sample = reference_sample if cfg["reference"] else engine.sample
@@ -259,7 +220,7 @@ def main(argv):
     if cfg["show"] != "text" and color:
         print(legend(cfg["steps"]))
     if cfg["html"]:
-        sections = [(f"{cfg['ckpt']} ({ck['kind']}), sample {i + 1}, {steps_used}, {cfg['sampler']}",
+        sections = [(f"{cfg['ckpt']} ({kind}), sample {i + 1}, {steps_used}, {cfg['sampler']}",
                      ids, lc, cfg["steps"]) for i, (ids, lc) in enumerate(samples)]
         with output_file(cfg["html"]) as f:
             f.write(html_page(sections, tokenizer))

@@ -45,8 +45,6 @@ def test_holes_become_none_runs_between_separately_encoded_pieces():
     assert prompt[:len(ids)].tolist() == [-1 if i is None else i for i in ids]
     with pytest.raises(UsageError):
         prompt_tensor(ids, len(ids) - 1)
-    with pytest.raises(UsageError):
-        encode_prompt("A____B", tok, hole_len=0)
 
 
 @pytest.mark.parametrize("kind", ["char", "gpt2"])
@@ -56,7 +54,7 @@ def test_infilling_keeps_given_tokens_and_fills_every_hole(kind):
     else:
         try:
             tok = GPT2Tokenizer()
-        except RuntimeError as e:
+        except UsageError as e:
             pytest.skip(str(e))
     text = "ROMEO:\n____ the ____, and ____ night.\nJULIET:"
     ids = encode_prompt(text, tok, hole_len=4)
