@@ -1,19 +1,18 @@
-"""Speed benchmarks (docs/method.md section 6), on untrained models of a given size: speed does not
-depend on the weights. How each mode measures, and what it found: docs/speed.md.
+"""Speed benchmarks (docs/method.md section 6), on untrained models of a given size: speed does not depend on the
+weights. How each mode measures, and what it found: docs/speed.md.
 
     python bench.py --mode=overhead --repeats=21 --out_json=results/speed/overhead.json
     python bench.py --mode=study --out_json=results/speed/study-cpu.json --out_png=assets/speed_cpu.png
     python bench.py --mode=study --device=cuda --dtype=bfloat16 --compile=True --out_json=study-gpu.json
 
-overhead: the share of `engine.sample`'s time spent outside the model's forward calls (the student,
-  batch 1), for each vocabulary:length case and source: the median over `repeats` rounds, with quartiles.
-study: seconds per sequence and tokens/s against batch size for AR with its KV cache, the student and
-  the DFM model at each length, plus batch 1 at the large size; the crossover batch sizes; a plot.
+overhead: the share of `engine.sample`'s time spent outside the model's forward calls (the student, batch 1), for
+  each vocabulary:length case and source: the median over `repeats` rounds, with quartiles.
+study: seconds per sequence and tokens/s against batch size for AR with its KV cache, the student and the DFM
+  model at each length, plus batch 1 at the large size; the crossover batch sizes; a plot.
 syncs: host-device syncs per step of the engine, for the overhead cases.
-env: the machine and the versions (config/gpu_check.sh starts with it).
+env: the machine and the versions alone (config/gpu_check.sh starts with it); every mode's JSON holds them.
 
-Warm-up calls come first (allocations, kernel selection, compilation), then the timed calls; CUDA
-runs asynchronously, so it is synchronised before every clock read.
+Warm-up calls (allocations, kernel selection, compilation) come before the timed calls.
 """
 
 import collections
@@ -80,14 +79,17 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 
 # ----------------------------------------------------------------------------- timing
 
-def random_model(kind, vocab_size, block_size, n_layer, n_head, n_embd):
-    """An untrained model of a given size and kind ("dfm", "student", "ar"), for timing."""
-    return Transformer(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                                   n_embd=n_embd, causal=kind == "ar", step_conditioned=kind == "student"))
+def random_model(kind, vocab_size, length, size, seed=0, device="cpu", backend=None):
+    """An untrained model of a kind ("dfm", "student", "ar") and size ({"n_layer", "n_head", "n_embd"}), seeded,
+    compiled with `backend` if one is given."""
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(vocab_size=vocab_size, block_size=length, causal=kind == "ar",
+                                    step_conditioned=kind == "student", **size)).to(device).eval()
+    return compile_model(model, backend=backend) if backend else model
 
 
 def seconds(fn, device):
-    """Wall-clock seconds of one fn() call."""
+    """Wall-clock seconds of one fn() call; CUDA runs asynchronously, so it is synchronised before each clock read."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda device: None
     sync(device)
     start = time.perf_counter()
@@ -96,19 +98,19 @@ def seconds(fn, device):
     return time.perf_counter() - start
 
 
-def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3, device="cpu", seed=0):
-    """{"total_s", "forward_s", "overhead", "overhead_iqr", "model_calls"}: median seconds of one
-    `engine.sample` call and of its forward calls run again alone (each returning its logits, so the
-    measure is fair where the engine fuses the output layer with its pass), and the median share of the
-    total that is not the model, with quartiles. A round runs both, so a change in load falls on both,
-    and every run draws the same random numbers, so both do the same work."""
+def sampler_overhead(model, path, length, steps, warmup=1, repeats=3, device="cpu", seed=0):
+    """{"total_s", "forward_s", "overhead", "overhead_iqr", "model_calls"}: median seconds of one `engine.sample`
+    call at batch 1 and of its forward calls run again alone (each returning its logits, so the measure is fair
+    where the engine fuses the output layer with its pass), and the median share of the total that is not the
+    model, with quartiles. A round runs both, so a change in load falls on both, and every run draws the same
+    random numbers, so both do the same work."""
     recorded = []
 
     def trunk(*args, **kwargs):  # the engine still applies the head, fused with its draw
         recorded.append((args, kwargs))
         return model.trunk(*args, **kwargs)
-    run = lambda: engine.sample(SimpleNamespace(config=model.config, head=model.head, trunk=trunk), path, batch_size,
-                                length, steps, device=device, generator=torch.Generator(device).manual_seed(seed))
+    run = lambda: engine.sample(SimpleNamespace(config=model.config, head=model.head, trunk=trunk), path, 1, length,
+                                steps, device=device, generator=torch.Generator(device).manual_seed(seed))
     for _ in range(warmup + 1):  # the last run's calls are the ones timed alone
         recorded.clear()
         run()
@@ -117,8 +119,7 @@ def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3
     @torch.no_grad()
     def forwards():
         for args, kwargs in calls:
-            logits = model(*args, **kwargs)  # the trunk and the plain output layer
-            del logits  # its release is part of the call's cost
+            model(*args, **kwargs)  # the trunk and the plain output layer; freeing the logits is part of the cost
     forwards()
     totals, forward = [], []
     for _ in range(repeats):
@@ -132,10 +133,10 @@ def sampler_overhead(model, path, batch_size, length, steps, warmup=1, repeats=3
 
 
 class SyncCounter(TorchFunctionMode):
-    """Counts the calls that make a CUDA host wait for the GPU (`with SyncCounter() as syncs:` ...,
-    then syncs.count and syncs.calls by operation): reading a value, nonzero, indexing with a boolean
-    mask (it runs nonzero), a copy between devices, a tensor made from Python values on a device. A CPU
-    makes the same calls (copies aside) without waiting, so the count there is the count on a GPU."""
+    """Counts the calls that make a CUDA host wait for the GPU (`with SyncCounter() as syncs:` ..., then syncs.count
+    and syncs.calls by operation): reading a value, nonzero, indexing with a boolean mask (it runs nonzero), a copy
+    between devices, a tensor made from Python values on a device. A CPU makes the same calls (copies aside)
+    without waiting, so the count there is the count on a GPU."""
 
     READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy",
              "masked_select", "unique", "bincount"}
@@ -175,23 +176,15 @@ def syncs_per_step(model, path, batch_size, length, steps, device="cpu"):
     return {"syncs_per_step": counter.count / steps, "calls": dict(counter.calls)}
 
 
-def device_name(device):
-    """The accelerator's name, or the CPU's model name where the system tells it."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return device.type
-
-
 @torch.no_grad()
 def time_sampling(model, path, batch_size, length, steps, max_timed_steps, device):
-    """(seconds for all `steps` steps, steps timed): an `engine.sample` run timed whole, or, under the
-    uniform source with more than max_timed_steps steps, every k-th step of it (`engine.model_step`),
-    each at its own t, times k (a step's work there depends on t alone: the candidates that may move)."""
+    """(seconds for all `steps` steps, steps timed): AR generation with its KV cache (steps = length - 1), or an
+    `engine.sample` run timed whole, or, under the uniform source with more than max_timed_steps steps, every k-th
+    step of it (`engine.model_step`), each at its own t, times k (a step's work there depends on t alone: the
+    candidates that may move)."""
+    if model.config.causal:
+        prompt = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
+        return seconds(lambda: generate(model, prompt, length - 1), device), steps
     stride = 1 if path.source != "uniform" or not max_timed_steps else -(-steps // max_timed_steps)
     if stride == 1:
         return seconds(lambda: engine.sample(model, path, batch_size, length, steps, device=device), device), steps
@@ -208,8 +201,8 @@ def time_sampling(model, path, batch_size, length, steps, max_timed_steps, devic
 
 
 class CompileCounter:
-    """A torch.compile backend that compiles with `backend` and counts the calls of what it
-    compiled, so that a benchmark can tell whether a timed call ran compiled."""
+    """A torch.compile backend that compiles with `backend` and counts the calls of what it compiled, so that a
+    benchmark can tell whether a timed call ran compiled."""
 
     def __init__(self, backend="inductor"):
         self.backend, self.calls = torch._dynamo.lookup_backend(backend), 0
@@ -225,48 +218,38 @@ class CompileCounter:
 
 
 def study_rows(size, path, length, batch_sizes, cfg, device, label="small", repeats=2):
-    """Rows of the speed study at one model size ({"n_layer", "n_head", "n_embd"}) and length: for each
-    batch size, the AR model with its KV cache (length - 1 calls), the student at each of cfg's
-    student_steps and the DFM model at each of its dfm_steps. With compile, each row records the
-    calls its timed runs made to compiled code, and a row that made none is an error."""
-    counter = CompileCounter(cfg["compile_backend"]) if cfg["compile"] else None
-    if counter:
+    """Rows of the speed study at one model size and length: for each batch size, the AR model with its KV cache
+    (length - 1 calls), the student at each of cfg's student_steps and the DFM model at each of its dfm_steps.
+    With compile, each row records the calls its timed runs made to compiled code; a row that made none is an error."""
+    counter = CompileCounter(cfg["compile_backend"])
+    if cfg["compile"]:
         torch._dynamo.reset()  # the models of other sizes and lengths are timed already
-    models = {}
-    for kind in ("ar", "student", "dfm"):
-        torch.manual_seed(cfg["seed"])
-        model = random_model(kind, path.vocab_size, length, **size).to(device).eval()
-        models[kind] = compile_model(model, backend=counter) if counter else model
+    models = {kind: random_model(kind, path.vocab_size, length, size, cfg["seed"], device, cfg["compile"] and counter)
+              for kind in ("ar", "student", "dfm")}
     runs = [("ar_cache", "ar", length - 1)] + [(kind, kind, S) for kind in ("student", "dfm") if cfg[f"{kind}_steps"]
                                                 for S in int_list(f"{kind}_steps", cfg[f"{kind}_steps"])]
-    warmup = min(cfg["warmup"], 1) if label == "large" else cfg["warmup"]
     rows = []
     for name, kind, nfe in tqdm(runs, desc=f"speed {label} L={length}", leave=False, dynamic_ncols=True):
         for B in batch_sizes:
-            if kind == "ar":
-                prompt = torch.zeros(B, 1, dtype=torch.long, device=device)
-                run = lambda: (seconds(lambda: generate(models["ar"], prompt, length - 1), device), nfe)
-            else:  # (seconds, steps timed)
-                run = lambda: time_sampling(models[kind], path, B, length, nfe, cfg["max_timed_steps"], device)
-            for _ in range(warmup):
+            run = lambda: time_sampling(models[kind], path, B, length, nfe, cfg["max_timed_steps"], device)
+            for _ in range(min(cfg["warmup"], 1) if label == "large" else cfg["warmup"]):
                 run()
-            if counter:
-                counter.calls = 0
-            results = [run() for _ in range(repeats)]
-            total, timed = sum(r[0] for r in results) / repeats, results[0][1]
-            if counter and not counter.calls:
+            counter.calls = 0
+            results = [run() for _ in range(repeats)]  # (seconds, steps timed)
+            total = sum(s for s, _ in results) / repeats
+            if cfg["compile"] and not counter.calls:
                 raise UsageError(f"--compile=True, but {name} ({label}, L={length}, batch {B}) ran uncompiled: "
                                  f"raise engine.RECOMPILE_LIMIT, or time fewer shapes in one run")
             rows.append({"size": label, **size, "vocab_size": path.vocab_size, "length": length, "name": name,
                          "nfe": nfe, "batch_size": B, "seconds": total, "seconds_per_sequence": total / B,
-                         "tokens_per_s": B * length / total, "timed_steps": timed, "repeats": repeats,
-                         "compiled_calls": counter.calls if counter else 0})
+                         "tokens_per_s": B * length / total, "timed_steps": results[0][1], "repeats": repeats,
+                         "compiled_calls": counter.calls})
     return rows
 
 
 def crossovers(rows):
-    """For each (size, length, student or DFM run): the smallest batch size at which AR with its
-    cache takes less time per sequence than it, or None if none of the batch sizes timed."""
+    """For each (size, length, student or DFM run): the smallest batch size at which AR with its cache takes less
+    time per sequence than it, or None if none of the batch sizes timed."""
     per_sequence = lambda *key: {r["batch_size"]: r["seconds_per_sequence"] for r in rows
                                  if (r["size"], r["length"], r["name"], r["nfe"])[:len(key)] == key}
     out = []
@@ -282,11 +265,9 @@ def crossovers(rows):
 
 
 def plot_study(result, path):
-    """Seconds per sequence against batch size, one panel per length of the small size; AR with its
-    cache solid black, the student and DFM model coloured. False (no plot) without matplotlib."""
+    """Seconds per sequence against batch size, one panel per length of the small size; AR with its cache solid
+    black, the student and DFM model coloured, dotted lines where AR overtakes the student."""
     plt = pyplot()
-    if plt is None:
-        return False
     rows = [r for r in result["rows"] if r["size"] == "small"]
     lengths = sorted({r["length"] for r in rows})
     fig, axes = plt.subplots(1, len(lengths), figsize=(5.5 * len(lengths), 4.2), squeeze=False)
@@ -310,25 +291,22 @@ def plot_study(result, path):
     fig.suptitle(f"{result['device_name']} ({result['device']}, {result['dtype']}, {threads}"
                  f"{', compiled' if result['compile'] else ''}): dotted lines mark where AR overtakes the student",
                  fontsize=9)
-    return save_figure(plt, fig, path)
+    save_figure(plt, fig, path)
 
 
-# ----------------------------------------------------------------------------- modes
+# ----------------------------------------------------------------------------- modes: each prints its table and
+# returns what its JSON holds beside the machine and the settings
 
-def system(cfg, dev):
-    return {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "compile": cfg["compile"]}
+SIZE = ("n_layer", "n_head", "n_embd")
 
 
-def case_rows(cfg, dev, autocast, measure, compiled=False):
-    """Rows of measure(model, path, length, steps) for each vocabulary:length pair of --overhead_cases,
-    source and student step count: an untrained student of cfg's size, seeded alike for each pair."""
+def case_rows(cfg, dev, autocast, measure, backend=None):
+    """Rows of measure(model, path, length, steps) for each vocabulary:length pair of --overhead_cases, source and
+    student step count: an untrained student of cfg's size, seeded alike for each pair."""
     rows = []
     for case in tqdm(cfg["overhead_cases"].split(","), desc=cfg["mode"], dynamic_ncols=True):
         V, L = (int(v) for v in case.split(":"))
-        torch.manual_seed(cfg["seed"])
-        model = random_model("student", V, L, cfg["n_layer"], cfg["n_head"], cfg["n_embd"]).to(dev).eval()
-        model = compile_model(model) if compiled else model
+        model = random_model("student", V, L, {k: cfg[k] for k in SIZE}, cfg["seed"], dev, backend)
         for src in cfg["sources"].split(","):
             for steps in int_list("student_steps", cfg["student_steps"]):
                 with autocast:
@@ -337,38 +315,35 @@ def case_rows(cfg, dev, autocast, measure, compiled=False):
     return rows
 
 
-def overhead(cfg, dev, autocast, dtype):
-    rows = case_rows(cfg, dev, autocast, lambda model, path, L, steps: {"batch_size": 1, **sampler_overhead(
-        model, path, 1, L, steps, cfg["warmup"], cfg["repeats"], dev, cfg["seed"])}, cfg["compile"])
-    print(f"{system(cfg, dev)}, {dtype}, {cfg['n_layer']} layers x {cfg['n_embd']} wide, batch 1, student\n")
+def overhead(cfg, dev, autocast):
+    measure = lambda model, path, L, steps: {"batch_size": 1, **sampler_overhead(
+        model, path, L, steps, cfg["warmup"], cfg["repeats"], dev, cfg["seed"])}
+    rows = case_rows(cfg, dev, autocast, measure, cfg["compile"] and cfg["compile_backend"])
     share = lambda r: "{:.1f}% ({:.1f} to {:.1f})".format(*(100 * q for q in (r["overhead"], *r["overhead_iqr"])))
     print(markdown_table(["V", "L", "source", "steps", "sample (s)", "forwards (s)", "outside the model (quartiles)"],
                          [[r["vocab_size"], r["length"], r["source"], r["steps"], r["total_s"], r["forward_s"],
                            share(r)] for r in rows]))
-    return {"mode": "overhead", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
+    return {"rows": rows}
 
 
-def syncs(cfg, dev, autocast, dtype):
+def syncs(cfg, dev, autocast):
     rows = case_rows(cfg, dev, autocast, lambda model, path, L, steps: syncs_per_step(model, path, 1, L, steps, dev))
     print(markdown_table(["V", "L", "source", "steps", "host-device syncs per step", "by operation"],
                          [[r["vocab_size"], r["length"], r["source"], r["steps"], r["syncs_per_step"], r["calls"]]
                           for r in rows]))
-    return {"mode": "syncs", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows}
+    return {"rows": rows}
 
 
-def study(cfg, dev, autocast, dtype):
-    size = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd")}
+def study(cfg, dev, autocast):
     rows = []
     with autocast:
         for L in int_list("lengths", cfg["lengths"]):
-            rows += study_rows(size, ProbPath(cfg["vocab_size"], cfg["source"]), L,
+            rows += study_rows({k: cfg[k] for k in SIZE}, ProbPath(cfg["vocab_size"], cfg["source"]), L,
                                int_list("batch_sizes", cfg["batch_sizes"]), cfg, dev, repeats=cfg["repeats"])
         if cfg["large"]:
-            large = {k: cfg[f"large_{k}"] for k in ("n_layer", "n_head", "n_embd")}
-            rows += study_rows(large, ProbPath(cfg["large_vocab_size"], cfg["source"]), cfg["large_length"], [1], cfg,
-                               dev, "large", cfg["large_repeats"])
+            rows += study_rows({k: cfg[f"large_{k}"] for k in SIZE}, ProbPath(cfg["large_vocab_size"], cfg["source"]),
+                               cfg["large_length"], [1], cfg, dev, "large", cfg["large_repeats"])
     crossings = crossovers(rows)
-    print(f"\n{system(cfg, dev)}, {dtype}, source {cfg['source']}\n")
     print(markdown_table(["size", "L", "model", "calls", "batch", "s / sequence", "tokens / s", "timed steps"],
                          [[r["size"], r["length"], r["name"], r["nfe"], r["batch_size"], r["seconds_per_sequence"],
                            r["tokens_per_s"], r["timed_steps"]] for r in rows]))
@@ -376,22 +351,26 @@ def study(cfg, dev, autocast, dtype):
     for c in crossings:
         print(f"  {c['size']} L={c['length']} {c['name']}: "
               f"{c['crossover_batch_size'] or 'none up to batch ' + str(max(c['batch_sizes']))}")
-    return {"mode": "study", **system(cfg, dev), "dtype": dtype, "settings": cfg, "rows": rows, "crossovers": crossings}
+    return {"rows": rows, "crossovers": crossings}
 
 
-def env(cfg, dev, autocast, dtype):
-    """The machine and the versions a GPU check ran with."""
-    info = {"mode": "env", **system(cfg, dev), "dtype": dtype, "python": sys.version.split()[0],
-            "cuda": torch.version.cuda, "peak_flops": device_peak_flops(dev)}
+MODES = {mode.__name__: mode for mode in (overhead, study, syncs)} | {"env": lambda cfg, dev, autocast: {}}
+
+
+def machine(dev):
+    """The device, its name (a CPU's model name where the system tells it), its peak and the versions."""
+    info = {"device": str(dev), "device_name": dev.type, "torch": torch.__version__, "python": sys.version.split()[0],
+            "cuda": torch.version.cuda, "threads": torch.get_num_threads(), "peak_flops": device_peak_flops(dev)}
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
-        info.update({"capability": f"{props.major}.{props.minor}", "memory_gb": props.total_memory / 1e9,
-                     "bf16": torch.cuda.is_bf16_supported(), "device_count": torch.cuda.device_count()})
-    print(json.dumps(info, indent=2))
+        info.update({"device_name": torch.cuda.get_device_name(dev), "capability": f"{props.major}.{props.minor}",
+                     "memory_gb": props.total_memory / 1e9, "bf16": torch.cuda.is_bf16_supported(),
+                     "device_count": torch.cuda.device_count()})
+    elif os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            info["device_name"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                                       dev.type)
     return info
-
-
-MODES = {mode.__name__: mode for mode in (overhead, study, syncs, env)}
 
 
 def _cases(text):
@@ -429,15 +408,17 @@ def main(argv):
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # what float32 matmuls run as when not in autocast
-    result = MODES[cfg["mode"]](cfg, dev, autocast, dtype)
+    result = {"mode": cfg["mode"], **machine(dev), "dtype": dtype, "compile": cfg["compile"], "settings": cfg}
+    print(json.dumps({k: v for k, v in result.items() if k != "settings"}) + "\n")
+    result.update(MODES[cfg["mode"]](cfg, dev, autocast))
     if cfg["out_json"]:
         os.makedirs(os.path.dirname(os.path.abspath(cfg["out_json"])), exist_ok=True)
         with output_file(cfg["out_json"]) as f:
             json.dump(result, f, indent=2)
         print(f"wrote {cfg['out_json']}")
     if cfg["out_png"] and cfg["mode"] == "study":
-        print(f"wrote {cfg['out_png']}" if plot_study(result, cfg["out_png"])
-              else "matplotlib is not installed: no plot (pip install matplotlib)")
+        plot_study(result, cfg["out_png"])
+        print(f"wrote {cfg['out_png']}")
 
 
 if __name__ == "__main__":

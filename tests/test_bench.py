@@ -11,6 +11,7 @@ from conftest import run_script
 from nanodfm.path import ProbPath
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--repeats=1", "--device=cpu"]
+SIZE = {"n_layer": 1, "n_head": 2, "n_embd": 16}
 STUDY = ["--mode=study", "--lengths=8,12", "--batch_sizes=1,2", "--student_steps=2", "--dfm_steps=6",
          "--max_timed_steps=3", "--large=True", "--large_n_layer=1", "--large_n_head=2", "--large_n_embd=32",
          "--large_vocab_size=300", "--large_length=16"]
@@ -75,7 +76,7 @@ def test_overhead_counts_the_model_calls_and_splits_the_time(tmp_path):
 
 def test_strided_timing_runs_every_kth_step_only_for_the_uniform_source():
     calls = []
-    model = bench.random_model("dfm", 11, 8, n_layer=1, n_head=2, n_embd=16)
+    model = bench.random_model("dfm", 11, 8, SIZE)
     trunk = model.trunk
     def counting(x, t, h=None, positions=None):
         calls.append(round(t[0].item() * 20))
@@ -132,7 +133,7 @@ def test_the_engine_reads_the_gpu_once_a_step_or_twice(source, per_step, monkeyp
     is asked only there), and under the uniform source the movers' count too; counted here on a CPU
     by the calls that would sync there, with the engine taking its GPU path."""
     from nanodfm import categorical, engine
-    model = bench.random_model("student", 300, 16, n_layer=1, n_head=2, n_embd=16).eval()
+    model = bench.random_model("student", 300, 16, SIZE)
     path = ProbPath(300, source)
     monkeypatch.setattr(categorical, "host_shortcuts", lambda device: False)
     counted = bench.syncs_per_step(model, path, 2, 16, 8)
