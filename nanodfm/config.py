@@ -110,9 +110,8 @@ def autocast_for(device_type, dtype):
     return contextlib.nullcontext(), "float32"
 
 
-# Dense bfloat16 tensor-core peaks (FLOP/s, without sparsity) from NVIDIA's data sheets, keyed by the
-# names torch.cuda.get_device_name reports; variants of one chip differ (an H100 PCIe has 3/4 of an
-# SXM's peak). A GPU not listed gets no MFU unless --peak_flops gives its peak.
+# Dense bfloat16 tensor-core peaks (FLOP/s, no sparsity) from NVIDIA's data sheets, by torch.cuda.get_device_name:
+# variants of one chip differ (an H100 PCIe has 3/4 of an SXM's). Unlisted GPUs get no MFU unless --peak_flops.
 PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
                    "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12, "NVIDIA A100-SXM4-40GB": 312e12,
                    "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-PCIE-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
@@ -136,19 +135,15 @@ class Rule(NamedTuple):
     ok: Callable  # value -> True, or False (or a string: why not)
 
 
-def _finite(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 POSITIVE = Rule("a positive integer", lambda v: v >= 1)
-NON_NEGATIVE = Rule("0 or more", lambda v: _finite(v) and v >= 0)
-POSITIVE_FLOAT = Rule("a finite number above 0", lambda v: _finite(v) and v > 0)
+NON_NEGATIVE = Rule("0 or more", lambda v: math.isfinite(v) and v >= 0)
+POSITIVE_FLOAT = Rule("a finite number above 0", lambda v: math.isfinite(v) and v > 0)
 # below it every draw is the most likely token (the greedy limit), and logits / T overflow float32 near 1e-38
 MIN_TEMPERATURE = 1e-4
 TEMPERATURE = Rule(f"a finite number of at least {MIN_TEMPERATURE:g} (the greedy limit)",
-                   lambda v: _finite(v) and v >= MIN_TEMPERATURE)
+                   lambda v: math.isfinite(v) and v >= MIN_TEMPERATURE)
 TEMPERATURE_OR_OFF = Rule(f"0 (off) or {TEMPERATURE.what}", lambda v: v == 0 or TEMPERATURE.ok(v))
-PROBABILITY = Rule("in [0, 1)", lambda v: _finite(v) and 0 <= v < 1)
+PROBABILITY = Rule("in [0, 1)", lambda v: math.isfinite(v) and 0 <= v < 1)
 SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # numpy seeds below 2**32, and runs add to it
 POSITIVE_INTS = Rule("comma-separated positive integers", lambda v: min(_comma_list(v, int) or [0]) >= 1)
 # what a report of each kind starts with: an output replaces only a file of its own kind
@@ -258,9 +253,8 @@ def parse(defaults, argv, doc="", script=None, explicit=None):
     """Return a new dict: defaults updated by config files and --key=value arguments, in order.
     explicit: a set to which the keys that a file or an argument set are added.
 
-    --help (or -h) prints doc, then the script's block of defaults as written in script (its __file__),
-    from its "# --- defaults" line to the next "# ---": every key with its default, and the comments
-    that say what it means, so help and code cannot drift apart. Then it exits."""
+    --help (or -h) prints doc, then the block of defaults of script (its __file__) as written, from
+    "# --- defaults" to the next "# ---": each key, its default and its comments, then exits."""
     config, explicit = dict(defaults), set() if explicit is None else explicit
     if "--help" in argv or "-h" in argv:
         source = Path(script).read_text(encoding="utf-8") if script else ""
