@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 : "${DFM:?set DFM to the original DFM checkpoint}" "${JUDGE:?set JUDGE to the AR judge checkpoint}"
 OUT=${OUT:-out-rectified}
-ROUNDS=${ROUNDS:-1 2}
+ROUNDS=${ROUNDS-1 2}  # "": the original's student and the reference only
 PAIRS=${PAIRS:-4096}
 PAIR_STEPS=${PAIR_STEPS:-128}
 TUNE_ARGS=${TUNE_ARGS:---max_iters=1000 --learning_rate=3e-4 --min_lr=3e-5 --warmup_iters=50}
