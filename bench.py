@@ -1,15 +1,12 @@
 """Speed benchmarks (docs/method.md section 6), on untrained models of a given size: speed does not depend on the
 weights. How each mode measures, and what it found: docs/speed.md.
 
-    python bench.py --mode=overhead --repeats=21 --out_json=results/speed/overhead.json
     python bench.py --mode=study --out_json=results/speed/study-cpu.json --out_png=assets/speed_cpu.png
     python bench.py --mode=study --device=cuda --dtype=bfloat16 --compile=True --out_json=study-gpu.json
 
-overhead: the share of `engine.sample`'s time spent outside the model's forward calls (the student, batch 1), for
-  each vocabulary:length case and source: the median over `repeats` rounds, with quartiles.
 study: seconds per sequence and tokens/s against batch size for AR with its KV cache, the student and the DFM
   model at each length, plus batch 1 at the large size; the crossover batch sizes; a plot.
-syncs: host-device syncs per step of the engine, for the overhead cases.
+syncs: host-device syncs per step of the engine (the student, batch 1), for each vocabulary:length case and source.
 env: the machine and the versions alone (config/gpu_check.sh starts with it); every mode's JSON holds them.
 
 Warm-up calls (allocations, kernel selection, compilation) come before the timed calls.
@@ -20,7 +17,6 @@ import json
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -37,14 +33,14 @@ from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import SOURCES, ProbPath
 
 # ----------------------------------------------------------------------------- defaults
-mode = "study"  # "overhead", "study", "syncs" or "env"
+mode = "study"  # "study", "syncs" or "env"
 # the model size (the CPU preset's width)
 n_layer = 4
 n_head = 4
 n_embd = 128
-# overhead
-overhead_cases = "65:1024,50257:256"  # vocabulary:length pairs (and syncs')
-sources = "mask,uniform"  # the sources to time the sampler with
+# syncs
+overhead_cases = "65:1024,50257:256"  # vocabulary:length pairs
+sources = "mask,uniform"  # the sources to count the syncs with
 # study
 vocab_size = 65  # the study's vocabulary (the large size uses large_vocab_size)
 lengths = "128,1024"  # tokens per sequence, one panel each
@@ -61,7 +57,7 @@ large_vocab_size = 50257
 large_length = 1024
 # timing
 warmup = 1  # untimed calls before the timed ones
-repeats = 2  # timed calls, their mean reported; overhead: rounds, the median share reported (use 21)
+repeats = 2  # timed calls, their mean reported
 large_repeats = 1  # timed calls at the large size
 # system
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
@@ -96,40 +92,6 @@ def seconds(fn, device):
     fn()
     sync(device)
     return time.perf_counter() - start
-
-
-def sampler_overhead(model, path, length, steps, warmup=1, repeats=3, device="cpu", seed=0):
-    """{"total_s", "forward_s", "overhead", "overhead_iqr", "model_calls"}: median seconds of one `engine.sample`
-    call at batch 1 and of its forward calls run again alone (each returning its logits, so the measure is fair
-    where the engine fuses the output layer with its pass), and the median share of the total that is not the
-    model, with quartiles. A round runs both, so a change in load falls on both, and every run draws the same
-    random numbers, so both do the same work."""
-    recorded = []
-
-    def trunk(*args, **kwargs):  # the engine still applies the head, fused with its draw
-        recorded.append((args, kwargs))
-        return model.trunk(*args, **kwargs)
-    run = lambda: engine.sample(SimpleNamespace(config=model.config, head=model.head, trunk=trunk), path, 1, length,
-                                steps, device=device, generator=torch.Generator(device).manual_seed(seed))
-    for _ in range(warmup + 1):  # the last run's calls are the ones timed alone
-        recorded.clear()
-        run()
-    calls = list(recorded)
-
-    @torch.no_grad()
-    def forwards():
-        for args, kwargs in calls:
-            model(*args, **kwargs)  # the trunk and the plain output layer; freeing the logits is part of the cost
-    forwards()
-    totals, forward = [], []
-    for _ in range(repeats):
-        totals.append(seconds(run, device))
-        recorded.clear()
-        forward.append(seconds(forwards, device))
-    median = lambda v: sorted(v)[len(v) // 2]
-    shares = sorted(1 - f / t for t, f in zip(totals, forward))
-    return {"total_s": median(totals), "forward_s": median(forward), "overhead": median(shares),
-            "overhead_iqr": [shares[len(shares) // 4], shares[(3 * len(shares)) // 4]], "model_calls": len(calls)}
 
 
 class SyncCounter(TorchFunctionMode):
@@ -300,34 +262,18 @@ def plot_study(result, path):
 SIZE = ("n_layer", "n_head", "n_embd")
 
 
-def case_rows(cfg, dev, autocast, measure, backend=None):
-    """Rows of measure(model, path, length, steps) for each vocabulary:length pair of --overhead_cases, source and
-    student step count: an untrained student of cfg's size, seeded alike for each pair."""
+def syncs(cfg, dev, autocast):
+    """Host-device syncs per step for each vocabulary:length pair of --overhead_cases, source and student step
+    count: an untrained student of cfg's size, seeded alike for each pair."""
     rows = []
-    for case in tqdm(cfg["overhead_cases"].split(","), desc=cfg["mode"], dynamic_ncols=True):
+    for case in tqdm(cfg["overhead_cases"].split(","), desc="syncs", dynamic_ncols=True):
         V, L = (int(v) for v in case.split(":"))
-        model = random_model("student", V, L, {k: cfg[k] for k in SIZE}, cfg["seed"], dev, backend)
+        model = random_model("student", V, L, {k: cfg[k] for k in SIZE}, cfg["seed"], dev)
         for src in cfg["sources"].split(","):
             for steps in int_list("student_steps", cfg["student_steps"]):
                 with autocast:
                     rows.append({"vocab_size": V, "length": L, "source": src, "steps": steps,
-                                 **measure(model, ProbPath(V, src), L, steps)})
-    return rows
-
-
-def overhead(cfg, dev, autocast):
-    measure = lambda model, path, L, steps: {"batch_size": 1, **sampler_overhead(
-        model, path, L, steps, cfg["warmup"], cfg["repeats"], dev, cfg["seed"])}
-    rows = case_rows(cfg, dev, autocast, measure, cfg["compile"] and cfg["compile_backend"])
-    share = lambda r: "{:.1f}% ({:.1f} to {:.1f})".format(*(100 * q for q in (r["overhead"], *r["overhead_iqr"])))
-    print(markdown_table(["V", "L", "source", "steps", "sample (s)", "forwards (s)", "outside the model (quartiles)"],
-                         [[r["vocab_size"], r["length"], r["source"], r["steps"], r["total_s"], r["forward_s"],
-                           share(r)] for r in rows]))
-    return {"rows": rows}
-
-
-def syncs(cfg, dev, autocast):
-    rows = case_rows(cfg, dev, autocast, lambda model, path, L, steps: syncs_per_step(model, path, 1, L, steps, dev))
+                                 **syncs_per_step(model, ProbPath(V, src), 1, L, steps, dev)})
     print(markdown_table(["V", "L", "source", "steps", "host-device syncs per step", "by operation"],
                          [[r["vocab_size"], r["length"], r["source"], r["steps"], r["syncs_per_step"], r["calls"]]
                           for r in rows]))
@@ -354,7 +300,7 @@ def study(cfg, dev, autocast):
     return {"rows": rows, "crossovers": crossings}
 
 
-MODES = {mode.__name__: mode for mode in (overhead, study, syncs)} | {"env": lambda cfg, dev, autocast: {}}
+MODES = {mode.__name__: mode for mode in (study, syncs)} | {"env": lambda cfg, dev, autocast: {}}
 
 
 def machine(dev):

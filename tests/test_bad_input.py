@@ -432,12 +432,12 @@ def _cases():
     # bench.py
     bench = lambda mode, *extra: (f"--mode={mode}", "--device=cpu", "--repeats=1", "--warmup=0",  # noqa: E731
                                   "--overhead_cases=5:8", "--student_steps=2", *extra)
-    c += [Case("bench", "--n_head=3", "bench.py", bench("overhead", "--n_head=3"), r"n_head"),
+    c += [Case("bench", "--n_head=3", "bench.py", bench("syncs", "--n_head=3"), r"n_head"),
           Case("bench", "--large_n_head=5", "bench.py", bench("study", "--large_n_head=5"), r"large_n_head"),
           Case("bench", "--threads=-1", "bench.py", bench("study", "--threads=-1"), r"threads"),
           Case("bench", "--out_json under a file", "bench.py",
                bench("study", lambda e, w: f"--out_json={w}/afile/r.json"), r"out_json", setup=a_file("afile")),
-          Case("bench", "--overhead_cases=0:0", "bench.py", bench("overhead", "--overhead_cases=0:0"),
+          Case("bench", "--overhead_cases=0:0", "bench.py", bench("syncs", "--overhead_cases=0:0"),
                r"overhead_cases"),
           Case("bench", "--vocab_size=0", "bench.py", bench("study", "--vocab_size=0"), r"vocab_size")]
     return c

@@ -59,21 +59,6 @@ def test_a_row_that_ran_uncompiled_is_an_error(monkeypatch):
     torch._dynamo.reset()
 
 
-def test_overhead_counts_the_model_calls_and_splits_the_time(tmp_path):
-    out = tmp_path / "overhead.json"
-    result = run_script("bench.py", "--mode=overhead", "--overhead_cases=11:16,300:8", "--student_steps=3", *TINY,
-                        f"--out_json={out}")
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(out.read_text())["rows"]
-    assert {(r["vocab_size"], r["length"], r["source"]) for r in rows} == \
-        {(V, L, s) for V, L in ((11, 16), (300, 8)) for s in ("mask", "uniform")}
-    for r in rows:
-        low, high = r["overhead_iqr"]
-        assert r["forward_s"] > 0 and r["total_s"] > 0 and low <= r["overhead"] <= high < 1
-        if r["source"] == "uniform":
-            assert r["model_calls"] == 3  # the mask source may skip a call where nothing moves
-
-
 def test_strided_timing_runs_every_kth_step_only_for_the_uniform_source():
     calls = []
     model = bench.random_model("dfm", 11, 8, SIZE)
@@ -101,9 +86,9 @@ def test_crossover_is_the_first_batch_size_where_ar_is_faster():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode=fast"], "--mode must be one of overhead, study, syncs, env"),
+    (["--mode=fast"], "--mode must be one of study, syncs, env"),
     (["--batch_sizes=0"], "--batch_sizes must be comma-separated positive integers"),
-    (["--mode=overhead", "--overhead_cases=65"], "vocabulary:length pairs"),
+    (["--mode=syncs", "--overhead_cases=65"], "vocabulary:length pairs"),
     (["--dtype=float16"], "--dtype must be"),
 ])
 def test_bad_input_is_one_line(args, message):
