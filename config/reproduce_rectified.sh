@@ -14,7 +14,8 @@
 # JUDGE the AR judge. Pair counts and steps: 4,096 pairs of 128 tokens (the model's context) at 128 steps
 # take about 25 CPU-minutes with one thread, a quarter of 1024 steps' cost. One process at a time, one
 # thread; a rerun into the same $OUT continues (a stage whose output is there is skipped). The rows land
-# in $OUT/coupling-uniform.json; PREVIOUS=file.json reuses the reference rows of an earlier evaluation.
+# in $OUT/coupling-uniform.json (the students) and $OUT/dfm-steps-*.json (each DFM model at 8, 16 and 64
+# steps); PREVIOUS=file.json reuses the reference rows of an earlier evaluation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,4 +61,10 @@ timed eval python eval.py --mode=quality --device=cpu --judge="$JUDGE" --dfm="$D
     --steps_list="$REFERENCE_STEPS" --dfm_methods=cumulative --reference_temperatures="$REFERENCE_TEMPERATURES" \
     --student_steps_list=4,8,16 --num_samples="$SAMPLES" ${PREVIOUS:+--previous="$PREVIOUS"} \
     --out_json="$OUT/coupling-uniform.json"
+# the DFM models themselves at few steps: a rectified model should lose less as steps fall
+for name in original $(for r in $ROUNDS; do echo "rectified-$r"; done); do
+  ckpt=$DFM; [ "$name" = original ] || ckpt="$OUT/dfm-${name#rectified-}/best.pt"
+  timed "dfm-steps-$name" python eval.py --mode=quality --device=cpu --judge="$JUDGE" --dfm="$ckpt" \
+      --steps_list=8,16,64 --dfm_methods=cumulative --num_samples="$SAMPLES" --out_json="$OUT/dfm-steps-$name.json"
+done
 tail -n 30 "$OUT/eval.log"
