@@ -28,7 +28,8 @@ TUNE_ARGS=${TUNE_ARGS:---max_iters=1000 --learning_rate=3e-4 --min_lr=3e-5 --war
 STUDENT_ARGS=${STUDENT_ARGS:-}
 SAMPLES=${SAMPLES:-256}
 REFERENCE_STEPS=${REFERENCE_STEPS:-1024}
-REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.95,0.9,0.85,0.8,0.7}
+REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.95,0.9,0.85,0.8,0.7,0.5,0.4}
+DATASET=${DATASET:-shakespeare_char}  # the original model's data: held-out text and n-gram reference for every row
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 
@@ -57,14 +58,27 @@ for r in $ROUNDS; do
   student "rectified-$r" "$model"
   students="$students,$OUT/student-rectified-$r/best.pt"
 done
-timed eval python eval.py --mode=quality --device=cpu --judge="$JUDGE" --dfm="$DFM" --student="$students" \
-    --steps_list="$REFERENCE_STEPS" --dfm_methods=cumulative --reference_temperatures="$REFERENCE_TEMPERATURES" \
-    --student_steps_list=4,8,16 --num_samples="$SAMPLES" ${PREVIOUS:+--previous="$PREVIOUS"} \
-    --out_json="$OUT/coupling-uniform.json"
+timed eval python eval.py --mode=quality --device=cpu --dataset="$DATASET" --judge="$JUDGE" --dfm="$DFM" \
+    --student="$students" --steps_list="$REFERENCE_STEPS" --dfm_methods=cumulative \
+    --reference_temperatures="$REFERENCE_TEMPERATURES" --student_steps_list=4,8,16 --num_samples="$SAMPLES" \
+    ${PREVIOUS:+--previous="$PREVIOUS"} --out_json="$OUT/coupling-uniform.json"
 # the DFM models themselves at few steps: a rectified model should lose less as steps fall
 for name in original $(for r in $ROUNDS; do echo "rectified-$r"; done); do
   ckpt=$DFM; [ "$name" = original ] || ckpt="$OUT/dfm-${name#rectified-}/best.pt"
-  timed "dfm-steps-$name" python eval.py --mode=quality --device=cpu --judge="$JUDGE" --dfm="$ckpt" \
-      --steps_list=8,16,64 --dfm_methods=cumulative --num_samples="$SAMPLES" --out_json="$OUT/dfm-steps-$name.json"
+  timed "dfm-steps-$name" python eval.py --mode=quality --device=cpu --dataset="$DATASET" --judge="$JUDGE" \
+      --dfm="$ckpt" --steps_list=8,16,64 --dfm_methods=cumulative --num_samples="$SAMPLES" \
+      --out_json="$OUT/dfm-steps-$name.json"
 done
 tail -n 30 "$OUT/eval.log"
+# the students against the reference's temperature curve (needs matplotlib)
+python - "$OUT/coupling-uniform.json" "$OUT/coupling-uniform.png" <<'EOF' || echo "no plot: pip install matplotlib"
+import json, os, sys
+sys.path.insert(0, ".")
+from results.plots import plot_levers
+report = json.load(open(sys.argv[1]))
+seed = next(r["seed"] for r in report["rows"] if r["name"] == "dfm cumulative")
+name = lambda row: os.path.basename(os.path.dirname(row["made_by"])).removeprefix("student-")
+students = list(dict.fromkeys(name(r) for r in report["rows"] if r["name"].startswith("student")))
+plot_levers({"seeds": [seed], "rows": [dict(r, seed=seed) for r in report["rows"]], "students": students},
+            sys.argv[2], name)
+EOF
