@@ -33,14 +33,7 @@ DATASET=${DATASET:-shakespeare_char}  # the original model's data: held-out text
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 
-timed() {  # timed NAME COMMAND...: run it once, its wall clock into $OUT/times.jsonl
-  local name=$1; shift
-  [ -f "$OUT/$name.done" ] && return 0
-  local start=$SECONDS
-  "$@" > "$OUT/$name.log" 2>&1 || { echo "$name failed: see $OUT/$name.log"; return 1; }
-  echo "{\"run\": \"$name\", \"seconds\": $((SECONDS - start))}" >> "$OUT/times.jsonl"
-  touch "$OUT/$name.done"
-}
+source config/timed.sh  # timed NAME COMMAND...: a stage, run once
 student() {  # student NAME PARENT: the recipe's student of a DFM checkpoint, on the parent's data
   timed "student-$1" python train.py config/shakespeare_char_cpu_student.py --init_from="$2" \
       --out_dir="$OUT/student-$1" --overwrite=True $STUDENT_ARGS

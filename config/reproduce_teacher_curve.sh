@@ -26,14 +26,7 @@ export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 python data/shakespeare_char/prepare.py ${INPUT:+--input="$INPUT"}
 
-timed() {  # timed NAME COMMAND...: run it once, its wall clock into $OUT/times.jsonl
-  local name=$1; shift
-  [ -f "$OUT/$name.done" ] && return 0
-  local start=$SECONDS
-  "$@" > "$OUT/$name.log" 2>&1 || { echo "$name failed: see $OUT/$name.log"; return 1; }
-  echo "{\"run\": \"$name\", \"seconds\": $((SECONDS - start))}" >> "$OUT/times.jsonl"
-  touch "$OUT/$name.done"
-}
+source config/timed.sh  # timed NAME COMMAND...: a stage, run once
 teacher() {  # teacher N: train N iterations, then score it at $REFERENCE_STEPS steps
   timed "dfm-$1" python train.py config/shakespeare_char_cpu.py --source=uniform --seed="$SEED" --max_iters="$1" \
       --out_dir="$OUT/dfm-$1" --overwrite=True $TRAIN_ARGS
