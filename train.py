@@ -177,8 +177,8 @@ def evaluate(model, teacher_model, cfg, path, files, dev, autocast, row=0):
     out = {}
     with torch.no_grad(), autocast:
         for split, file in files.items():
-            out[split] = sum(loss_of(model, teacher_model, get_batch(file, cfg["batch_size"], cfg["block_size"], g, dev, row),
-                                     cfg, path, g).item() for _ in range(cfg["eval_iters"])) / cfg["eval_iters"]
+            batches = (get_batch(file, cfg["batch_size"], cfg["block_size"], g, dev, row) for _ in range(cfg["eval_iters"]))
+            out[split] = sum(loss_of(model, teacher_model, b, cfg, path, g).item() for b in batches) / cfg["eval_iters"]
         if cfg["kind"] == "dfm" and cfg["source"] == "mask":
             x1 = get_batch(files["val"], cfg["batch_size"], cfg["block_size"], g, dev)
             out["val_elbo"] = elbo_bound(model, x1, path, num_times=4, generator=g)
@@ -440,20 +440,22 @@ def main(argv):
     start, start_path = checkpoint.starting_point(cfg)
     if cfg["init_from"] == "resume":
         refuse_partial(start, start_path, cfg["kind"])
-    fine_tune = cfg["kind"] == "dfm" and cfg["init_from"] != "resume"  # from a DFM model, on data of the same tokens
-    if start is not None and "dataset" in explicit and cfg["dataset"] != start["config"]["dataset"] and not (
-            cfg["data_dir"] or fine_tune):
+    # resume and students read the data the model was trained on; a DFM fine-tune (init_from=PATH) reads the data
+    # it is given (of the same tokens), e.g. its own pairs
+    fine_tune = start is not None and cfg["kind"] == "dfm" and cfg["init_from"] != "resume"
+    if start is not None and not fine_tune and "dataset" in explicit and cfg["dataset"] != start["config"]["dataset"] \
+            and not cfg["data_dir"]:
         raise UsageError(f"{start_path} was trained on dataset {start['config']['dataset']!r}, not {cfg['dataset']!r}: "
                          f"drop --dataset (a model continues on its own data), or start a new run")
     if start is not None and not cfg["data_dir"] and not (fine_tune and "dataset" in explicit):
-        # resume and students read the data the model was trained on
         cfg["dataset"], cfg["data_dir"] = start["config"]["dataset"], start["config"].get("data_dir", "")
     data_dir = dataset_folder(cfg)
     meta = load_meta(data_dir)
     files = {split: split_path(data_dir, split, meta["vocab_size"]) for split in ("train", "val")}
     row = meta.get("pairs", {}).get("row", 0)  # a pair dataset (data/rectified/prepare.py): samples and sources
-    for split in files if row else ():
-        split_path(data_dir, f"{split}.source", meta["vocab_size"])
+    if row:  # the sources beside the samples, checked as they are
+        for split in files:
+            split_path(data_dir, f"{split}.source", meta["vocab_size"])
     if start is None:  # before anything is written
         refuse_what_cannot_fit(cfg, meta["vocab_size"], dev, dtype_name)
     ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")

@@ -188,9 +188,9 @@ def get_batch(path, batch_size, block_size, generator=None, device="cpu", row=0)
     (a pair dataset, data/rectified/prepare.py: samples of `row` tokens, one after another), windows
     inside one sample, and the same windows of their sources from <split>.source.bin: (x1, x0)."""
     data = np.memmap(path, dtype=np.uint16, mode="r")
-    if len(data) < block_size or block_size > (row or block_size):
-        raise UsageError(f"{path} holds {len(data)} tokens in rows of {row or len(data)}, fewer than "
-                         f"block_size={block_size}")
+    if len(data) < block_size or row and row < block_size:
+        held = f"samples of {row}" if row else len(data)
+        raise UsageError(f"{path} holds {held} tokens, fewer than block_size={block_size}")
     if row:  # a row, then a window inside it
         starts = torch.randint(len(data) // row, (batch_size,), generator=generator) * row + torch.randint(
             row - block_size + 1, (batch_size,), generator=generator)
@@ -201,7 +201,8 @@ def get_batch(path, batch_size, block_size, generator=None, device="cpu", row=0)
                for ids in files]
     if torch.device(device).type == "cuda":  # pinned memory lets the copy overlap compute
         batches = [x.pin_memory().to(device, non_blocking=True) for x in batches]
-    batches = [x.to(device) for x in batches]
+    else:
+        batches = [x.to(device) for x in batches]
     return tuple(batches) if row else batches[0]
 
 
