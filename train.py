@@ -7,7 +7,7 @@
 kind = "dfm" trains the flow-matching denoiser on the path of nanodfm/path.py; kind = "ar" the same
 blocks causally with next-token cross-entropy; kind = "student" distils a DFM checkpoint
 (init_from=PATH) into the step-aware few-step student of nanodfm/distill.py. kind = "dfm" with
-init_from=PATH fine-tunes a DFM model, e.g. on its own pairs (data/rectified/prepare.py).
+init_from=PATH fine-tunes a DFM model, e.g. on another text of the same tokens (--dataset).
 """
 
 import contextlib
@@ -153,11 +153,9 @@ def set_rng_state(state, generator):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def loss_of(model, teacher_model, batch, cfg, path, generator, loss=None):
-    """The training loss of one batch (get_batch's: data x1 (B, L), or (x1, x0) from a pair dataset,
-    whose x_t mix each x1 with its own source) for the configured kind; loss: the DFM loss function to
-    use (a compiled path.loss when the model is compiled)."""
-    x1, x0 = batch if isinstance(batch, tuple) else (batch, None)
+def loss_of(model, teacher_model, x1, cfg, path, generator, loss=None):
+    """The training loss of a batch of data x1 (B, L) for the configured kind; loss: the DFM loss
+    function to use (a compiled path.loss when the model is compiled)."""
     if cfg["kind"] == "ar":
         logits = model(x1[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1).float(), x1[:, 1:].flatten())
@@ -165,19 +163,19 @@ def loss_of(model, teacher_model, batch, cfg, path, generator, loss=None):
         if x1.device.type != "cpu":  # the half steps draw their noise where the logits are
             seed = int(torch.randint(2**62, (), generator=generator))
             generator = torch.Generator(x1.device).manual_seed(seed)
-        return distill.distill_loss(model, teacher_model, x1, path, distill.Recipe.of(cfg), generator, x0)
-    return batch_loss(model, x1, path, cfg["loss_weighting"], generator, loss, x0)
+        return distill.distill_loss(model, teacher_model, x1, path, distill.Recipe.of(cfg), generator)
+    return batch_loss(model, x1, path, cfg["loss_weighting"], generator, loss)
 
 
-def evaluate(model, teacher_model, cfg, path, files, dev, autocast, row=0):
+def evaluate(model, teacher_model, cfg, path, files, dev, autocast):
     """Mean loss of eval_iters batches per split (the same batches every time) and, for a
-    mask-source DFM model, the ELBO on one val batch. row: a pair dataset's sample length (get_batch)."""
+    mask-source DFM model, the ELBO on one val batch."""
     model.eval()
     g = torch.Generator().manual_seed(cfg["seed"] + 999)
     out = {}
     with torch.no_grad(), autocast:
         for split, file in files.items():
-            batches = (get_batch(file, cfg["batch_size"], cfg["block_size"], g, dev, row) for _ in range(cfg["eval_iters"]))
+            batches = (get_batch(file, cfg["batch_size"], cfg["block_size"], g, dev) for _ in range(cfg["eval_iters"]))
             out[split] = sum(loss_of(model, teacher_model, b, cfg, path, g).item() for b in batches) / cfg["eval_iters"]
         if cfg["kind"] == "dfm" and cfg["source"] == "mask":
             x1 = get_batch(files["val"], cfg["batch_size"], cfg["block_size"], g, dev)
@@ -441,7 +439,7 @@ def main(argv):
     if cfg["init_from"] == "resume":
         refuse_partial(start, start_path, cfg["kind"])
     # resume and students read the data the model was trained on; a DFM fine-tune (init_from=PATH) reads the data
-    # it is given (of the same tokens), e.g. its own pairs
+    # it is given (of the same tokens)
     fine_tune = start is not None and cfg["kind"] == "dfm" and cfg["init_from"] != "resume"
     if start is not None and not fine_tune and "dataset" in explicit and cfg["dataset"] != start["config"]["dataset"] \
             and not cfg["data_dir"]:
@@ -452,10 +450,6 @@ def main(argv):
     data_dir = dataset_folder(cfg)
     meta = load_meta(data_dir)
     files = {split: split_path(data_dir, split, meta["vocab_size"]) for split in ("train", "val")}
-    row = meta.get("pairs", {}).get("row", 0)  # a pair dataset (data/rectified/prepare.py): samples and sources
-    if row:  # the sources beside the samples, checked as they are
-        for split in files:
-            split_path(data_dir, f"{split}.source", meta["vocab_size"])
     if start is None:  # before anything is written
         refuse_what_cannot_fit(cfg, meta["vocab_size"], dev, dtype_name)
     ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
@@ -503,7 +497,7 @@ def main(argv):
             done = cfg["eval_only"] or iter_num >= cfg["max_iters"]
             # a resumed run does not redo the evaluation its checkpoint was written at
             if (iter_num % cfg["eval_interval"] == 0 or done) and (iter_num != resumed_at or cfg["eval_only"]) and master:
-                losses = evaluate(raw_model, teacher_model, cfg, path, files, dev, autocast, row)
+                losses = evaluate(raw_model, teacher_model, cfg, path, files, dev, autocast)
                 bar.write(eval_line(iter_num, losses))
                 if not all(math.isfinite(v) for v in losses.values()):  # never saved over a finite checkpoint
                     raise UsageError(f"training diverged by step {iter_num}: the evaluation is not finite; {intact()}: "
@@ -524,7 +518,7 @@ def main(argv):
             if done:
                 break
             for micro in range(cfg["gradient_accumulation_steps"]):
-                batch = get_batch(files["train"], cfg["batch_size"], cfg["block_size"], generator, dev, row)
+                batch = get_batch(files["train"], cfg["batch_size"], cfg["block_size"], generator, dev)
                 # DDP: all-reduce gradients only on the last micro-step
                 sync = not ddp or micro == cfg["gradient_accumulation_steps"] - 1
                 with (contextlib.nullcontext() if sync else model.no_sync()), autocast:

@@ -93,11 +93,10 @@ def write_meta(folder, meta):
     if meta_problem(meta):
         raise UsageError(f"not writing {folder}/meta.json: {meta_problem(meta)}")
     meta = {**meta, "tokens": {}, "max_token_id": {}, "files": {}}
-    names = SPLITS + (tuple(f"{split}.source" for split in SPLITS) if meta.get("pairs") else ())
-    final = {split: os.path.join(folder, f"{split}.bin") for split in names}
+    final = {split: os.path.join(folder, f"{split}.bin") for split in SPLITS}
     staged = {split: f"{path}.tmp" for split, path in final.items() if os.path.exists(f"{path}.tmp")}
     try:
-        for split in names:
+        for split in SPLITS:
             path = staged.get(split, final[split])
             if os.path.getsize(path) == 0:
                 raise UsageError(f"{final[split]} is empty: the corpus holds no text for the {split} split")
@@ -110,7 +109,7 @@ def write_meta(folder, meta):
             os.remove(os.path.join(folder, "meta.json"))  # from here on leaves none, never a half-new one
         for split, tmp in staged.items():
             os.replace(tmp, final[split])
-        for split in names:  # as the files are now: a later change to one is seen when it is opened
+        for split in SPLITS:  # as the files are now: a later change to one is seen when it is opened
             meta["files"][split] = file_record(final[split])
         with output_file(os.path.join(folder, "meta.json")) as f:
             json.dump(meta, f, ensure_ascii=False, indent=1)
@@ -183,27 +182,16 @@ def same_vocabulary(a, b):
     return tokens(a) == tokens(b)
 
 
-def get_batch(path, batch_size, block_size, generator=None, device="cpu", row=0):
-    """Random windows (batch_size, block_size) of token ids from a .bin file, as int64. With row > 0
-    (a pair dataset, data/rectified/prepare.py: samples of `row` tokens, one after another), windows
-    inside one sample, and the same windows of their sources from <split>.source.bin: (x1, x0)."""
+def get_batch(path, batch_size, block_size, generator=None, device="cpu"):
+    """Random windows (batch_size, block_size) of token ids from a .bin file, as int64."""
     data = np.memmap(path, dtype=np.uint16, mode="r")
-    if len(data) < block_size or row and row < block_size:
-        held = f"samples of {row}" if row else len(data)
-        raise UsageError(f"{path} holds {held} tokens, fewer than block_size={block_size}")
-    if row:  # a row, then a window inside it
-        starts = torch.randint(len(data) // row, (batch_size,), generator=generator) * row + torch.randint(
-            row - block_size + 1, (batch_size,), generator=generator)
-    else:
-        starts = torch.randint(len(data) - block_size + 1, (batch_size,), generator=generator)
-    files = [data, np.memmap(path[:-len(".bin")] + ".source.bin", dtype=np.uint16, mode="r")] if row else [data]
-    batches = [torch.stack([torch.from_numpy(ids[i:i + block_size].astype(np.int64)) for i in starts.tolist()])
-               for ids in files]
+    if len(data) < block_size:
+        raise UsageError(f"{path} holds {len(data)} tokens, fewer than block_size={block_size}")
+    starts = torch.randint(len(data) - block_size + 1, (batch_size,), generator=generator)
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in starts.tolist()])
     if torch.device(device).type == "cuda":  # pinned memory lets the copy overlap compute
-        batches = [x.pin_memory().to(device, non_blocking=True) for x in batches]
-    else:
-        batches = [x.to(device) for x in batches]
-    return tuple(batches) if row else batches[0]
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def dataset_folder(config):

@@ -119,11 +119,10 @@ def shortcut_target(teacher, x_t, t, h, path, recipe, generator=None):
     return (sum(b * l.exp() for b, l in zip(weights, terms)) / sum(weights)).log().clamp_min(LOG_ZERO)
 
 
-def distill_loss(student, teacher, x1, path, recipe, generator=None, x0=None):
-    """Mean per-token loss of the student on data x1 (B, L) (x0: their sources, on a pair dataset);
-    see the module docstring."""
+def distill_loss(student, teacher, x1, path, recipe, generator=None):
+    """Mean per-token loss of the student on data x1 (B, L); see the module docstring."""
     t, h = sample_step_sizes(x1.shape[0], recipe, generator, x1.device)
-    x_t = path.x_t(x1, t, generator, x0)
+    x_t = path.x_t(x1, t, generator)
     logits = student(x_t, t, h)
     smallest = h <= 2.0 ** -recipe.max_step_exponent  # (B,) samples trained on the data directly
     loss = path.loss(logits, x1, x_t, t, reduce=False)  # (B, L)

@@ -135,14 +135,14 @@ def model_step(model, x, t, h, path, sampler, temperature, fixed, generator, wor
 
 @torch.no_grad()
 def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", prompt=None, generator=None,
-           device="cpu", on_step=None, progress=False, source=None):
+           device="cpu", on_step=None, progress=False):
     """`sampler.sample`, same arguments and law, for a model with a `trunk` and a bias-free `head`
     (model.Transformer)."""
     if sampler not in ACCELERATED:
         return reference.sample(model, path, num_samples, seq_len, steps, sampler, prompt, generator, device,
-                                on_step, progress, source)
+                                on_step, progress)
     schedule = steps if isinstance(steps, Schedule) else Schedule.of(steps)
-    x, fixed, last_change = start(path, (num_samples, seq_len), sampler, prompt, generator, device, source)
+    x, fixed, last_change = start(path, (num_samples, seq_len), sampler, prompt, generator, device)
     workspace = Workspace(num_samples * seq_len * path.vocab_size)
     for s, ((t, h), temperature) in enumerate(tqdm(list(zip(schedule.times(), schedule.temperatures)),
                                                    disable=not progress, desc="sampling", leave=False)):

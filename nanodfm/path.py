@@ -79,12 +79,11 @@ class ProbPath:
             return torch.full(shape, self.mask_id, dtype=torch.long, device=device)
         return (uniform(shape, generator, device, torch.float64) * self.vocab_size).long()
 
-    def x_t(self, x1, t, generator=None, x0=None):
+    def x_t(self, x1, t, generator=None):
         """x_t: each position of x1 (B, L) keeps its token with probability kappa(t) (t: (B,)), else
-        takes the source's: fresh draws (the independent coupling), or x0 (B, L), the source each x1
-        was generated from (a rectified coupling, docs/method.md section 7)."""
+        takes a fresh draw of the source's (the independent coupling)."""
         keep = uniform(x1.shape, generator, x1.device) < self.kappa(t)[:, None]
-        return torch.where(keep, x1, self.source_tokens(x1.shape, generator, x1.device) if x0 is None else x0)
+        return torch.where(keep, x1, self.source_tokens(x1.shape, generator, x1.device))
 
     def posterior_log_probs(self, logits, x_t):
         """log p(x1 | x_t) (B, L, V) as the method uses it. Mask source: a position already unmasked
@@ -145,12 +144,11 @@ def sample_times(batch_size, generator=None, device="cpu", t_max=1.0 - T_EPS):
     return (u + torch.arange(batch_size, device=device)) / batch_size * t_max
 
 
-def batch_loss(model, x1, path, loss_weighting="elbo", generator=None, loss=None, x0=None):
+def batch_loss(model, x1, path, loss_weighting="elbo", generator=None, loss=None):
     """The DFM loss of a batch of data x1 (B, L): times, corruption, model, loss. loss: a function
-    with path.loss's arguments (train.py passes a compiled one, so its passes over the logits fuse).
-    x0 (B, L): each x1's own source, for training on a rectified coupling (`ProbPath.x_t`)."""
+    with path.loss's arguments (train.py passes a compiled one, so its passes over the logits fuse)."""
     t = sample_times(x1.shape[0], generator, x1.device)
-    x_t = path.x_t(x1, t, generator, x0)
+    x_t = path.x_t(x1, t, generator)
     return (loss or path.loss)(model(x_t, t), x1, x_t, t, loss_weighting)
 
 

@@ -95,12 +95,12 @@ COARSE_TO_FINE = {4: (1 / 2, 1 / 4, 1 / 8, 1 / 8),
                   16: (1 / 8,) * 4 + (1 / 16,) * 4 + (1 / 32,) * 8}
 
 
-def start(path, shape, sampler, prompt=None, generator=None, device="cpu", source=None):
-    """(x, fixed, last_change) at t = 0: the source (drawn, or `source` (B, L) as given) with the prompt's
-    tokens (>= 0) clamped in, the positions they fix (None without a prompt), the decode record (-1 there)."""
+def start(path, shape, sampler, prompt=None, generator=None, device="cpu"):
+    """(x, fixed, last_change) at t = 0: a draw of the source with the prompt's tokens (>= 0) clamped in,
+    the positions they fix (None without a prompt), the decode record (-1 there)."""
     if sampler not in STEP_RULES:
         raise UsageError(f"unknown sampler {sampler!r}: use one of {', '.join(STEP_RULES)}")
-    x = path.source_tokens(shape, generator, device) if source is None else source.to(device)
+    x = path.source_tokens(shape, generator, device)
     last_change = torch.zeros(shape, dtype=torch.long, device=device)
     if prompt is None:
         return x, None, last_change
@@ -111,13 +111,13 @@ def start(path, shape, sampler, prompt=None, generator=None, device="cpu", sourc
 
 @torch.no_grad()
 def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", prompt=None, generator=None,
-           device="cpu", on_step=None, progress=False, source=None):
+           device="cpu", on_step=None, progress=False):
     """num_samples sequences of seq_len tokens in `steps` model calls (a number of equal steps at
-    temperature 1, or a Schedule). prompt (L,) or (B, L): ids to keep, -1 where to sample. source (B, L):
-    x0 (None: drawn). A student is also given each step's h. on_step(s, x, last_change) after each step.
+    temperature 1, or a Schedule). prompt (L,) or (B, L): ids to keep, -1 where to sample. A student is
+    also given each step's h. on_step(s, x, last_change) after each step.
     Returns x (B, L) and last_change (B, L): the step each position last changed at (0: never, -1: prompt)."""
     schedule = steps if isinstance(steps, Schedule) else Schedule.of(steps)
-    x, fixed, last_change = start(path, (num_samples, seq_len), sampler, prompt, generator, device, source)
+    x, fixed, last_change = start(path, (num_samples, seq_len), sampler, prompt, generator, device)
     for s, ((t, h), temperature) in enumerate(tqdm(list(zip(schedule.times(), schedule.temperatures)),
                                                    disable=not progress, desc="sampling", leave=False)):
         t = torch.full((num_samples,), t, device=device)

@@ -109,25 +109,3 @@ def test_a_path_is_one_value_built_from_a_checkpoint():
     assert ProbPath.of(ckpt) == ProbPath(65, "uniform", 2.0)
     with pytest.raises(ValueError, match="unknown source"):
         ProbPath(65, "gaussian")
-
-
-@pytest.mark.parametrize("source", ["mask", "uniform"])
-def test_a_rectified_coupling_mixes_each_x1_with_its_own_source_and_draws_no_fresh_noise(source):
-    """With x0 given, x_t keeps each x1 token with probability kappa(t) and holds x0's token
-    everywhere else; the only draw is the keep test (the generator is then where one uniform per
-    position leaves it)."""
-    V, B, L = 11, 4, 20_000
-    path = ProbPath(V, source, kappa_power=2.0)
-    g = torch.Generator().manual_seed(0)
-    x1 = torch.randint(0, V, (B, L), generator=g)
-    x0 = torch.randint(0, V, (B, L), generator=g)  # any tokens, even under the mask source: x_t takes them as given
-    x0[x1 == x0] = (x1[x1 == x0] + 1) % V  # so that each position tells which one it took
-    t = torch.tensor([0.0, 0.3, 0.6, 0.9])
-    g, twin = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    x_t = path.x_t(x1, t, g, x0=x0)
-    assert ((x_t == x1) | (x_t == x0)).all()
-    kept = (x_t == x1).double().mean(-1)
-    expected = path.kappa(t.double())
-    assert ((kept - expected).abs() <= 4 * (expected * (1 - expected) / L).sqrt() + 1e-12).all(), (kept, expected)
-    torch.rand((B, L), generator=twin)
-    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=twin))

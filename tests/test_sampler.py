@@ -253,20 +253,3 @@ def test_a_new_step_rule_is_one_table_entry_and_the_engine_runs_it_through_the_r
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     with pytest.raises(UsageError, match="use one of cumulative, euler, flat$"):
         engine.sample(tiny_model(), ProbPath(V), 1, 8, 2, "heun")
-
-
-@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
-def test_a_given_source_is_where_sampling_starts(sample_fn):
-    """source=x0 starts from x0 instead of a draw: given the source the generator would have drawn
-    (and the generator past that draw), the samples are the same; from another source they differ."""
-    path = ProbPath(V, "uniform")
-    x0 = path.source_tokens((4, 32), torch.Generator().manual_seed(5))
-    drawn, _ = sample_fn(tiny_model(), path, 4, 32, 4, generator=torch.Generator().manual_seed(5))
-    given_rng = torch.Generator().manual_seed(5)
-    path.source_tokens((4, 32), given_rng)  # the draw start() makes without a source
-    given, _ = sample_fn(tiny_model(), path, 4, 32, 4, generator=given_rng, source=x0)
-    assert torch.equal(drawn, given)
-    other_rng = torch.Generator().manual_seed(5)
-    path.source_tokens((4, 32), other_rng)
-    other, _ = sample_fn(tiny_model(), path, 4, 32, 4, generator=other_rng, source=(x0 + 1) % V)
-    assert not torch.equal(other, drawn)
