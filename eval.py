@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from nanodfm import checkpoint, evaluate
 from nanodfm.autoregressive import start_token
-from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_INTS, SEED, TEMPERATURE, TEMPERATURE_OR_OFF, Rule,
-                            UsageError, autocast_for, check, int_list, one_of, output, output_file,
-                            refuse_foreign_outputs, parse, pick_device, size_list, run)
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, POSITIVE_INTS, SEED, TEMPERATURE,
+                            TEMPERATURE_OR_OFF, Rule, UsageError, comma_list, autocast_for, check, int_list, one_of,
+                            output, output_file, refuse_foreign_outputs, parse, pick_device, size_list, run)
 from nanodfm.data import dataset_folder, load_meta, same_vocabulary, split_path
 from nanodfm.engine import compile as compile_model
 from nanodfm.path import ProbPath
@@ -70,16 +70,6 @@ seed = 1337  # seeds every sample, batch and model
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 
-
-def float_list(text):
-    """The numbers of a comma-separated text ("" gives []), or None if one is not a finite number above 0."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        return None
-    return values if all(0 < v < math.inf for v in values) else None
-
-
 RULES = {"mode": one_of("quality", "elbo"), "steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE,
          "num_samples": POSITIVE, "length": NON_NEGATIVE, "temperature": TEMPERATURE,
          "student_first_temperature": TEMPERATURE_OR_OFF, "top_k": NON_NEGATIVE, "batch_size": POSITIVE,
@@ -87,7 +77,8 @@ RULES = {"mode": one_of("quality", "elbo"), "steps_list": POSITIVE_INTS, "refere
          "out_png": output("png"), "dtype": one_of("auto", "bfloat16", "float32"),
          "dfm_methods": Rule(f"a comma-separated subset of {','.join(STEP_RULES)}",
                              lambda v: bool(v.strip(",")) and all(m in STEP_RULES for m in v.split(",") if m)),
-         "reference_temperatures": Rule("comma-separated positive numbers", lambda v: float_list(v) is not None)}
+         "reference_temperatures": Rule("comma-separated positive numbers", lambda v: not v or all(
+             POSITIVE_FLOAT.ok(t) for t in comma_list(v, float) or [0]))}
 
 
 def load_model(path, kind, dev, compile=False):
@@ -114,11 +105,26 @@ def write_json(path, result):
         print(f"wrote {path}")
 
 
-def quality(cfg, dev):
+def new_row(name, method, steps, temp, ck, path, schedule=None, first=None):
+    """A row's settings, in the order the JSON lists them."""
+    made_by = os.path.relpath(path)  # inside the working folder: relative, so that results name no machine's folders
+    return {"name": name, "method": method, "steps": steps, "temperature": temp,
+            "seed": ck["config"].get("seed") if ck else None,
+            "made_by": made_by if not made_by.startswith("..") else os.path.abspath(path),
+            **({"schedule": schedule} if schedule else {}), **({"first_temperature": first} if first else {})}
+
+
+def quality(cfg, dev, schedules):
+    """Every row's samples drawn (or reused from --previous) and scored by the judge; then compared with the
+    reference row, printed and written."""
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
     steps_list = int_list("steps_list", cfg["steps_list"])
     student_steps = int_list("student_steps_list", cfg["student_steps_list"] or cfg["steps_list"])
     dfm_methods = [m for m in cfg["dfm_methods"].split(",") if m]
+    N, bs, seed, T = cfg["num_samples"], cfg["batch_size"], cfg["seed"], cfg["temperature"]
+    reference_steps = cfg["reference_steps"] or max(steps_list)
+    curve_temperatures = [t for t in dict.fromkeys(comma_list(cfg["reference_temperatures"], float) or []) if t != T]
+    has_reference = cfg["dfm"] and "cumulative" in dfm_methods
     if not cfg["judge"]:
         raise UsageError("quality needs a judge: --judge=PATH to an AR checkpoint (or --judge=gpt2-large)")
     if not (cfg["dfm"] or cfg["student"]):
@@ -127,6 +133,12 @@ def quality(cfg, dev):
         raise UsageError(f"--student={cfg['student']} has an empty entry: give checkpoint paths separated by commas")
     if cfg["out_png"] and evaluate.pyplot() is None:  # said now, not after the whole evaluation
         raise UsageError("--out_png needs matplotlib: pip install matplotlib, or drop --out_png")
+    if curve_temperatures and not (has_reference and reference_steps in steps_list):
+        raise UsageError("--reference_temperatures samples the reference row: it needs --dfm, the cumulative step "
+                         "in --dfm_methods and --reference_steps in --steps_list")
+    if has_reference and reference_steps not in steps_list:
+        raise UsageError(f"--reference_steps={reference_steps} is not in --steps_list: the reference row is DFM "
+                         f"with the cumulative step at one of the step counts sampled")
     judge, judge_block, judge_vocab, judge_ck = evaluate.load_judge(cfg["judge"], dev)
     # every generator compiled or none, so that no row is faster for it
     flows = [("dfm", cfg["dfm"], *load_model(cfg["dfm"], "dfm", dev, cfg["compile"]))] if cfg["dfm"] else []
@@ -149,25 +161,9 @@ def quality(cfg, dev):
     L = cfg["length"] or max_len
     if not 2 <= L <= max_len:
         raise UsageError(f"--length must be in [2, {max_len}] (the smallest block_size of the models), got {L}")
-    N, bs, seed, T = cfg["num_samples"], cfg["batch_size"], cfg["seed"], cfg["temperature"]
-    reference_steps = cfg["reference_steps"] or max(steps_list)
-    curve_temperatures = [t for t in dict.fromkeys(float_list(cfg["reference_temperatures"])) if t != T]
-    has_reference = cfg["dfm"] and "cumulative" in dfm_methods
-    if curve_temperatures and not (has_reference and reference_steps in steps_list):
-        raise UsageError("--reference_temperatures samples the reference row: it needs --dfm, the cumulative step "
-                         "in --dfm_methods and --reference_steps in --steps_list")
-    if has_reference and reference_steps not in steps_list:
-        raise UsageError(f"--reference_steps={reference_steps} is not in --steps_list: the reference row is DFM "
-                         f"with the cumulative step at one of the step counts sampled")
     held_out = val_path(cfg, flows[0][3])
-    vocab_size = flows[0][3]["model_config"]["vocab_size"]
-    ngrams = evaluate.ngram_profile(evaluate.reference_text(split_path(os.path.dirname(held_out), "train")), vocab_size)
-
-    def new_row(name, method, steps, temp, ck, path, schedule=None, first=None):
-        """A row's settings, in the order the JSON lists them."""
-        return {"name": name, "method": method, "steps": steps, "temperature": temp,
-                "seed": ck["config"].get("seed") if ck else None, "made_by": file_key(path),
-                **({"schedule": schedule} if schedule else {}), **({"first_temperature": first} if first else {})}
+    train_text = evaluate.reference_text(split_path(os.path.dirname(held_out), "train"))
+    ngrams = evaluate.ngram_profile(train_text, judge_vocab)
 
     def flow_job(kind, path, model, ck, method, S, temp, schedule=None, first=None):
         name = f"{kind} {method}" + (f", schedule {schedule['name']}" if schedule else "") + (
@@ -183,19 +179,19 @@ def quality(cfg, dev):
         start = start_token(load_tokenizer(ar_ck["meta"]))
         jobs.append((new_row("AR samples", None, None, T, ar_ck, ar_path), lambda: evaluate.ar_samples(
             ar_model, N, L, start, T, cfg["top_k"] or None, bs, seed, dev)))
-    # the students' schedules, then (with a first temperature) every student row again with its first step hot
-    first_T = cfg["student_first_temperature"] or None
-    plans = [(len(s["sizes"]), s, None) for s in student_schedules(cfg["student_schedules"])]
-    if first_T:
-        plans += [(S, None, first_T) for S in student_steps] + [(S, s, first_T) for S, s, _ in plans]
+    # a student at equal steps and each schedule, then (with a first temperature) each again with its first step hot
+    plans = [(S, None) for S in student_steps] + [(len(s["sizes"]), s) for s in schedules]
+    firsts = [None, cfg["student_first_temperature"]] if cfg["student_first_temperature"] else [None]
     for kind, path, model, ck in flows:
-        for method in dfm_methods if kind == "dfm" else ["cumulative"]:
-            for S in steps_list if kind == "dfm" else student_steps:
-                on_curve = kind == "dfm" and method == "cumulative" and S == reference_steps
+        if kind != "dfm":
+            jobs += [flow_job(kind, path, model, ck, "cumulative", S, T, schedule, first)
+                     for first in firsts for S, schedule in plans]
+            continue
+        for method in dfm_methods:
+            for S in steps_list:
+                on_curve = method == "cumulative" and S == reference_steps
                 jobs += [flow_job(kind, path, model, ck, method, S, temp)
                          for temp in [T] + (curve_temperatures if on_curve else [])]
-        jobs += [flow_job(kind, path, model, ck, "cumulative", S, T, schedule, first)
-                 for S, schedule, first in (plans if kind != "dfm" else [])]
     done = previous_rows(cfg, L, dtype)
     rows = []
     for row, make in tqdm(jobs, desc="quality", dynamic_ncols=True):
@@ -205,7 +201,7 @@ def quality(cfg, dev):
         else:
             with autocast:
                 ids = make().to(dev)
-            js, js_ci = evaluate.ngram_divergence(ids, ngrams, vocab_size, seed=seed)
+            js, js_ci = evaluate.ngram_divergence(ids, ngrams, judge_vocab, seed=seed)
             rows.append({**row, **evaluate.score(judge, ids, bs), "ngram_js": js, "ngram_js_ci95": js_ci})
     at_reference = [r for r in rows if has_reference and (r["name"], r["steps"]) == ("dfm cumulative", reference_steps)]
     reference = next((r for r in at_reference if r["temperature"] == T), None)
@@ -222,23 +218,36 @@ def quality(cfg, dev):
             if note:  # outside the curve's range: None, and why
                 r["matched_note"] = note
                 notes.append(f"{r['name']} at {r['steps']} steps: {note}")
-    judge_val_loss = judge_ck.get("best_val_loss")
-    judge_loss = "" if judge_val_loss is None else f" (its val loss {judge_val_loss:.4f})"
-    print(f"\n{N} samples of {L} tokens per row, generated in {dtype}, judge {cfg['judge']}{judge_loss} in float32, "
-          f"seed {seed}; every value is a mean with its 95% confidence interval; n-gram JS: the divergence of the "
-          f"samples' 1- to 4-gram frequencies from the training text's (evaluate.ngram_divergence)")
+    summary = None if reference is None else {"name": reference["name"], "steps": reference["steps"], "temperature": T}
+    result = {"mode": "quality", "length": L, "judge": cfg["judge"], "dtype": dtype,
+              "judge_val_loss": judge_ck.get("best_val_loss"), "reference": summary, "settings": cfg, "rows": rows}
+    print_quality(result, curve, notes, ar_path == cfg["judge"])
+    write_json(cfg["out_json"], result)
+    if cfg["out_png"]:
+        evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"])
+        print(f"wrote {cfg['out_png']}")
+
+
+def print_quality(result, curve, notes, ar_is_judge):
+    """The settings, the reference, and a table of every row's means with their 95% intervals."""
+    cfg, rows, reference = result["settings"], result["rows"], result["reference"]
+    loss = "" if result["judge_val_loss"] is None else f" (its val loss {result['judge_val_loss']:.4f})"
+    print(f"\n{cfg['num_samples']} samples of {result['length']} tokens per row, generated in {result['dtype']}, "
+          f"judge {cfg['judge']}{loss} in float32, seed {cfg['seed']}; every value is a mean with its 95% confidence "
+          f"interval; n-gram JS: the divergence of the samples' 1- to 4-gram frequencies from the training text's "
+          f"(evaluate.ngram_divergence)")
     if reference is not None:
-        print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps, temperature {T:g}")
+        print(f"ratios are to the reference row: {reference['name']} at {reference['steps']} steps, "
+              f"temperature {reference['temperature']:g}")
     if curve:
         print(f"matched: perplexity / the reference's at the row's entropy, interpolated along the reference at "
               f"temperatures {', '.join(format(r['temperature'], 'g') for r in curve)}")
-    if ar_path == cfg["judge"]:
+    if ar_is_judge:
         print("(the AR samples are scored by the model that wrote them: read that row as a lower reference)")
-    print()
     pm = lambda r, key: f"{r[key]:.4g} ± {r[key + '_ci95']:.2g}" if key in r else "-"  # a mean and its interval
     matched = lambda r: "-" if "matched" not in r else "outside" if r["matched"] is None else pm(
         r["matched"], "gen_ppl_ratio")
-    print(evaluate.markdown_table(
+    print("\n" + evaluate.markdown_table(
         ["row", "steps (NFE)", "temperature", "gen. perplexity", "entropy (bits)", "perplexity / reference",
          "entropy / reference", "n-gram JS (bits)"] + (["perplexity / reference at its entropy"] if curve else []),
         [[r["name"], r["steps"] or "-", "-" if r["temperature"] is None else f"{r['temperature']:g}",
@@ -251,15 +260,9 @@ def quality(cfg, dev):
     if wide:
         print(f"\nnote: the 95% interval is wider than 3% of the perplexity for {', '.join(wide)}: "
               f"raise --num_samples to settle a 5% question there")
-    summary = None if reference is None else {"name": reference["name"], "steps": reference["steps"], "temperature": T}
-    write_json(cfg["out_json"], {"mode": "quality", "length": L, "judge": cfg["judge"], "dtype": dtype,
-                                 "judge_val_loss": judge_val_loss, "reference": summary, "settings": cfg, "rows": rows})
-    if cfg["out_png"]:
-        evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"])
-        print(f"wrote {cfg['out_png']}")
 
 
-def student_schedules(text):
+def parse_schedules(text):
     """[{"name", "sizes"}] from --student_schedules ("NAME=SIZES NAME=SIZES ..." or "NAME=SIZES;NAME=SIZES")."""
     schedules = []
     for entry in text.replace(";", " ").split():
@@ -274,13 +277,6 @@ def student_schedules(text):
         Schedule.of(len(sizes), sizes)  # they sum to 1
         schedules.append({"name": name, "sizes": sizes})
     return schedules
-
-
-def file_key(path):
-    """How a row names the file its samples came from: relative to the working folder when inside it
-    (so results written from the repository name no machine's folders), else absolute."""
-    relative = os.path.relpath(path)
-    return relative if not relative.startswith("..") else os.path.abspath(path)
 
 
 def row_key(row):
@@ -335,12 +331,9 @@ def elbo(cfg, dev):
     write_json(cfg["out_json"], {"mode": "elbo", "nats": nats, "perplexity": perplexity, "settings": cfg})
 
 
-# the keys of one mode only: set in the other they would change nothing
-ONLY_IN = {**dict.fromkeys(("student", "ar", "judge", "steps_list", "student_steps_list", "student_schedules",
-                            "student_first_temperature", "dfm_methods", "reference_steps", "reference_temperatures",
-                            "num_samples", "temperature", "top_k", "previous", "out_png", "dtype", "compile"),
-                          "quality"),
-           **dict.fromkeys(("num_batches", "elbo_times"), "elbo")}
+# the keys of one mode only (set in the other they would change nothing): elbo's two, and quality's all but BOTH
+BOTH = ("mode", "dfm", "dataset", "data_dir", "length", "batch_size", "out_json", "overwrite", "device", "seed")
+ONLY_IN = {k: "elbo" if k in ("num_batches", "elbo_times") else "quality" for k in DEFAULTS if k not in BOTH}
 
 
 def main(argv):
@@ -355,10 +348,10 @@ def main(argv):
         raise UsageError(f"{', '.join('--' + k for k in ignored)} only apply to --mode={ONLY_IN[ignored[0]]}, not "
                          f"--mode={cfg['mode']}: drop them")
     refuse_foreign_outputs(cfg, {"out_json": "json", "out_png": "png"})
-    student_schedules(cfg["student_schedules"])  # a UsageError now rather than after loading
+    schedules = parse_schedules(cfg["student_schedules"])  # a UsageError now rather than after loading
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
-    return quality(cfg, dev) if cfg["mode"] == "quality" else elbo(cfg, dev)
+    return quality(cfg, dev, schedules) if cfg["mode"] == "quality" else elbo(cfg, dev)
 
 
 if __name__ == "__main__":

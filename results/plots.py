@@ -1,11 +1,23 @@
-"""The plots of results/tables.py's --frontier: the seeds' perplexity-entropy frontier and the levers' panels."""
+"""The plots of results/tables.py's --frontier: the seeds' perplexity-entropy frontier and the levers' panels;
+student_name, the recipe of a student row, is shared with tables.py."""
+
+import os
+import re
 
 from nanodfm.evaluate import pyplot, save_figure
 
 
-def plot_levers(levers, path, student_name):
-    """One panel a seed: the reference's temperature curve and each student recipe through its step counts
-    (student_name: a row's recipe, results/tables.py's)."""
+def student_name(row):
+    """A student row's recipe by its checkpoint's folder (config/reproduce_frontier.sh's): student-s7 -> "recipe",
+    student-own-s7 -> "own"; then its schedule and hotter first step: "recipe, schedule front, first step at 3"."""
+    stem = re.sub(r"-s\d+$", "", os.path.basename(os.path.dirname(row["made_by"])))
+    name = "recipe" if stem == "student" else stem.removeprefix("student-")
+    name = f"{name}, schedule {row['schedule']['name']}" if row.get("schedule") else name
+    return f"{name}, first step at {row['first_temperature']:g}" if row.get("first_temperature") else name
+
+
+def plot_levers(levers, path):
+    """One panel a seed: the reference's temperature curve and each student recipe through its step counts."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(levers["seeds"]), figsize=(4.2 * len(levers["seeds"]), 4.2), squeeze=False)
     for ax, seed in zip(axes[0], levers["seeds"]):

@@ -16,10 +16,11 @@ import os
 import re
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nanodfm.evaluate import markdown_table, plot_quality, pyplot, ratio_interval  # noqa: E402
-from results.plots import plot_frontier, plot_levers  # noqa: E402
+from results.plots import plot_frontier, plot_levers, student_name  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -88,15 +89,6 @@ def spread(values, cis):
     """Over seeds: mean, range and the 95% half-width of the mean (independent seeds; None if a value has none)."""
     return {"values": values, "ci95": cis, "mean": sum(values) / len(values), "min": min(values), "max": max(values),
             "ci95_of_mean": None if None in cis else math.hypot(*cis) / len(cis)}
-
-
-def student_name(row):
-    """A student row's recipe by its checkpoint's folder (config/reproduce_frontier.sh's): student-s7 -> "recipe",
-    student-own-s7 -> "own"; then its schedule and hotter first step: "recipe, schedule front, first step at 3"."""
-    stem = re.sub(r"-s\d+$", "", os.path.basename(os.path.dirname(row["made_by"])))
-    name = "recipe" if stem == "student" else stem.removeprefix("student-")
-    name = f"{name}, schedule {row['schedule']['name']}" if row.get("schedule") else name
-    return f"{name}, first step at {row['first_temperature']:g}" if row.get("first_temperature") else name
 
 
 RATIOS = {"raw": lambda r: (r["gen_ppl_ratio"], r["gen_ppl_ratio_ci95"]),  # an eval.py row's (value, half-width)
@@ -185,11 +177,9 @@ def frontier(flags):
                 if r["name"].startswith("student")) and combine(reports, only=None)
     print(f"## the recipe's students (each seed's own reference)\n\n{levers([('', combined)])}\n")
     print(f"## the levers against their baselines\n\n{levers([('', lever)])}" if lever else "")
-    levers_plot = lambda report, png: plot_levers(report, png, student_name)  # noqa: E731
-    for key, report, plot in (("frontier", combined, plot_frontier), ("levers", lever, levers_plot)):
+    for key, report, plot in (("frontier", combined, plot_frontier), ("levers", lever, plot_levers)):
         if report and flags.get(f"{key}_json"):
-            with open(flags[f"{key}_json"], "w") as f:
-                json.dump(report, f, indent=2)
+            Path(flags[f"{key}_json"]).write_text(json.dumps(report, indent=2))
         if report and flags.get(f"{key}_png"):
             plot(report, flags[f"{key}_png"])
 
@@ -218,10 +208,8 @@ def readme():
     def table(match):
         writer, files, options = expand(match[2], HERE)
         return f"{match[1]}\n\n{writer(files, **options)}\n\n<!-- end -->"
-    with open(os.path.join(HERE, "README.md")) as f:
-        text = re.sub(r"(<!-- table (.+?) -->)\n.*?<!-- end -->", table, f.read(), flags=re.S)
-    with open(os.path.join(HERE, "README.md"), "w") as f:
-        f.write(text)
+    path = Path(HERE, "README.md")
+    path.write_text(re.sub(r"(<!-- table (.+?) -->)\n.*?<!-- end -->", table, path.read_text(), flags=re.S))
 
 
 if __name__ == "__main__":
