@@ -1,9 +1,8 @@
 """Configuration for the scripts: defaults, then a config file, then --key=value overrides.
 
-As in nanoGPT, a script's defaults are a block of plain assignments at its top, and a config file
-(config/*.py) is a Python file of assignments too. Unlike nanoGPT nothing is exec'd into the
-script's globals: the file is run with runpy into its own namespace and copied into a dict, so an
-unknown key or a value of the wrong type is caught and named instead of silently creating a global.
+As in nanoGPT, a script's defaults are a block of plain assignments at its top, and a config file (config/*.py) is
+a Python file of assignments too. Unlike nanoGPT nothing is exec'd into the script's globals: the file is run with
+runpy into a dict of its own, so an unknown key or a value of the wrong type is caught and named, not made a global.
 """
 
 import ast
@@ -55,25 +54,6 @@ def _coerce(key, value, default):
     return value
 
 
-# keys that existed once: naming what replaced them beats "unknown key"
-RETIRED = {"always_save_checkpoint": "train.py now writes ckpt.pt (the latest state) at every evaluation and "
-                                     "at the end, and best.pt (the best val loss) beside it: drop the key",
-           **dict.fromkeys(("rk_points", "anchor_share", "own_share"),
-                           "a distillation lever measured without gain, gone from nanodfm (its code lives at "
-                           "commit e631de9, its rows in results/README.md): drop the key")}
-
-
-def _set(config, key, value, where, explicit):
-    if key in RETIRED and key not in config:
-        raise UsageError(f"{key} (in {where}) was removed: {RETIRED[key]}")
-    if key not in config:
-        close = difflib.get_close_matches(key, config, n=3)
-        hint = f"did you mean {' or '.join(close)}?" if close else "the keys are the names at the top of the script"
-        raise UsageError(f"unknown config key {key!r} in {where}: {hint}")
-    config[key] = _coerce(key, value, config[key])
-    explicit.add(key)
-
-
 def device_memory_gb(dev):
     """The memory of a device in GB (a CUDA GPU's, or the machine's for the CPU); None where unknown."""
     if dev.startswith("cuda"):
@@ -105,9 +85,8 @@ def autocast_for(device_type, dtype):
     bf16 = dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported())
     if bf16 and device_type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UsageError("this GPU has no bfloat16 (it came with Ampere): use --dtype=float32")
-    if bf16:
-        return torch.autocast(device_type, dtype=torch.bfloat16), "bfloat16"
-    return contextlib.nullcontext(), "float32"
+    context = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    return context, "bfloat16" if bf16 else "float32"
 
 
 # Dense bfloat16 tensor-core peaks (FLOP/s, no sparsity) from NVIDIA's data sheets, by torch.cuda.get_device_name:
@@ -119,16 +98,14 @@ PEAK_BF16_FLOPS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, 
 
 
 def device_peak_flops(device, override=0.0):
-    """The accelerator's peak FLOP/s for MFU: `override` if set (--peak_flops), else the exact name's
-    entry in PEAK_BF16_FLOPS, else 0 (no MFU is shown)."""
+    """Peak FLOP/s for MFU: override (--peak_flops) if set, else the GPU's PEAK_BF16_FLOPS entry, else 0 (no MFU)."""
     if override or torch.device(device).type != "cuda":
         return override
     return PEAK_BF16_FLOPS.get(torch.cuda.get_device_name(device), 0.0)
 
 
 # ----------------------------------------------------------------------------- checking values
-# One pass per script: a script declares RULES, {key: Rule}, for the keys it reads, and its main
-# calls check(cfg, RULES) once, before any work. A rule says in words what a value must be.
+# A script declares RULES, {key: Rule}, for the keys it reads; its main calls check(cfg, RULES) once, before any work.
 
 class Rule(NamedTuple):
     what: str  # "a positive integer": the error says "--key must be <what>, got <value>"
@@ -145,15 +122,13 @@ TEMPERATURE = Rule(f"a finite number of at least {MIN_TEMPERATURE:g} (the greedy
 TEMPERATURE_OR_OFF = Rule(f"0 (off) or {TEMPERATURE.what}", lambda v: v == 0 or TEMPERATURE.ok(v))
 PROBABILITY = Rule("in [0, 1)", lambda v: math.isfinite(v) and 0 <= v < 1)
 SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # numpy seeds below 2**32, and runs add to it
-POSITIVE_INTS = Rule("comma-separated positive integers", lambda v: min(_comma_list(v, int) or [0]) >= 1)
-# what a report of each kind starts with: an output replaces only a file of its own kind
+POSITIVE_INTS = Rule("comma-separated positive integers", lambda v: min(comma_list(v, int) or [0]) >= 1)
 REPORTS = {"json": lambda head: head.startswith(b"{") and b'"mode"' in head,  # eval.py's and bench.py's
            "html": lambda head: head.startswith(b"<!DOCTYPE html>"), "png": lambda head: head.startswith(b"\x89PNG")}
 
 
 def refuse_foreign_outputs(cfg, kinds):
-    """Each output key of kinds {key: kind} may replace only a report of its kind, unless overwrite: a
-    checkpoint, a dataset or anything else is not overwritten unasked."""
+    """Each output key of kinds {key: kind} may replace only a report of its kind (REPORTS), unless --overwrite."""
     for key, kind in kinds.items():
         if cfg[key] and os.path.isfile(cfg[key]) and not cfg["overwrite"]:
             with open(cfg[key], "rb") as f:
@@ -163,9 +138,8 @@ def refuse_foreign_outputs(cfg, kinds):
 
 
 def output(kind, create=False):
-    """The rule of an output file: "" (no output), or a path that can be written. Else why not: its
-    folder is missing (create: the nearest folder that exists above it is the one to write in), a
-    file, or read-only."""
+    """The rule of an output file: "" (no output), or a path that can be written. Else why not: its folder is
+    missing (create: the nearest folder that exists above it is the one to write in), a file, or read-only."""
     def writable(path):
         path = os.path.abspath(path)
         if os.path.isdir(path):
@@ -186,9 +160,8 @@ def one_of(*choices):
 
 
 def check(cfg, rules, heads=()):
-    """Raise a UsageError for the first key of cfg that breaks its rule in rules {key: Rule}; heads:
-    pairs of keys (n_head, n_embd) whose head width, n_embd / n_head, must be a whole even number
-    (rotary position embedding turns pairs of features)."""
+    """Raise a UsageError for the first key of cfg that breaks its rule in rules {key: Rule}; heads: pairs of keys
+    (n_head, n_embd) whose head width, n_embd / n_head, must be a whole even number (rotary turns feature pairs)."""
     for key, rule in rules.items():
         verdict = rule.ok(cfg[key])
         if verdict is not True:
@@ -200,7 +173,7 @@ def check(cfg, rules, heads=()):
                              f"{n_embd} / {n_head} wide, which must be a whole even number")
 
 
-def _comma_list(text, parse):
+def comma_list(text, parse):
     """The values of a comma-separated text, each through parse; None if one does not parse or none is there."""
     try:
         return [parse(v.strip()) for v in text.split(",") if v.strip()] or None
@@ -211,13 +184,13 @@ def _comma_list(text, parse):
 def int_list(key, text):
     """The positive integers of a comma-separated --key value, or a one-line UsageError."""
     check({key: text}, {key: POSITIVE_INTS})
-    return _comma_list(text, int)
+    return comma_list(text, int)
 
 
 def size_list(key, text):
     """The step sizes of a comma-separated --key value, fractions or decimals ("1/2,1/4,0.25"), as
     floats, or a one-line UsageError (sampler.Schedule.of checks that they sum to 1)."""
-    values = _comma_list(text, lambda v: float(Fraction(v)))
+    values = comma_list(text, lambda v: float(Fraction(v)))
     if not values:
         raise UsageError(f"--{key} must be comma-separated step sizes such as 1/2,1/4,1/4, got {text!r}")
     return values
@@ -257,30 +230,34 @@ def parse(defaults, argv, doc="", script=None, explicit=None):
     "# --- defaults" to the next "# ---": each key, its default and its comments, then exits."""
     config, explicit = dict(defaults), set() if explicit is None else explicit
     if "--help" in argv or "-h" in argv:
-        source = Path(script).read_text(encoding="utf-8") if script else ""
-        block = re.search(r"^# -+ defaults\n(.*?)^# -+\n", source, re.MULTILINE | re.DOTALL)
-        lines = block.group(1).splitlines() if block else [f"{key} = {value!r}" for key, value in defaults.items()]
+        block = re.search(r"^# -+ defaults\n(.*?)^# -+\n", Path(script).read_text(encoding="utf-8"), re.M | re.S)
         header = [doc.strip(), "", "keys (--key=value), their defaults and meaning:"]
-        print("\n".join(header + [f"  {line}" for line in lines]))
+        print("\n".join(header + [f"  {line}" for line in block.group(1).splitlines()]))
         raise SystemExit(0)
     for arg in argv:
         if arg.startswith("--"):
             key, sep, value = arg[2:].partition("=")
             if not sep:
                 raise UsageError(f"expected --key=value, got {arg!r}")
-            _set(config, key, value, "the command line", explicit)
+            values, where = {key: value}, "the command line"
         elif not os.path.isfile(arg):
             raise UsageError(f"config file {arg!r} not found (arguments are config files or --key=value)")
         else:
             try:
-                values = runpy.run_path(arg)
+                values, where = runpy.run_path(arg), arg
             except SyntaxError as e:
                 raise UsageError(f"config file {arg}: {e.msg} at line {e.lineno}") from None
             except Exception as e:  # the file is Python, and any error in it is the user's
                 line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
                              if os.path.abspath(f.filename) == os.path.abspath(arg)), "?")
                 raise UsageError(f"config file {arg} failed at line {line}: {type(e).__name__}: {e}") from None
-            for key, value in values.items():
-                if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
-                    _set(config, key, value, arg, explicit)
+            values = {key: value for key, value in values.items()  # its assignments, not its imports or functions
+                      if not key.startswith("_") and not callable(value) and type(value).__name__ != "module"}
+        for key, value in values.items():
+            if key not in config:
+                close = " or ".join(difflib.get_close_matches(key, config, n=3))
+                hint = f"did you mean {close}?" if close else "the keys are the names at the top of the script"
+                raise UsageError(f"unknown config key {key!r} in {where}: {hint}")
+            config[key] = _coerce(key, value, config[key])
+            explicit.add(key)
     return config

@@ -1,11 +1,10 @@
 """Measuring quality: generative perplexity, unigram entropy and ELBO perplexity.
 
-docs/method.md section 6 states the choices (section 3 the ELBO). A sample's perplexity is exp(mean NLL of
-tokens 2..L given the tokens before them) under a causal judge, an AR checkpoint trained here or GPT-2 through
-`transformers`; beside it, its unigram entropy in bits: a low perplexity with a low entropy means repetition,
-not quality. Every mean comes with its 95% interval: at 64 samples a cell it is about +-8%, too wide for a 5%
-question, hence eval.py's 256. Rows draw their samples through the engine (the reference sampler's law) from
-generators seeded alike: they differ by method only.
+docs/method.md section 6 states the choices (section 3 the ELBO). A sample's perplexity is exp(mean NLL of tokens
+2..L given the tokens before them) under a causal judge, an AR checkpoint trained here or GPT-2 through `transformers`;
+beside it, its unigram entropy in bits: a low perplexity with a low entropy means repetition, not quality. Every mean
+comes with its 95% interval: at 64 samples a cell it is about +-8%, too wide for a 5% question, hence eval.py's 256.
+Rows sample through the engine (the reference sampler's law) from generators seeded alike: they differ by method only.
 """
 
 import json
@@ -72,9 +71,8 @@ def generative_perplexity(judge, ids, batch_size=32):
 
 def unigram_entropy(ids):
     """Per-sample entropy in bits (N,) of the token histogram of each row of ids (N, L)."""
-    counts = torch.zeros(ids.shape[0], int(ids.max()) + 1, dtype=torch.float64, device=ids.device)
-    counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.float64))
-    p = counts / ids.shape[1]  # (N, V)
+    p = torch.zeros(ids.shape[0], int(ids.max()) + 1, dtype=torch.float64, device=ids.device).scatter_add_(
+        1, ids, torch.ones_like(ids, dtype=torch.float64)) / ids.shape[1]  # (N, V): each row's token frequencies
     return -(p * torch.log2(p.clamp_min(1e-300))).sum(dim=1)  # 0 log 0 = 0
 
 
@@ -103,13 +101,12 @@ def ngram_profile(text, vocab_size, max_n=4):
 
 
 def ngram_divergence(ids, profile, vocab_size, num_boot=200, seed=0):
-    """(divergence, half-width of its 95% bootstrap interval): the Jensen-Shannon divergence in bits
-    between the n-gram frequencies of samples ids (N, L) and a reference's (`ngram_profile`), averaged
-    over its n = 1..max_n. 0: the same frequencies; 1: no n-gram in common. It sees which tokens follow which,
-    pooled over all samples, which perplexity and entropy do not; not coherence beyond max_n tokens. From finite
-    texts it is above 0 even for held-out text: read rows against each other. The interval resamples the samples
-    (the reference is held fixed), all resamples in one batch. Only the n-grams the samples contain are
-    touched: a reference n-gram they lack adds q / 2 to JS."""
+    """(divergence, half-width of its 95% bootstrap interval): the Jensen-Shannon divergence in bits between the
+    n-gram frequencies of samples ids (N, L) and a reference's (`ngram_profile`), averaged over its n = 1..max_n.
+    0: the same frequencies; 1: no n-gram in common. It sees which tokens follow which, pooled over all samples,
+    which perplexity and entropy do not; not coherence beyond max_n tokens. From finite texts it is above 0 even
+    for held-out text: read rows against each other. The interval resamples the samples (the reference held
+    fixed). Only the n-grams the samples contain are touched: a reference n-gram they lack adds q / 2 to JS."""
     generator = torch.Generator().manual_seed(seed)
     weights = torch.stack([torch.ones(len(ids), dtype=torch.float64)] + [  # each sample's count: as is, resampled
         torch.bincount(torch.randint(len(ids), (len(ids),), generator=generator), minlength=len(ids)).double()
@@ -133,9 +130,8 @@ def mean_interval(values):
     """(mean, half-width of its 95% confidence interval) of per-sample values (N,): 1.96 standard errors
     (the central limit theorem; at N >= 256 within a few percent of a bootstrap)."""
     values = values.double()
-    if len(values) < 2:
-        return values.mean().item(), float("inf")
-    return values.mean().item(), 1.959964 * values.std().item() / math.sqrt(len(values))  # the normal's 97.5% point
+    half = 1.959964 * values.std().item() / math.sqrt(len(values)) if len(values) > 1 else float("inf")
+    return values.mean().item(), half
 
 
 def ratio_interval(a, a_ci, b, b_ci):
@@ -155,18 +151,15 @@ def matched_entropy_ratio(curve, entropy, ppl, ppl_ci, entropy_ci=0.0):
     times entropy_ci, to the reference's in quadrature."""
     points = sorted(curve, key=lambda p: p["entropy"])
     lowest, highest = points[0]["entropy"], points[-1]["entropy"]
-    if entropy < lowest:
-        return None, (f"entropy {entropy:.3f} below the reference curve's lowest {lowest:.3f}: "
-                      f"add lower --reference_temperatures")
-    if entropy > highest:
-        return None, (f"entropy {entropy:.3f} above the reference curve's highest {highest:.3f}: "
-                      f"add higher --reference_temperatures")
+    if not lowest <= entropy <= highest:
+        side = (f"below the reference curve's lowest {lowest:.3f}: add lower" if entropy < lowest
+                else f"above the reference curve's highest {highest:.3f}: add higher")
+        return None, f"entropy {entropy:.3f} {side} --reference_temperatures"
     i = next(i for i, p in enumerate(points) if p["entropy"] >= entropy)
     lo, hi = points[max(i - 1, 0)], points[i]  # the brackets (one point twice at the lowest)
     span = hi["entropy"] - lo["entropy"]
     w = (entropy - lo["entropy"]) / span if span > 0 else 0.5  # 0 at lo, 1 at hi
-    ref = (1 - w) * lo["gen_ppl"] + w * hi["gen_ppl"]
-    ref_ci = (1 - w) * lo["gen_ppl_ci95"] + w * hi["gen_ppl_ci95"]
+    ref, ref_ci = ((1 - w) * lo[key] + w * hi[key] for key in ("gen_ppl", "gen_ppl_ci95"))
     slope = (hi["gen_ppl"] - lo["gen_ppl"]) / span if span > 0 else 0.0  # perplexity per bit
     ratio, ratio_ci = ratio_interval(ppl, ppl_ci, ref, ref_ci)
     _, ratio_ci_entropy = ratio_interval(ppl, ppl_ci, ref, math.hypot(ref_ci, slope * entropy_ci))
@@ -195,10 +188,9 @@ def ar_samples(model, num_samples, length, start_id, temperature=1.0, top_k=None
                device="cpu"):
     """num_samples (N, length) ids from an AR model, each started from the token start_id."""
     generator = torch.Generator(device).manual_seed(seed)
-    prompts = [torch.full((min(batch_size, num_samples - b), 1), start_id, dtype=torch.long, device=device)
-               for b in range(0, num_samples, batch_size)]
+    starts = torch.full((num_samples, 1), start_id, dtype=torch.long, device=device)
     return torch.cat([generate(model, prompt, length - 1, temperature, top_k, generator=generator)
-                      for prompt in prompts])
+                      for prompt in starts.split(batch_size)])
 
 
 def real_samples(val_file, num_samples, length, seed=0):
@@ -224,11 +216,10 @@ def markdown_table(header, rows):
 def pyplot():
     """matplotlib.pyplot drawing to files, or None when matplotlib is not installed (the scripts then refuse a plot)."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    plt.switch_backend("Agg")
     return plt
 
 
@@ -247,8 +238,7 @@ def plot_quality(rows, path):
         for name in dict.fromkeys(r["name"] for r in rows):
             mine = [r for r in rows if r["name"] == name]
             if mine[0]["steps"] is None:  # a reference row: one value
-                ax.axhline(mine[0][key], linestyle="--", color="gray" if name == "held-out text" else "black",
-                           label=name)
+                ax.axhline(mine[0][key], ls="--", color="gray" if name == "held-out text" else "black", label=name)
             else:  # error bars: the 95% intervals
                 ax.errorbar([r["steps"] for r in mine], [r[key] for r in mine], marker="o", label=name, capsize=2,
                             yerr=[r.get(f"{key}_ci95", 0.0) for r in mine])

@@ -1,9 +1,6 @@
-"""Tokenizers: GPT-2 BPE (via tiktoken, with an offline path) and a character-level vocabulary.
+"""Tokenizers: GPT-2 BPE (tiktoken's ids, so nanoGPT's) and a character-level vocabulary.
 
-GPT-2 ids come from tiktoken, so they equal nanoGPT's. tiktoken fetches its two files over the network
-on first use, with no timeout; where local copies exist ($NANODFM_GPT2_DIR, else data/gpt2/) the same
-`tiktoken.Encoding` is built from them, checked against the hashes tiktoken pins. `load_tokenizer(meta)`
-turns a dataset's meta.json back into an object with `encode`, `decode`, `vocab_size`, `eot` and `name`:
+`load_tokenizer(meta)` turns a dataset's meta.json into an object with `encode`, `decode`, `vocab_size`, `eot`, `name`:
     char: {'tokenizer': 'char', 'vocab_size': V, 'itos': {i: ch}, 'stoi': {ch: i}}
     gpt2: {'tokenizer': 'gpt2', 'vocab_size': 50257, 'eot': 50256}
 """
@@ -18,9 +15,7 @@ from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
 from nanodfm.config import UsageError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 GPT2_EOT = 50256
-# The hashes tiktoken pins for the gpt2 files; a copy that matches them gives tiktoken's exact ranks.
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 GPT2_HELP = ("connect to the network once (tiktoken caches the files), or put GPT-2's encoder.json and "
@@ -28,7 +23,7 @@ GPT2_HELP = ("connect to the network once (tiktoken caches the files), or put GP
 
 
 def gpt2_encoding_from_files(folder) -> tiktoken.Encoding:
-    """tiktoken's gpt2 encoding built from a folder holding encoder.json and vocab.bpe."""
+    """tiktoken's gpt2 encoding from a folder's encoder.json and vocab.bpe, held to the hashes tiktoken pins."""
     try:
         ranks = data_gym_to_mergeable_bpe_ranks(str(Path(folder) / "vocab.bpe"), str(Path(folder) / "encoder.json"),
                                                 GPT2_VOCAB_BPE_SHA256, GPT2_ENCODER_JSON_SHA256)
@@ -40,10 +35,10 @@ def gpt2_encoding_from_files(folder) -> tiktoken.Encoding:
 
 @functools.lru_cache(maxsize=None)
 def gpt2_encoding() -> tiktoken.Encoding:
-    """The GPT-2 BPE encoding, identical to tiktoken.get_encoding("gpt2"), from local files if any. No files
-    to be had is a UsageError: the user's to fix, said in one line."""
+    """The GPT-2 BPE encoding, identical to tiktoken.get_encoding("gpt2"), from local copies first ($NANODFM_GPT2_DIR,
+    else data/gpt2/): tiktoken fetches its files over the network with no timeout. None to be had: a UsageError."""
     local = os.environ.get("NANODFM_GPT2_DIR")
-    folder = Path(local or REPO_ROOT / "data" / "gpt2")
+    folder = Path(local or Path(__file__).resolve().parent.parent / "data" / "gpt2")
     if local or (folder / "encoder.json").is_file() and (folder / "vocab.bpe").is_file():
         return gpt2_encoding_from_files(folder)
     try:
@@ -53,16 +48,12 @@ def gpt2_encoding() -> tiktoken.Encoding:
 
 
 class CharTokenizer:
-    """One id per character; the vocabulary is the sorted set of the training text's characters, and text
-    with others is a ValueError naming them, not a silent substitution."""
-
-    name = "char"
-    eot = None
+    """One id per character; the vocabulary is the sorted set of the training text's characters (ids may arrive
+    as text keys, from JSON), and text with others is a ValueError naming them, not a silent substitution."""
 
     def __init__(self, stoi: dict, itos: dict):
-        # ids may arrive as text keys (a meta that went through JSON): the tokenizer keys them by int
         self.stoi, self.itos = {ch: int(i) for ch, i in stoi.items()}, {int(i): ch for i, ch in itos.items()}
-        self.vocab_size = len(itos)
+        self.name, self.eot, self.vocab_size = "char", None, len(itos)
 
     def encode(self, text: str) -> list[int]:
         try:
@@ -79,11 +70,9 @@ class CharTokenizer:
 class GPT2Tokenizer:
     """GPT-2 BPE; the literal text "<|endoftext|>" encodes to the end-of-text id 50256."""
 
-    name = "gpt2"
-
     def __init__(self):
         self.encoding = gpt2_encoding()
-        self.vocab_size, self.eot = self.encoding.n_vocab, self.encoding.eot_token
+        self.name, self.vocab_size, self.eot = "gpt2", self.encoding.n_vocab, self.encoding.eot_token
 
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode(text, allowed_special={ENDOFTEXT})
