@@ -8,8 +8,6 @@ study: seconds per sequence and tokens/s against batch size for AR with its KV c
   model at each length, plus batch 1 at the large size; the crossover batch sizes; a plot.
 syncs: host-device syncs per step of the engine (the student, batch 1), for each vocabulary:length case and source.
 env: the machine and the versions alone (config/gpu_check.sh starts with it); every mode's JSON holds them.
-
-Warm-up calls (allocations, kernel selection, compilation) come before the timed calls.
 """
 
 import collections
@@ -56,7 +54,7 @@ large_n_embd = 768
 large_vocab_size = 50257
 large_length = 1024
 # timing
-warmup = 1  # untimed calls before the timed ones
+warmup = 1  # untimed calls first (allocations, kernel selection, compilation)
 repeats = 2  # timed calls, their mean reported
 large_repeats = 1  # timed calls at the large size
 # system
@@ -82,16 +80,6 @@ def random_model(kind, vocab_size, length, size, seed=0, device="cpu", backend=N
     model = Transformer(ModelConfig(vocab_size=vocab_size, block_size=length, causal=kind == "ar",
                                     step_conditioned=kind == "student", **size)).to(device).eval()
     return compile_model(model, backend=backend) if backend else model
-
-
-def seconds(fn, device):
-    """Wall-clock seconds of one fn() call; CUDA runs asynchronously, so it is synchronised before each clock read."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda device: None
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
 
 
 class SyncCounter(TorchFunctionMode):
@@ -143,23 +131,29 @@ def time_sampling(model, path, batch_size, length, steps, max_timed_steps, devic
     """(seconds for all `steps` steps, steps timed): AR generation with its KV cache (steps = length - 1), or an
     `engine.sample` run timed whole, or, under the uniform source with more than max_timed_steps steps, every k-th
     step of it (`engine.model_step`), each at its own t, times k (a step's work there depends on t alone: the
-    candidates that may move)."""
-    if model.config.causal:
-        prompt = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
-        return seconds(lambda: generate(model, prompt, length - 1), device), steps
-    stride = 1 if path.source != "uniform" or not max_timed_steps else -(-steps // max_timed_steps)
-    if stride == 1:
-        return seconds(lambda: engine.sample(model, path, batch_size, length, steps, device=device), device), steps
+    candidates that may move). CUDA runs asynchronously, so it is synchronised before each clock read."""
+    strided = path.source == "uniform" and max_timed_steps and not model.config.causal
+    stride = -(-steps // max_timed_steps) if strided else 1
     timed = range(stride - 1, steps, stride)
-
-    def strided():
+    prompt = torch.zeros(batch_size, 1, dtype=torch.long, device=device)  # AR's first token
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    if model.config.causal:
+        generate(model, prompt, length - 1)
+    elif stride == 1:
+        engine.sample(model, path, batch_size, length, steps, device=device)
+    else:
         x = path.source_tokens((batch_size, length), device=device)
         h = torch.full((batch_size,), 1.0 / steps, dtype=torch.float64, device=device)
         workspace = engine.Workspace(x.numel() * path.vocab_size)
         for s in timed:
             t = torch.full((batch_size,), s * (1.0 / steps), device=device)
             x = engine.model_step(model, x, t, h, path, "cumulative", 1.0, None, None, workspace)
-    return seconds(strided, device) * stride, len(timed)
+    if cuda:
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * stride, len(timed)
 
 
 class CompileCounter:
@@ -230,13 +224,12 @@ def plot_study(result, path):
     """Seconds per sequence against batch size, one panel per length of the small size; AR with its cache solid
     black, the student and DFM model coloured, dotted lines where AR overtakes the student."""
     plt = pyplot()
-    rows = [r for r in result["rows"] if r["size"] == "small"]
+    rows = sorted((r for r in result["rows"] if r["size"] == "small"), key=lambda r: r["batch_size"])
     lengths = sorted({r["length"] for r in rows})
     fig, axes = plt.subplots(1, len(lengths), figsize=(5.5 * len(lengths), 4.2), squeeze=False)
     for ax, L in zip(axes[0], lengths):
         for name, nfe in dict.fromkeys((r["name"], r["nfe"]) for r in rows if r["length"] == L):
-            mine = sorted((r for r in rows if (r["length"], r["name"], r["nfe"]) == (L, name, nfe)),
-                          key=lambda r: r["batch_size"])
+            mine = [r for r in rows if (r["length"], r["name"], r["nfe"]) == (L, name, nfe)]
             label = "AR, KV cache" if name == "ar_cache" else f"{name}, {nfe} steps"
             style = {"color": "black", "linewidth": 2.5} if name == "ar_cache" else {}
             ax.plot([r["batch_size"] for r in mine], [r["seconds_per_sequence"] for r in mine], marker="o",
@@ -303,22 +296,6 @@ def study(cfg, dev, autocast):
 MODES = {mode.__name__: mode for mode in (study, syncs)} | {"env": lambda cfg, dev, autocast: {}}
 
 
-def machine(dev):
-    """The device, its name (a CPU's model name where the system tells it), its peak and the versions."""
-    info = {"device": str(dev), "device_name": dev.type, "torch": torch.__version__, "python": sys.version.split()[0],
-            "cuda": torch.version.cuda, "threads": torch.get_num_threads(), "peak_flops": device_peak_flops(dev)}
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev)
-        info.update({"device_name": torch.cuda.get_device_name(dev), "capability": f"{props.major}.{props.minor}",
-                     "memory_gb": props.total_memory / 1e9, "bf16": torch.cuda.is_bf16_supported(),
-                     "device_count": torch.cuda.device_count()})
-    elif os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            info["device_name"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                                       dev.type)
-    return info
-
-
 def _cases(text):
     try:
         return all(int(v) >= 2 and int(n) >= 1 for v, n in (case.split(":") for case in text.split(",")))
@@ -331,12 +308,12 @@ RULES = {"mode": one_of(*MODES),
                           "large_length", "repeats", "large_repeats"), POSITIVE),
          "overhead_cases": Rule("vocabulary:length pairs like 65:1024 (a vocabulary of 2 or more)", _cases),
          "sources": Rule(f"a comma-separated subset of {','.join(SOURCES)}",
-                         lambda v: bool(v) and all(s in SOURCES for s in v.split(","))),
+                         lambda v: all(s in SOURCES for s in v.split(","))),
          **dict.fromkeys(("vocab_size", "large_vocab_size"), Rule("an integer of at least 2", lambda v: v >= 2)),
          "source": one_of(*SOURCES),
          **dict.fromkeys(("lengths", "batch_sizes", "student_steps"), POSITIVE_INTS),
          "dfm_steps": Rule("comma-separated positive integers, or empty", lambda v: v == "" or POSITIVE_INTS.ok(v)),
-         "compile_backend": Rule("a torch.compile backend", lambda v: bool(v)),
+         "compile_backend": Rule("a torch.compile backend", bool),
          **dict.fromkeys(("max_timed_steps", "warmup", "threads"), NON_NEGATIVE),
          "dtype": one_of("auto", "bfloat16", "float32"), "seed": SEED,
          "out_json": output("json", create=True), "out_png": output("png")}
@@ -352,9 +329,21 @@ def main(argv):
         torch.set_num_threads(cfg["threads"])
     dev = torch.device(pick_device(cfg["device"]))
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
+    torch.backends.cuda.matmul.allow_tf32 = True  # what float32 matmuls run as outside autocast, on a GPU
+    # the machine: the device, its name (a CPU's model name where the system tells it), its peak, the versions
+    result = {"mode": cfg["mode"], "device": str(dev), "device_name": dev.type, "torch": torch.__version__,
+              "python": sys.version.split()[0], "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
+              "peak_flops": device_peak_flops(dev)}
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # what float32 matmuls run as when not in autocast
-    result = {"mode": cfg["mode"], **machine(dev), "dtype": dtype, "compile": cfg["compile"], "settings": cfg}
+        props = torch.cuda.get_device_properties(dev)
+        result.update({"device_name": props.name, "capability": f"{props.major}.{props.minor}",
+                       "memory_gb": props.total_memory / 1e9, "bf16": torch.cuda.is_bf16_supported(),
+                       "device_count": torch.cuda.device_count()})
+    elif os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            result["device_name"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                                         dev.type)
+    result.update({"dtype": dtype, "compile": cfg["compile"], "settings": cfg})
     print(json.dumps({k: v for k, v in result.items() if k != "settings"}) + "\n")
     result.update(MODES[cfg["mode"]](cfg, dev, autocast))
     if cfg["out_json"]:

@@ -68,19 +68,6 @@ ONLY_FOR = {"top_k": ("ar",), **dict.fromkeys(("steps", "schedule", "sampler", "
                                                 "show", "html", "hole_len"), ("dfm", "student"))}
 
 
-def read_prompt(text):
-    """--start's text, or the text of the file it names after FILE:."""
-    if not text.startswith("FILE:"):
-        return text
-    path = text[len("FILE:"):]
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        why = getattr(e, "strerror", None) or e  # missing, unreadable, or not UTF-8
-        raise UsageError(f"prompt file {path!r} is not readable UTF-8 text ({why})") from None
-
-
 def encode_prompt(text, tokenizer, hole_len):
     """Token ids of --start with None at each hole position: every run of 4+ underscores becomes
     hole_len Nones. The text between holes is encoded piece by piece (BPE never merges across one)."""
@@ -108,23 +95,12 @@ def prompt_tensor(prompt_ids, seq_len):
     return prompt
 
 
-def frame_printer(tokenizer, schedule, color):
-    """on_step callback for --show=frames: prints MAX_FRAMES steps, evenly spaced, the last among them,
-    each token coloured by the step at which it last changed so far."""
-    shown, ends = set(marks(len(schedule.sizes), MAX_FRAMES)), [t + h for t, h in schedule.times()]
-
-    def on_step(s, x, last_change):
-        if s in shown:
-            print(f"---------- after step {s + 1}/{len(ends)} (t = {ends[s]:.3f})")
-            for ids, lc in zip(x.tolist(), last_change.tolist()):
-                print(render(ids, lc, len(ends), tokenizer, color))
-    return on_step
-
-
-def step_schedule(cfg, explicit):
-    """The Schedule of --steps, --schedule and the temperatures, checked before anything is loaded. The
-    sizes of --schedule set --steps: a one-line error if --steps says otherwise or they do not sum to 1."""
-    sizes = None
+def main(argv):
+    explicit = set()
+    cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
+    check(cfg, RULES)
+    refuse_foreign_outputs(cfg, {"html": "html"})
+    sizes = None  # the step sizes of --schedule, which set --steps
     if cfg["schedule"] == "coarse-to-fine":
         if cfg["steps"] not in COARSE_TO_FINE:
             raise UsageError(f"--schedule=coarse-to-fine is defined for --steps=4, 8 or 16, got "
@@ -136,15 +112,16 @@ def step_schedule(cfg, explicit):
             raise UsageError(f"--schedule has {len(sizes)} step sizes but --steps={cfg['steps']}: drop --steps (the "
                              f"schedule sets it) or give {cfg['steps']} sizes")
         cfg["steps"] = len(sizes)
-    return Schedule.of(cfg["steps"], sizes, cfg["temperature"], cfg["first_temperature"] or None)
-
-
-def main(argv):
-    explicit = set()
-    cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
-    check(cfg, RULES)
-    refuse_foreign_outputs(cfg, {"html": "html"})
-    schedule = step_schedule(cfg, explicit)
+    schedule = Schedule.of(cfg["steps"], sizes, cfg["temperature"], cfg["first_temperature"] or None)
+    text = cfg["start"]
+    if text.startswith("FILE:"):  # the prompt's text from a file
+        path = text[len("FILE:"):]
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or e  # missing, unreadable, or not UTF-8
+            raise UsageError(f"prompt file {path!r} is not readable UTF-8 text ({why})") from None
     color = cfg["color"] == "always" or cfg["color"] == "auto" and sys.stdout.isatty()
     dev = pick_device(cfg["device"])
     autocast, _ = autocast_for(torch.device(dev).type, cfg["dtype"])  # the draws stay exact for the logits given
@@ -163,13 +140,12 @@ def main(argv):
     if cfg["compile"]:
         model = engine.compile(model)
     tokenizer = load_tokenizer(ck["meta"])
-    prompt_ids = encode_prompt(read_prompt(cfg["start"]), tokenizer, cfg["hole_len"])
+    prompt_ids = encode_prompt(text, tokenizer, cfg["hole_len"])
     infill = None in prompt_ids
     if cfg["hole_len"] != DEFAULTS["hole_len"] and not infill:
         raise UsageError("--hole_len is set but --start has no hole: mark each with ____ (four underscores)")
-    # with holes the sample ends where the prompt ends; without, it fills the context
     seq_len = cfg["length"] or (min(len(prompt_ids), model.config.block_size) if infill else model.config.block_size)
-    if not 0 < seq_len <= model.config.block_size:
+    if seq_len > model.config.block_size:
         raise UsageError(f"--length must be in [1, {model.config.block_size}] (the model's block_size), got {seq_len}")
     if kind == "dfm" and cfg["steps"] < FEW_STEPS:  # a command that runs from here: the student goes beside it
         train = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"))
@@ -203,11 +179,18 @@ def main(argv):
         raise UsageError(f"{cfg['num_samples']} samples of {seq_len} tokens need about {need:.3g} GB for their "
                          f"probabilities and {dev} has {device_memory_gb(dev):.3g} GB: draw fewer at once")
     frames = cfg["show"] == "frames"
-    on_step = frame_printer(tokenizer, schedule, color) if frames else None
+    shown, ends = set(marks(len(schedule.sizes), MAX_FRAMES)), [t + h for t, h in schedule.times()]
+
+    def print_frame(s, x, last_change):
+        """--show=frames: MAX_FRAMES steps, evenly spaced, the last among them; tokens coloured by their last change."""
+        if s in shown:
+            print(f"---------- after step {s + 1}/{len(ends)} (t = {ends[s]:.3f})")
+            for ids, lc in zip(x.tolist(), last_change.tolist()):
+                print(render(ids, lc, len(ends), tokenizer, color))
     sample = reference_sample if cfg["reference"] else engine.sample
     with autocast:
         x, last_change = sample(model, ProbPath.of(ck), cfg["num_samples"], seq_len, schedule, cfg["sampler"],
-                                prompt, generator, dev, on_step, progress=not frames)
+                                prompt, generator, dev, print_frame if frames else None, progress=not frames)
     samples = list(zip(x.tolist(), last_change.tolist()))
     steps_used = f"{cfg['steps']} steps" + (f" (schedule {cfg['schedule']})" if cfg["schedule"] else "") + (
         f", first step at temperature {cfg['first_temperature']:g}" if cfg["first_temperature"] else "")
