@@ -12,16 +12,15 @@ init_from=PATH fine-tunes a DFM model, e.g. on another text of the same tokens (
 
 import contextlib
 import copy
+import filecmp
 import json
 import math
 import os
-import random
 import shlex
 import sys
 import time
 from dataclasses import asdict
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -29,9 +28,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanodfm import checkpoint, distill
-from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, SEED, UsageError, autocast_for,
+from nanodfm.config import (NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, SEED, UsageError, autocast_for, check,
                             device_memory_gb, device_peak_flops, one_of, parse, pick_device, run)
-from nanodfm.config import check as check_values
 from nanodfm.data import dataset_folder, get_batch, load_meta, same_vocabulary, split_path
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm.path import LOSS_WEIGHTINGS, SOURCES, ProbPath, batch_loss, elbo_bound
@@ -87,10 +85,8 @@ peak_flops = 0.0  # the accelerator's peak FLOP/s for MFU; 0: look the GPU up by
 seed = 1337  # seeds the model, the batches and the noise
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
-
-
-POSITIVE_KEYS = ("batch_size", "block_size", "eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps",
-                 "n_layer", "n_head", "n_embd", "n_cond")
+POSITIVE_KEYS = ("batch_size", "block_size", "eval_interval", "eval_iters", "log_interval",
+                 "gradient_accumulation_steps", "n_layer", "n_head", "n_embd", "n_cond")
 RULES = {"kind": one_of(*checkpoint.KINDS), "source": one_of(*SOURCES), "loss_weighting": one_of(*LOSS_WEIGHTINGS),
          "teacher": one_of(*distill.TEACHERS), "teacher_average": one_of(*distill.TEACHER_AVERAGES),
          "step_size_weighting": one_of(*distill.STEP_SIZE_WEIGHTINGS), "dtype": one_of("auto", "bfloat16", "float32"),
@@ -98,23 +94,10 @@ RULES = {"kind": one_of(*checkpoint.KINDS), "source": one_of(*SOURCES), "loss_we
          "beta1": PROBABILITY, "beta2": PROBABILITY, "kappa_power": POSITIVE_FLOAT, "learning_rate": POSITIVE_FLOAT,
          **dict.fromkeys(("max_iters", "warmup_iters", "lr_decay_iters", "max_step_exponent", "min_lr", "weight_decay",
                           "grad_clip", "peak_flops"), NON_NEGATIVE), "seed": SEED}
-
-
-# keys that only some kinds take: set for another kind they would change nothing
+# keys that only some kinds take: set for another kind they would change nothing, and are refused
 ONLY_FOR = {**dict.fromkeys(("teacher", "teacher_average", "step_size_weighting", "max_step_exponent", "ema_decay"),
                             ("student",)),
             **dict.fromkeys(("source", "kappa_power", "loss_weighting"), ("dfm", "student"))}
-
-
-def check(cfg, explicit=()):
-    """Reject settings that cannot work, or that this kind of model would ignore, with the fix said."""
-    check_values(cfg, RULES, heads=[("n_head", "n_embd")])
-    if cfg["kind"] == "student" and cfg["init_from"] == "scratch":
-        raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
-    ignored = sorted(k for k in explicit if cfg["kind"] not in ONLY_FOR.get(k, (cfg["kind"],)))
-    if ignored:
-        raise UsageError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
-                         f"kind={cfg['kind']} (only to kind={' or '.join(ONLY_FOR[ignored[0]])}): drop it")
 
 
 def learning_rate_at(it, cfg):
@@ -128,29 +111,6 @@ def learning_rate_at(it, cfg):
         return cfg["min_lr"]
     ratio = (it - cfg["warmup_iters"]) / max(1, decay_iters - cfg["warmup_iters"])
     return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["learning_rate"] - cfg["min_lr"])
-
-
-def rng_state(generator):
-    """Every RNG state as tensors and plain values, so the checkpoint loads with weights_only=True."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(), "data": generator.get_state(),
-             "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-             "python": [version, list(internal), gauss_next]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state, generator):
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["data"])
-    keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def loss_of(model, teacher_model, x1, cfg, path, generator, loss=None):
@@ -182,19 +142,6 @@ def evaluate(model, teacher_model, cfg, path, files, dev, autocast):
             out["val_elbo"] = elbo_bound(model, x1, path, num_times=4, generator=g)
     model.train()
     return out
-
-
-def throughput(loss, tokens, seconds, flops_per_token, peak):
-    """The progress bar's figures: loss, tokens/s and, where the peak FLOP/s is known, MFU; and
-    "row", the same as numbers for the log (with the peak memory on CUDA)."""
-    row = {"tokens_per_s": tokens / seconds}
-    stats = {"loss": f"{loss:.4f}", "tok/s": f"{tokens / seconds:,.0f}"}
-    if peak:
-        row["mfu"] = flops_per_token * tokens / seconds / peak
-        stats["mfu"] = f"{100 * row['mfu']:.1f}%"
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        row["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    return {**stats, "row": row}
 
 
 def memory_estimate(num_params, vocab_size, cfg, dtype_name):
@@ -229,14 +176,6 @@ def refuse_what_cannot_fit(cfg, vocab_size, dev, dtype_name):
                          f"make the model, batch_size or block_size smaller")
 
 
-def start_line(model, cfg, tokens_per_iter, dev, dtype_name):
-    num_params = sum(p.numel() for p in model.parameters())
-    memory = memory_estimate(num_params, model.config.vocab_size, cfg, dtype_name)
-    return (f"{cfg['kind']} model, {model.num_params() / 1e6:.2f}M non-embedding parameters, {tokens_per_iter:,} tokens "
-            f"per iteration, device {dev}, {dtype_name}; memory about {memory['total']:.2g} GB (states "
-            f"{memory['states']:.2g}, activations {memory['activations']:.2g}, logits {memory['logits']:.2g})")
-
-
 def eval_line(step, losses):
     """The evaluation's line; an ELBO too large to exponentiate reads as inf."""
     line = f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
@@ -263,26 +202,15 @@ def open_log(path, resume_step):
     if resume_step is not None and os.path.isfile(path):
         with open(path) as f:
             for line in f:
-                try:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
                     if json.loads(line)["step"] <= resume_step:
                         rows.append(line)
-                except (ValueError, KeyError, TypeError):
-                    continue
     try:
         log = open(path, "w")
     except OSError as e:
         raise UsageError(f"cannot write {path}: {e.strerror}") from None
     log.writelines(rows)
     return log
-
-
-def seed_everything(seed):
-    """Seed torch (dropout), numpy and random (unused here, but seeded and saved: a fork that draws
-    from them resumes exactly); returns the generator of the batches, times and noise."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def model_flops_per_token(model, seq_len, backward=True):
@@ -307,49 +235,6 @@ def flops_per_token(model, cfg):
     return flops
 
 
-def refuse_partial(start, path, kind):
-    """A checkpoint resumes exactly only with its optimiser, RNG and step (and a student's EMA): one
-    without them (a file written elsewhere, or trimmed to its weights) is refused, not half-restored."""
-    needed = ("optimizer", "rng", "step", "val_loss", "best_val_loss", "world_size") + ("ema",) * (kind == "student")
-    missing = [k for k in needed if start.get(k) is None]
-    if not missing and not (isinstance(start["rng"], dict) and {"torch", "data", "numpy", "python"} <= start["rng"].keys()):
-        missing = ["rng"]
-    if missing:
-        raise UsageError(f"{path} cannot resume a run: it lacks {', '.join(missing)}. Sample or evaluate it as it is, "
-                         f"or start a new run in another --out_dir")
-
-
-def repair_best(start, ckpt_path, best_path):
-    """best.pt is never behind ckpt.pt's best: a kill between writing ckpt.pt and copying it to best.pt
-    leaves an older (or no) best.pt although ckpt.pt's own evaluation was the best; resume copies it."""
-    if start["val_loss"] > start["best_val_loss"]:
-        return  # the best evaluation is an earlier one, which best.pt holds
-    try:
-        behind = checkpoint.load(best_path)["step"] != start["step"]
-    except UsageError:  # missing or unreadable
-        behind = True
-    if behind:
-        checkpoint.copy(ckpt_path, best_path)
-        print(f"{best_path} was behind {ckpt_path}'s best evaluation (step {start['step']}): repaired")
-
-
-def resume_command(argv):
-    """The command that continues this run from its ckpt.pt."""
-    kept = [a for a in argv if not a.startswith(("--init_from=", "--overwrite="))]
-    return shlex.join(["python", "train.py", *kept, "--init_from=resume"])
-
-
-def restore(start, optimizer, teacher_model, generator, seed, world_size):
-    """Load the optimiser, the EMA and the RNG states of the checkpoint a run resumes from."""
-    optimizer.load_state_dict(start["optimizer"])
-    if teacher_model is not None:
-        teacher_model.load_state_dict(start["ema"])
-    if world_size == 1 and start["world_size"] == 1:
-        set_rng_state(start["rng"], generator)
-    else:  # several processes (only rank 0's state is saved), or another layout: restore the step and
-        generator.manual_seed(seed + 1000003 * start["step"])  # draw fresh but reproducible data streams
-
-
 def student_from_dfm(dfm_model):
     """The few-step student of a DFM model: the same network with the step-size input
     (model.py, `step_conditioned`), whose zero-initialised last layer makes it compute exactly what
@@ -362,10 +247,10 @@ def student_from_dfm(dfm_model):
 
 
 def model_to_train(cfg, explicit, start, start_path, meta, data_dir):
-    """The model a run trains: new, of cfg's shape (start None); the resumed one; or the student of
-    a DFM parent. From a checkpoint, cfg takes its shape and path keys (and its block_size, unless
-    one is given), once checked that it was trained on the same tokens and that no key set for this
-    run (`explicit`: by a config file or on the command line) contradicts it."""
+    """The model a run trains: new, of cfg's shape (start None); the resumed one; or the DFM parent to
+    fine-tune or to distil (main makes its student). From a checkpoint, cfg takes its shape and path
+    keys (and its block_size, unless one is given), once checked that it was trained on the same tokens
+    and that no key set for this run (`explicit`: by a config file or on the command line) contradicts it."""
     if start is None:
         return Transformer(ModelConfig(vocab_size=meta["vocab_size"], block_size=cfg["block_size"],
                                        n_layer=cfg["n_layer"], n_head=cfg["n_head"], n_embd=cfg["n_embd"],
@@ -386,7 +271,7 @@ def model_to_train(cfg, explicit, start, start_path, meta, data_dir):
     if cfg["block_size"] > model.config.block_size:
         raise UsageError(f"block_size={cfg['block_size']} exceeds the model's {model.config.block_size}: "
                          f"drop --block_size to take the model's")
-    return student_from_dfm(model) if start["kind"] == "dfm" and cfg["kind"] == "student" else model
+    return model
 
 
 TORCHRUN_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -399,94 +284,122 @@ def torchrun_environment(env):
     if missing:
         raise UsageError(f"RANK is set but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not: start "
                          f"several processes with torchrun (it sets {', '.join(TORCHRUN_KEYS)}), or unset RANK")
-    values = {k: env[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    bad = [f"{k}={v!r}" for k, v in values.items() if not v.isdigit()]
-    rank, local_rank, world_size = (int(values[k]) if values[k].isdigit() else -1 for k in TORCHRUN_KEYS[:3])
-    if bad or not (0 <= rank < world_size and 0 <= local_rank < world_size):
-        raise UsageError(f"torchrun's variables do not fit together ({', '.join(bad) or values}): each must be a "
-                         f"whole number, with RANK and LOCAL_RANK below WORLD_SIZE; start with torchrun")
+    numbers = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")
+    rank, local_rank, world_size = (int(env[k]) if env[k].isdigit() else -1 for k in numbers[:3])
+    if not all(env[k].isdigit() for k in numbers) or not (0 <= rank < world_size and 0 <= local_rank < world_size):
+        raise UsageError(f"torchrun's variables do not fit together ({', '.join(f'{k}={env[k]!r}' for k in numbers)}): "
+                         f"each must be a whole number, with RANK and LOCAL_RANK below WORLD_SIZE; start with torchrun")
     return rank, local_rank, world_size
-
-
-def distributed(cfg):
-    """(ddp, rank, local_rank, world_size, device): DDP only when torchrun set RANK; TF32 on CUDA."""
-    dev = pick_device(cfg["device"])
-    if dev.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if os.environ.get("RANK", "-1") == "-1":
-        if dev.startswith("cuda"):
-            torch.cuda.set_device(dev)  # so that syncs and pinned memory use this device, not cuda:0
-        return False, 0, 0, 1, dev
-    rank, local_rank, world_size = torchrun_environment(os.environ)
-    dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
-    if dev.startswith("cuda"):
-        dev = f"cuda:{local_rank}"
-        torch.cuda.set_device(dev)
-    return True, rank, local_rank, world_size, dev
 
 
 def main(argv):
     """Train as configured by argv; returns the trained model and, for a student, its EMA."""
     explicit = set()
     cfg = parse(DEFAULTS, argv, __doc__, __file__, explicit)
-    check(cfg, explicit)
-    ddp, rank, local_rank, world_size, dev = distributed(cfg)
+    check(cfg, RULES, heads=[("n_head", "n_embd")])
+    ignored = sorted(k for k in explicit if cfg["kind"] not in ONLY_FOR.get(k, (cfg["kind"],)))
+    if ignored:
+        raise UsageError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
+                         f"kind={cfg['kind']} (only to kind={' or '.join(ONLY_FOR[ignored[0]])}): drop it")
+
+    # DDP when torchrun set RANK: one process per device; rank 0 (master) evaluates, saves and logs
+    dev = pick_device(cfg["device"])
+    ddp = os.environ.get("RANK", "-1") != "-1"
+    rank, local_rank, world_size = torchrun_environment(os.environ) if ddp else (0, 0, 1)
+    if ddp:
+        dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
+        dev = f"cuda:{local_rank}" if dev.startswith("cuda") else dev
+    if dev.startswith("cuda"):
+        torch.cuda.set_device(dev)  # so that syncs and pinned memory use this device, not cuda:0
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     master, device_type = rank == 0, torch.device(dev).type
     autocast, dtype_name = autocast_for(device_type, cfg["dtype"])
 
-    start, start_path = checkpoint.starting_point(cfg)
-    if cfg["init_from"] == "resume":
-        refuse_partial(start, start_path, cfg["kind"])
-    # resume and students read the data the model was trained on; a DFM fine-tune (init_from=PATH) reads the data
-    # it is given (of the same tokens)
-    fine_tune = start is not None and cfg["kind"] == "dfm" and cfg["init_from"] != "resume"
-    if start is not None and not fine_tune and "dataset" in explicit and cfg["dataset"] != start["config"]["dataset"] \
-            and not cfg["data_dir"]:
-        raise UsageError(f"{start_path} was trained on dataset {start['config']['dataset']!r}, not {cfg['dataset']!r}: "
-                         f"drop --dataset (a model continues on its own data), or start a new run")
+    # init_from: "scratch", "resume" (out_dir/ckpt.pt), or a DFM checkpoint to distil or fine-tune
+    ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
+    resuming = cfg["init_from"] == "resume"
+    start, start_path = None, ckpt_path if resuming else cfg["init_from"]
+    if resuming:  # exact only with the optimiser, RNG and step (and a student's EMA): never half-restored
+        start = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
+        needed = ("optimizer", "rng", "step", "val_loss", "best_val_loss", "world_size", "ema")
+        missing = [k for k in needed if start.get(k) is None and (k != "ema" or cfg["kind"] == "student")]
+        if missing:
+            raise UsageError(f"{ckpt_path} cannot resume a run: it lacks {', '.join(missing)}. Sample or evaluate it "
+                             f"as it is, or start a new run in another --out_dir")
+    elif cfg["init_from"] != "scratch":
+        if cfg["kind"] == "ar":
+            raise UsageError("init_from=PATH starts from a DFM checkpoint: use kind=student to distil it, kind=dfm to "
+                             "fine-tune it")
+        start = checkpoint.load(start_path, kinds=("dfm",))
+    elif cfg["kind"] == "student":
+        raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
+
+    # data: a resumed run and a student read the data the model was trained on; a DFM fine-tune, what it is given
+    fine_tune = start is not None and cfg["kind"] == "dfm" and not resuming
     if start is not None and not cfg["data_dir"] and not (fine_tune and "dataset" in explicit):
+        if "dataset" in explicit and cfg["dataset"] != start["config"]["dataset"]:
+            raise UsageError(f"{start_path} was trained on dataset {start['config']['dataset']!r}, not "
+                             f"{cfg['dataset']!r}: drop --dataset (a model continues on its own data), or start a "
+                             f"new run")
         cfg["dataset"], cfg["data_dir"] = start["config"]["dataset"], start["config"].get("data_dir", "")
     data_dir = dataset_folder(cfg)
     meta = load_meta(data_dir)
     files = {split: split_path(data_dir, split, meta["vocab_size"]) for split in ("train", "val")}
     if start is None:  # before anything is written
         refuse_what_cannot_fit(cfg, meta["vocab_size"], dev, dtype_name)
-    ckpt_path, best_path = os.path.join(cfg["out_dir"], "ckpt.pt"), os.path.join(cfg["out_dir"], "best.pt")
     if master:  # one run per out_dir, and a new run never silently replaces a finished one
         release_out_dir = checkpoint.lock_out_dir(cfg["out_dir"])
-        checkpoint.refuse_to_replace(cfg, ckpt_path)
-        if cfg["init_from"] == "resume":
-            repair_best(start, ckpt_path, best_path)
+        if not resuming and not cfg["overwrite"] and os.path.exists(ckpt_path):
+            raise UsageError(f"{cfg['out_dir']} already holds a checkpoint: continue it with --init_from=resume, "
+                             f"or start over there with --overwrite=True (or pick another --out_dir)")
+        if resuming and start["val_loss"] <= start["best_val_loss"] and not (
+                os.path.isfile(best_path) and filecmp.cmp(ckpt_path, best_path, shallow=False)):
+            checkpoint.copy(ckpt_path, best_path)  # a kill between writing ckpt.pt and copying it left best.pt behind
+            print(f"{best_path} was behind {ckpt_path}'s best evaluation (step {start['step']}): repaired")
 
-    torch.manual_seed(cfg["seed"])  # every rank builds the same model (DDP would broadcast it anyway)
-    model = model_to_train(cfg, explicit, start, start_path, meta, data_dir).to(dev)
+    # the model (the same on every rank) and its optimiser
+    torch.manual_seed(cfg["seed"])
+    model = model_to_train(cfg, explicit, start, start_path, meta, data_dir)
+    if cfg["kind"] == "student" and not resuming:  # FS-DFM: the DFM model becomes its few-step student
+        model = student_from_dfm(model)
+    model = model.to(dev)
     path = ProbPath(meta["vocab_size"], cfg["source"], cfg["kappa_power"])
-    resuming = cfg["init_from"] == "resume"
-    iter_num, best_val_loss = (start["step"], start["best_val_loss"]) if resuming else (0, float("inf"))
-    generator = seed_everything(cfg["seed"] + rank)  # ranks differ in dropout, as in their data
     optimizer = model.optimizer(cfg["learning_rate"], cfg["weight_decay"], (cfg["beta1"], cfg["beta2"]), device_type)
-    teacher_model = None
-    if cfg["kind"] == "student":  # the EMA of the student (student_from_dfm) is the shortcut teacher, and what samples
-        teacher_model = copy.deepcopy(model).requires_grad_(False).eval()
+    # FS-DFM: the student's EMA is the shortcut teacher (and the model that samples)
+    teacher_model = copy.deepcopy(model).requires_grad_(False).eval() if cfg["kind"] == "student" else None
+    torch.manual_seed(cfg["seed"] + rank)  # dropout; ranks differ in it, as in their data
+    generator = torch.Generator().manual_seed(cfg["seed"] + rank)  # the batches, times and noise
+    iter_num, best_val_loss = (start["step"], start["best_val_loss"]) if resuming else (0, float("inf"))
     if resuming:
-        restore(start, optimizer, teacher_model, generator, cfg["seed"] + rank, world_size)
+        optimizer.load_state_dict(start["optimizer"])
+        if teacher_model is not None:
+            teacher_model.load_state_dict(start["ema"])
+        if world_size == 1 and start["world_size"] == 1:
+            torch.set_rng_state(start["rng"]["torch"])
+            generator.set_state(start["rng"]["data"])
+            if device_type == "cuda" and len(start["rng"].get("cuda", [])) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(start["rng"]["cuda"])
+        else:  # several processes (only rank 0's state is saved): fresh but reproducible data streams
+            generator.manual_seed(cfg["seed"] + rank + 1000003 * iter_num)
     start = None  # free the memory
     raw_model, teacher, loss_fn = model, teacher_model, None
     if cfg["compile"]:  # the model, its loss (whose passes over the logits then fuse) and the teacher
         model, loss_fn = torch.compile(model), torch.compile(path.loss)
-        teacher = teacher_model and torch.compile(teacher_model)  # the same weights, compiled
+        teacher = teacher_model and torch.compile(teacher_model)
     if ddp:  # wrapping broadcasts rank 0's weights into raw_model, in place
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 
     tokens_per_iter = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"] * world_size
-    flops = flops_per_token(raw_model, cfg)
-    peak = device_peak_flops(dev, cfg["peak_flops"])
+    flops, peak = flops_per_token(raw_model, cfg), device_peak_flops(dev, cfg["peak_flops"]) * world_size
     if master:
-        print(start_line(raw_model, cfg, tokens_per_iter, dev, dtype_name))
-    log_file = open_log(os.path.join(cfg["out_dir"], "log.jsonl"), iter_num if resuming else None) if master else None
-    resumed_at = saved_step = iter_num if resuming else None  # saved_step: the checkpoint on disk
-    intact = lambda: f"{ckpt_path} (step {saved_step}) is intact" if saved_step is not None else "no checkpoint was written"
+        memory = memory_estimate(sum(p.numel() for p in raw_model.parameters()), meta["vocab_size"], cfg, dtype_name)
+        print(f"{cfg['kind']} model, {raw_model.num_params() / 1e6:.2f}M non-embedding parameters, {tokens_per_iter:,} "
+              f"tokens per iteration, device {dev}, {dtype_name}; memory about {memory['total']:.2g} GB (states "
+              f"{memory['states']:.2g}, activations {memory['activations']:.2g}, logits {memory['logits']:.2g})")
+        log_file = open_log(os.path.join(cfg["out_dir"], "log.jsonl"), iter_num if resuming else None)
+    resumed_at = iter_num if resuming and not cfg["eval_only"] else None  # its checkpoint's evaluation is not redone
+    intact = f"{ckpt_path} (step {iter_num}) is intact" if resuming else "no checkpoint was written"
     bar = tqdm(total=cfg["max_iters"], initial=iter_num, disable=not master, dynamic_ncols=True, desc="train")
     t_last, tokens_since = time.time(), 0
     try:  # the bar ends its line first, so an error is a line of its own
@@ -495,23 +408,23 @@ def main(argv):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             done = cfg["eval_only"] or iter_num >= cfg["max_iters"]
-            # a resumed run does not redo the evaluation its checkpoint was written at
-            if (iter_num % cfg["eval_interval"] == 0 or done) and (iter_num != resumed_at or cfg["eval_only"]) and master:
+            if master and (iter_num % cfg["eval_interval"] == 0 or done) and iter_num != resumed_at:
                 losses = evaluate(raw_model, teacher_model, cfg, path, files, dev, autocast)
                 bar.write(eval_line(iter_num, losses))
                 if not all(math.isfinite(v) for v in losses.values()):  # never saved over a finite checkpoint
-                    raise UsageError(f"training diverged by step {iter_num}: the evaluation is not finite; {intact()}: "
+                    raise UsageError(f"training diverged by step {iter_num}: the evaluation is not finite; {intact}: "
                                      f"lower --learning_rate (or raise --warmup_iters) and resume")
                 write_log(log_file, {"step": iter_num, **losses})
-                improved = losses["val"] < best_val_loss
+                improved = losses["val"] <= best_val_loss  # a tie too: best.pt is ckpt.pt whenever its eval is the best
                 best_val_loss = min(best_val_loss, losses["val"])
-                # ckpt.pt is always the latest state, the one resume reads; best.pt the best val loss so far
+                rng = {"torch": torch.get_rng_state(), "data": generator.get_state(),
+                       "cuda": torch.cuda.get_rng_state_all() if device_type == "cuda" else []}
                 checkpoint.save(ckpt_path, {
                     "kind": cfg["kind"], "model_config": asdict(raw_model.config), "model": raw_model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "ema": teacher_model.state_dict() if teacher_model is not None else None,
-                    "config": cfg, "step": iter_num, "val_loss": losses["val"], "best_val_loss": best_val_loss,
-                    "rng": rng_state(generator), "world_size": world_size, "meta": meta})
-                saved_step = iter_num
+                    "optimizer": optimizer.state_dict(), "config": cfg, "step": iter_num, "val_loss": losses["val"],
+                    "ema": teacher_model.state_dict() if teacher_model is not None else None, "rng": rng,
+                    "best_val_loss": best_val_loss, "world_size": world_size, "meta": meta})
+                intact = f"{ckpt_path} (step {iter_num}) is intact"
                 if improved:
                     checkpoint.copy(ckpt_path, best_path)
                 t_last, tokens_since = time.time(), 0  # throughput counts training only
@@ -524,12 +437,11 @@ def main(argv):
                 with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
                     loss = loss_of(model, teacher, batch, cfg, path, generator, loss_fn)
                 (loss / cfg["gradient_accumulation_steps"]).backward()
-            # the norm of all gradients (clipped to grad_clip if > 0); inf leaves them as they are
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] if cfg["grad_clip"] > 0 else math.inf)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"] or math.inf)  # 0: no clip
             if not torch.isfinite(torch.stack([loss.detach().float(), grad_norm.float()])).all():
                 # stop before the step: the weights, and the checkpoint on disk, stay finite
                 raise UsageError(f"training diverged at step {iter_num + 1}: loss {loss.item():.4g}, gradient norm "
-                                 f"{grad_norm.item():.4g}; {intact()}: lower --learning_rate (or raise --warmup_iters) "
+                                 f"{grad_norm.item():.4g}; {intact}: lower --learning_rate (or raise --warmup_iters) "
                                  f"and resume")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -539,15 +451,21 @@ def main(argv):
             tokens_since += tokens_per_iter
             bar.update(1)
             if iter_num % cfg["log_interval"] == 0 and master:
+                row = {"step": iter_num, "loss": loss.item(), "lr": lr}  # .item() waits for the device to finish
+                row["tokens_per_s"] = tokens_since / (time.time() - t_last)
+                stats = {"loss": f"{row['loss']:.4f}", "tok/s": f"{row['tokens_per_s']:,.0f}"}
+                if peak:  # model FLOPs utilisation: the FLOP/s of the model's matmuls over the devices' peak
+                    row["mfu"] = flops * row["tokens_per_s"] / peak
+                    stats["mfu"] = f"{100 * row['mfu']:.1f}%"
                 if device_type == "cuda":
-                    torch.cuda.synchronize()
-                lossf = loss.item()
-                stats = throughput(lossf, tokens_since, time.time() - t_last, flops, peak * world_size)
-                bar.set_postfix({k: v for k, v in stats.items() if k != "row"})
-                write_log(log_file, {"step": iter_num, "loss": lossf, "lr": lr, **stats["row"]})
+                    row["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+                bar.set_postfix(stats)
+                write_log(log_file, row)
                 t_last, tokens_since = time.time(), 0
     except KeyboardInterrupt:  # nothing is lost: the checkpoint on disk is whole, and resume is exact
-        raise SystemExit(f"interrupted at step {iter_num}: {intact()}; continue with {resume_command(argv)}") from None
+        kept = [a for a in argv if not a.startswith(("--init_from=", "--overwrite="))]
+        command = shlex.join(["python", "train.py", *kept, "--init_from=resume"])
+        raise SystemExit(f"interrupted at step {iter_num}: {intact}; continue with {command}") from None
     finally:
         bar.close()
     if master:

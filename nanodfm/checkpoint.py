@@ -7,7 +7,6 @@ torch.load(weights_only=True) and a file that needs anything else unpickled is r
 are not finite are never written. Two training runs never share an out_dir (lock_out_dir).
 """
 
-import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -45,12 +44,9 @@ def checksum(state):
         if isinstance(value, torch.Tensor):
             digest.update(where.encode())
             digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, dict):
-            for key in sorted(value, key=str):
+        elif isinstance(value, (dict, list, tuple)):
+            for key in sorted(value, key=str) if isinstance(value, dict) else range(len(value)):
                 walk(value[key], f"{where}.{key}")
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                walk(item, f"{where}.{i}")
     walk({k: v for k, v in state.items() if k not in ("checksum", "format", "loaded_from")}, "")
     return digest.hexdigest()
 
@@ -68,8 +64,6 @@ def copy(src, dst):
     """dst becomes the file src is now, atomically: a hard link where the filesystem has them (src is
     replaced, never rewritten in place, so the link keeps what it holds now), else a copy."""
     tmp = f"{dst}.tmp"
-    with contextlib.suppress(OSError):
-        os.remove(tmp)
     try:
         os.link(src, tmp)
         os.replace(tmp, dst)
@@ -151,28 +145,6 @@ def build_model(ckpt, weights="model"):
         raise UsageError(f"{ckpt.get('loaded_from', 'the checkpoint')} is not a readable checkpoint (its weights do "
                          f"not fit its model_config: {detail})") from None
     return model
-
-
-def refuse_to_replace(cfg, ckpt_path):
-    """A new run (not a resume) never silently replaces the checkpoint of a finished one."""
-    if cfg["init_from"] != "resume" and not cfg["overwrite"] and os.path.exists(ckpt_path):
-        raise UsageError(f"{cfg['out_dir']} already holds a checkpoint: continue it with --init_from=resume, "
-                         f"or start over there with --overwrite=True (or pick another --out_dir)")
-
-
-def starting_point(cfg):
-    """(checkpoint, its path) a training run starts from: out_dir/ckpt.pt to resume (init_from =
-    "resume"), the DFM model a student distils or a DFM run fine-tunes (init_from = PATH), or
-    (None, None) from scratch."""
-    if cfg["init_from"] == "resume":
-        path = os.path.join(cfg["out_dir"], "ckpt.pt")
-        return load(path, kinds=(cfg["kind"],)), path
-    if cfg["init_from"] == "scratch":
-        return None, None
-    if cfg["kind"] == "ar":
-        raise UsageError("init_from=PATH starts from a DFM checkpoint: use kind=student to distil it, kind=dfm to "
-                         "fine-tune it")
-    return load(cfg["init_from"], kinds=("dfm",)), cfg["init_from"]
 
 
 def lock_out_dir(out_dir):
