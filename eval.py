@@ -224,7 +224,7 @@ def quality(cfg, dev, schedules):
     print_quality(result, curve, notes, ar_path == cfg["judge"])
     write_json(cfg["out_json"], result)
     if cfg["out_png"]:
-        evaluate.plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"])
+        plot_quality([r for r in rows if r["temperature"] in (None, T)], cfg["out_png"])
         print(f"wrote {cfg['out_png']}")
 
 
@@ -352,6 +352,24 @@ def main(argv):
     dev = torch.device(pick_device(cfg["device"]))
     torch.manual_seed(cfg["seed"])
     return quality(cfg, dev, schedules) if cfg["mode"] == "quality" else elbo(cfg, dev)
+
+
+def plot_quality(rows, path):
+    """Perplexity and entropy against steps, a line per sampler with 95% error bars, references dashed."""
+    plt = evaluate.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in zip(axes, ("gen_ppl", "entropy"), ("generative perplexity", "unigram entropy (bits)")):
+        for name in dict.fromkeys(r["name"] for r in rows):
+            mine = [r for r in rows if r["name"] == name]
+            if mine[0]["steps"] is None:  # a reference row: one value
+                ax.axhline(mine[0][key], ls="--", color="gray" if name == "held-out text" else "black", label=name)
+            else:  # error bars: the 95% intervals
+                ax.errorbar([r["steps"] for r in mine], [r[key] for r in mine], marker="o", label=name, capsize=2,
+                            yerr=[r.get(f"{key}_ci95", 0.0) for r in mine])
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="sampling steps (NFE)", ylabel=label, yscale="log" if key == "gen_ppl" else "linear")
+    axes[0].legend(fontsize=8)
+    evaluate.save_figure(plt, fig, path)
 
 
 if __name__ == "__main__":

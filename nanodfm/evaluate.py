@@ -228,22 +228,3 @@ def save_figure(plt, fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def plot_quality(rows, path):
-    """Perplexity and entropy against steps, a line per sampler with 95% error bars, references dashed."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in zip(axes, ("gen_ppl", "entropy"), ("generative perplexity", "unigram entropy (bits)")):
-        for name in dict.fromkeys(r["name"] for r in rows):
-            mine = [r for r in rows if r["name"] == name]
-            if mine[0]["steps"] is None:  # a reference row: one value
-                ax.axhline(mine[0][key], ls="--", color="gray" if name == "held-out text" else "black", label=name)
-            else:  # error bars: the 95% intervals
-                ax.errorbar([r["steps"] for r in mine], [r[key] for r in mine], marker="o", label=name, capsize=2,
-                            yerr=[r.get(f"{key}_ci95", 0.0) for r in mine])
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel="sampling steps (NFE)", ylabel=label, yscale="log" if key == "gen_ppl" else "linear")
-    axes[0].legend(fontsize=8)
-    save_figure(plt, fig, path)
-

@@ -19,7 +19,8 @@ from fractions import Fraction
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from nanodfm.evaluate import markdown_table, plot_quality, pyplot, ratio_interval  # noqa: E402
+from eval import plot_quality  # noqa: E402
+from nanodfm.evaluate import markdown_table, pyplot, ratio_interval  # noqa: E402
 from results.plots import plot_frontier, plot_levers, student_name  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
