@@ -18,9 +18,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # so `import nanodfm` works when run as a script
 
-from data.text.prepare import write_char, write_gpt2  # noqa: E402
+from data.text.prepare import write_splits  # noqa: E402
 from nanodfm.config import UsageError, run  # noqa: E402
-from nanodfm.data import load_meta, make_folder, write_meta  # noqa: E402
+from nanodfm.data import load_meta, write_meta  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
@@ -52,8 +52,8 @@ def prepare(doc, here, tokenizer):
     text = tiny_shakespeare_text(args.input, here)
     if not text:
         raise UsageError(f"{args.input or here / 'input.txt'} is empty: there is no text to prepare")
-    out_dir = Path(make_folder(args.out_dir))
-    write_meta(out_dir, write_char(text, out_dir, 0.1) if tokenizer == "char" else write_gpt2([text], out_dir, 0.1))
+    out_dir = Path(args.out_dir)
+    write_meta(out_dir, write_splits([text], tokenizer, out_dir, 0.1))
     meta = load_meta(str(out_dir))
     print(f"{len(text):,} characters, vocab size {meta['vocab_size']:,}: train {meta['tokens']['train']:,} tokens, "
           f"val {meta['tokens']['val']:,} tokens -> {out_dir}")
