@@ -213,9 +213,11 @@ def output_file(path, mode="w", name=None):
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        cause = e  # torch.save reports a failed write as a RuntimeError raised while handling the OSError
+        cause = e  # torch.save reports a failed write (or Ctrl-C) as a RuntimeError raised while handling it
         while isinstance(cause, RuntimeError):
             cause = cause.__context__
+        if isinstance(cause, KeyboardInterrupt):  # the script's Ctrl-C line, not torch's RuntimeError
+            raise KeyboardInterrupt from None
         if not isinstance(cause, OSError):
             raise
         raise UsageError(f"cannot write {name or path}: {cause.strerror or cause}; the previous one there, if any, "
