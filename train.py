@@ -301,6 +301,8 @@ def main(argv):
     if ignored:
         raise UsageError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to "
                          f"kind={cfg['kind']} (only to kind={' or '.join(ONLY_FOR[ignored[0]])}): drop it")
+    if cfg["kind"] == "student" and cfg["init_from"] == "scratch":
+        raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
 
     # DDP when torchrun set RANK: one process per device; rank 0 (master) evaluates, saves and logs
     dev = pick_device(cfg["device"])
@@ -324,6 +326,8 @@ def main(argv):
         start = checkpoint.load(ckpt_path, kinds=(cfg["kind"],))
         needed = ("optimizer", "rng", "step", "val_loss", "best_val_loss", "world_size", "ema")
         missing = [k for k in needed if start.get(k) is None and (k != "ema" or cfg["kind"] == "student")]
+        if not missing and not (isinstance(start["rng"], dict) and {"torch", "data"} <= start["rng"].keys()):
+            missing = ["rng"]
         if missing:
             raise UsageError(f"{ckpt_path} cannot resume a run: it lacks {', '.join(missing)}. Sample or evaluate it "
                              f"as it is, or start a new run in another --out_dir")
@@ -332,8 +336,6 @@ def main(argv):
             raise UsageError("init_from=PATH starts from a DFM checkpoint: use kind=student to distil it, kind=dfm to "
                              "fine-tune it")
         start = checkpoint.load(start_path, kinds=("dfm",))
-    elif cfg["kind"] == "student":
-        raise UsageError("kind=student distils a DFM model: pass --init_from=PATH/ckpt.pt (or resume)")
 
     # data: a resumed run and a student read the data the model was trained on; a DFM fine-tune, what it is given
     fine_tune = start is not None and cfg["kind"] == "dfm" and not resuming

@@ -121,7 +121,7 @@ TEMPERATURE = Rule(f"a finite number of at least {MIN_TEMPERATURE:g} (the greedy
                    lambda v: math.isfinite(v) and v >= MIN_TEMPERATURE)
 TEMPERATURE_OR_OFF = Rule(f"0 (off) or {TEMPERATURE.what}", lambda v: v == 0 or TEMPERATURE.ok(v))
 PROBABILITY = Rule("in [0, 1)", lambda v: math.isfinite(v) and 0 <= v < 1)
-SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # numpy seeds below 2**32, and runs add to it
+SEED = Rule("an integer in [0, 2**31)", lambda v: 0 <= v < 2**31)  # runs add ranks and steps to it
 POSITIVE_INTS = Rule("comma-separated positive integers", lambda v: min(comma_list(v, int) or [0]) >= 1)
 REPORTS = {"json": lambda head: head.startswith(b"{") and b'"mode"' in head,  # eval.py's and bench.py's
            "html": lambda head: head.startswith(b"<!DOCTYPE html>"), "png": lambda head: head.startswith(b"\x89PNG")}
@@ -224,11 +224,11 @@ def output_file(path, mode="w", name=None):
                          f"is intact") from None
 
 
-def parse(defaults, argv, doc="", script=None, explicit=None):
+def parse(defaults, argv, doc, script, explicit=None):
     """Return a new dict: defaults updated by config files and --key=value arguments, in order.
     explicit: a set to which the keys that a file or an argument set are added.
 
-    --help (or -h) prints doc, then the block of defaults of script (its __file__) as written, from
+    --help (or -h) prints doc, then the block of defaults of script (the caller's __file__) as written, from
     "# --- defaults" to the next "# ---": each key, its default and its comments, then exits."""
     config, explicit = dict(defaults), set() if explicit is None else explicit
     if "--help" in argv or "-h" in argv:

@@ -208,9 +208,9 @@ def test_a_checkpoint_without_its_training_state_is_refused_for_resume(char_data
     out = tmp_path / "out"
     train(char_data, out, "--max_iters=3")
     ckpt = checkpoint.load(str(out / "ckpt.pt"))
-    for key in ("optimizer", "rng"):
+    for key, value in (("optimizer", None), ("rng", None), ("rng", {"torch": ckpt["rng"]["torch"]})):
         trimmed = {k: v for k, v in ckpt.items() if k not in (key, "format", "loaded_from")}
-        checkpoint.save(str(out / "ckpt.pt"), trimmed)
+        checkpoint.save(str(out / "ckpt.pt"), trimmed if value is None else {**trimmed, key: value})
         result = run_script("train.py", f"--data_dir={char_data}", f"--out_dir={out}", *TINY_MODEL, "--max_iters=6",
                             "--init_from=resume")
         one_line_error(result, "cannot resume a run: it lacks " + key, "another --out_dir")
