@@ -224,17 +224,19 @@ def output_file(path, mode="w", name=None):
                          f"is intact") from None
 
 
-def parse(defaults, argv, doc, script, explicit=None):
+def parse(defaults, argv, doc="", script=None, explicit=None):
     """Return a new dict: defaults updated by config files and --key=value arguments, in order.
     explicit: a set to which the keys that a file or an argument set are added.
 
     --help (or -h) prints doc, then the block of defaults of script (the caller's __file__) as written, from
-    "# --- defaults" to the next "# ---": each key, its default and its comments, then exits."""
+    "# --- defaults" to the next "# ---": each key, its default and its comments (without a script, key = value)."""
     config, explicit = dict(defaults), set() if explicit is None else explicit
     if "--help" in argv or "-h" in argv:
-        block = re.search(r"^# -+ defaults\n(.*?)^# -+\n", Path(script).read_text(encoding="utf-8"), re.M | re.S)
+        text = Path(script).read_text(encoding="utf-8") if script else ""
+        block = re.search(r"^# -+ defaults\n(.*?)^# -+\n", text, re.M | re.S)
+        lines = block.group(1).splitlines() if block else [f"{key} = {value!r}" for key, value in defaults.items()]
         header = [doc.strip(), "", "keys (--key=value), their defaults and meaning:"]
-        print("\n".join(header + [f"  {line}" for line in block.group(1).splitlines()]))
+        print("\n".join(header + [f"  {line}" for line in lines]))
         raise SystemExit(0)
     for arg in argv:
         if arg.startswith("--"):
