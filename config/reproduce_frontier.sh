@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # The headline "8 student steps match 1024 DFM steps", measured over training seeds and against DFM's
-# own perplexity-entropy frontier: for each seed a uniform-source DFM model and its few-step student
-# (the recipe, config/shakespeare_char_cpu_student.py), one AR judge; then per seed the reference (DFM,
-# cumulative, 1024 steps) at several temperatures and the student at 4, 8 and 16 steps, each student row
-# compared with the reference at its own entropy. The seeds land in one JSON and one plot:
-# results/tables.py --frontier.
+# own perplexity-entropy frontier: for each seed a uniform-source DFM model (the preset's 16,000
+# iterations) and its few-step student (the recipe, config/shakespeare_char_cpu_student.py), one AR judge;
+# then per seed the reference (DFM, cumulative, 1024 steps) at six temperatures and the student at 4, 8
+# and 16 steps, equal and coarse-to-fine, each student row compared with the reference at its own
+# entropy. The seeds land in one JSON and one plot: results/tables.py --frontier.
 #
-#   bash config/reproduce_frontier.sh
-#   SAMPLES=512 bash config/reproduce_frontier.sh            # the README's headline (headline-seeds-uniform.json)
+#   bash config/reproduce_frontier.sh                         # the README's headline
 #   INPUT=path/to/tinyshakespeare.txt OUT=out-frontier bash config/reproduce_frontier.sh   # no download
 #   TRAIN_ARGS="--max_iters=20 --eval_interval=10" REFERENCE_STEPS=8 SAMPLES=4 SEEDS="1 2" \
 #       OUT=out-smoke bash config/reproduce_frontier.sh                                   # every stage in minutes
@@ -15,13 +14,15 @@
 #   DATASET=pystdlib SEEDS=1337 OUT=out-pystdlib bash config/reproduce_frontier.sh  # your own text, prepared
 #   JOB="reference 7 0.6" OUT=... bash config/reproduce_frontier.sh          # one stage only (or "dfm 7",
 #                                                                            # "student 7 probs", "students 7")
+# The earlier headline on 2,000-iteration teachers (headline-seeds-uniform.json):
+#   DFM_ARGS=--max_iters=2000 SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15 EVAL_ARGS= bash config/reproduce_frontier.sh
 #
 # Two lanes run side by side, one thread each (LANES=1: one process at a time); each takes the next
 # stage nobody has claimed (the judge, the DFM models, the students, the reference rows, the students'
 # evaluations) and waits for what it needs. A rerun into the same $OUT continues: a stage whose output
-# is there is skipped. Measured with two lanes on a 2-core machine: the judge 7 minutes, a DFM run 14-19,
-# a student 9-21, a reference row at 1024 steps 6-11 at 256 samples and 12-17 at 512 (a seed's students: 1-3
-# minutes); about 2 hours without levers at 256 samples or at 512, and each lever adds three students.
+# is there is skipped. Measured with two lanes on a 2-core machine: the judge 7 minutes, a DFM run about
+# 90 (14-19 at 2,000 iterations), a student 9-21, a reference row at 1024 steps 6-11 at 256 samples and
+# 12-17 at 512 (a seed's students: 1-3 minutes); about 4 to 5 hours at 256 samples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,28 +30,27 @@ OUT=${OUT:-out-repro-frontier}
 SEEDS=${SEEDS:-1337 7 11}
 REFERENCE_STEPS=${REFERENCE_STEPS:-1024}
 STUDENT_STEPS=${STUDENT_STEPS:-4,8,16}
-# the reference's temperatures, 1.0 (the reference itself) first: cooling lowers the DFM model's entropy
-# slowly (measured over the three seeds: 4.29-4.40 bits at 1.0, 4.10-4.15 at 0.4), and the curve must
-# reach below a student's entropy to compare at matched entropy (the student at 8 steps: 4.18-4.21
-# bits; at 4 steps: 4.03-4.06)
-REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.6,0.4,0.15}
+# the reference's temperatures, 1.0 (the reference itself) first, spaced across the students' entropies
+# so that each matched ratio rests on a short chord (seed 1337's 16,000-iteration teacher: 4.42 bits at
+# 1.0, 4.25 at 0.5; its student at 8 steps 4.29)
+REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.9,0.8,0.7,0.6,0.5}
 SAMPLES=${SAMPLES:-256}
 TRAIN_ARGS=${TRAIN_ARGS:-}
+DFM_ARGS=${DFM_ARGS:-}  # more train.py flags for the DFM models alone
 # students beside the recipe's, NAME:FLAGS each (FLAGS: train.py flags on top of the recipe, comma-separated).
 # The levers of levers-classical-uniform.json and levers-uniform.json (anchor_share, own_share, the
 # calibrated average, chained RK points) left the package: results/README.md has their LEVERS, to run in a
 # checkout of commit e631de9.
 LEVERS=${LEVERS:-}
-# more eval.py flags for every evaluation, e.g. --batch_size=64. schedules-uniform.json (results/README.md;
-# $OUT/levers-uniform.json here) is the recipe's students also sampled with coarse-to-fine steps:
-#   SEEDS="1337 7 11 3" SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15 EVAL_ARGS=--student_schedules=coarse-to-fine
-# (there seeds 1337, 7 and 11 reused headline-seeds-uniform.json's reference rows, its --previous files), and
-# first-step-uniform.json is every student row also with its first step at temperature 3:
-#   SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15
-#   EVAL_ARGS="--student_schedules=coarse-to-fine --student_first_temperature=3"
-# (first-step-seed3-uniform.json: the same with SEEDS=3, into the same $OUT). first-step-sample.jsonl and
-# first-step-predictions.json come from scripts run on those models, at commit e631de9 (results/README.md).
-EVAL_ARGS=${EVAL_ARGS:-}
+# more eval.py flags for every evaluation (set, even empty, it replaces the default: coarse-to-fine rows
+# beside the equal ones). The tables on the 2,000-iteration teachers (results/README.md) came from
+# DFM_ARGS=--max_iters=2000 SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15 and: schedules-uniform.json
+# SEEDS="1337 7 11 3" EVAL_ARGS=--student_schedules=coarse-to-fine (seeds 1337, 7 and 11 reusing
+# headline-seeds-uniform.json's reference rows, its --previous files); first-step-uniform.json
+# EVAL_ARGS="--student_schedules=coarse-to-fine --student_first_temperature=3" (first-step-seed3-uniform.json:
+# the same with SEEDS=3, into the same $OUT). first-step-sample.jsonl and first-step-predictions.json come
+# from scripts run on those models, at commit e631de9 (results/README.md).
+EVAL_ARGS=${EVAL_ARGS---student_schedules=coarse-to-fine}
 EVALUATE=${EVALUATE:-1}  # 0: train only
 LANES=${LANES:-2}  # 1: one process at a time
 export OMP_NUM_THREADS=1
@@ -81,7 +81,7 @@ lever_args() {  # lever_args NAME: the train.py flags of a lever, from $LEVERS
 }
 student_dir() { [ "$2" = recipe ] && echo "student-s$1" || echo "student-$2-s$1"; }  # student_dir SEED NAME
 judge() { train ar config/shakespeare_char_cpu_ar.py $DATA_ARGS; }
-dfm() { train "dfm-s$1" config/shakespeare_char_cpu.py --source=uniform --seed="$1" $DATA_ARGS; }
+dfm() { train "dfm-s$1" config/shakespeare_char_cpu.py --source=uniform --seed="$1" $DATA_ARGS $DFM_ARGS; }
 student() {  # student SEED NAME: the recipe (config/shakespeare_char_cpu_student.py), or it with a lever's flags
   local args=""
   [ "$2" = recipe ] || args=$(lever_args "$2") || return 1

@@ -48,14 +48,14 @@ student() {  # student NAME SOURCE ARGS...: the recipe preset, distilled from th
 }
 # the ablations change one thing each from the recipe
 lane_a() {
-  train dfm-uniform config/shakespeare_char_cpu.py --source=uniform
+  train dfm-uniform config/shakespeare_char_cpu.py --source=uniform --max_iters=2000
   student student-uniform uniform                                          # the recipe
   student student-uniform-1600 uniform --max_iters=1600                    # distillation length
   student student-uniform-rk2 uniform --teacher=rk2                        # RK2 teacher
   student student-uniform-inverse-h uniform --step_size_weighting=inverse_h          # the paper's P(h)
 }
 lane_b() {
-  train dfm-mask config/shakespeare_char_cpu.py --source=mask
+  train dfm-mask config/shakespeare_char_cpu.py --source=mask --max_iters=2000
   train ar config/shakespeare_char_cpu_ar.py
   student student-mask mask                                                # the other source
   student student-uniform-400 uniform --max_iters=400                      # distillation length
