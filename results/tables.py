@@ -95,7 +95,7 @@ def spread(values, cis):
 RATIOS = {"raw": lambda r: (r["gen_ppl_ratio"], r["gen_ppl_ratio_ci95"]),  # an eval.py row's (value, half-width)
           "entropy": lambda r: (r["entropy_ratio"], r.get("entropy_ratio_ci95")),
           "matched": lambda r: (r["matched"]["gen_ppl_ratio"], r["matched"]["gen_ppl_ratio_ci95"]) if r.get("matched")
-          else (None, None)}
+          else (None, None), "ngram_js": lambda r: (r.get("ngram_js"), r.get("ngram_js_ci95"))}  # lower: nearer the text
 
 
 def compare(rows, name_of, baseline_of=lambda name: name, ratios=RATIOS):
@@ -157,13 +157,16 @@ def levers(files, seeds=None):
     per_seed = lambda e: ", ".join(fmt(v, c, ".3f") for v, c in zip(e["values"], e["ci95"])) \
         + f" | {fmt(e['mean'], e['ci95_of_mean'], '.3f')}"
     delta = lambda d: f"{fmt(d['mean'], d['ci95_of_mean'], '+.3f')} ({d['better_on']} of {d['of']})" if d else "-"
+    js = any(e.get("ngram_js") for e in data["summary"].values())  # the n-gram divergence, where the rows have it
     lines = [name.split("@") + [", ".join(map(str, e["seeds"])), per_seed(e["raw"]),
                                 per_seed(e["matched"]) if e.get("matched") else "outside the curve on a seed | -",
-                                per_seed(e["entropy"]), e.get("versus", "recipe") if "versus_recipe" in e else "-"]
-             + [delta(e.get("versus_recipe", {}).get(k)) for k in ("raw", "matched", "entropy")]
+                                per_seed(e["entropy"])] + [per_seed(e["ngram_js"]) if e.get("ngram_js") else "- | -"] * js
+             + [e.get("versus", "recipe") if "versus_recipe" in e else "-"]
+             + [delta(e.get("versus_recipe", {}).get(k)) for k in ("raw", "matched", "entropy", "ngram_js")[:3 + js]]
              for name, e in data["summary"].items()]
     table = markdown_table(["student", "steps", "seeds", "× reference, per seed", "mean", "matched, per seed", "mean",
-                            "entropy ×, per seed", "mean", "Δ against", "Δ ×", "Δ matched", "Δ entropy ×"], lines)
+                            "entropy ×, per seed", "mean"] + ["n-gram JS, per seed", "mean"] * js
+                           + ["Δ against", "Δ ×", "Δ matched", "Δ entropy ×"] + ["Δ JS"] * js, lines)
     sizes = {f"- schedule {r['schedule']['name']} at {len(r['schedule']['sizes'])} steps: "
              + ", ".join(str(Fraction(h).limit_denominator(1 << 20)) for h in r["schedule"]["sizes"]): None
              for r in data["rows"] if r.get("schedule")}

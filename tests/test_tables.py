@@ -57,6 +57,24 @@ def test_levers_are_compared_with_the_recipe_of_the_same_seed_and_left_out_of_th
         "rows": [], "summary": TABLES["combine"](reports, only=None)["summary"]})])
 
 
+def test_the_ngram_divergence_is_compared_where_the_rows_have_it_and_left_out_where_they_do_not():
+    reports = [report(seed, {f"student-s{seed}": (1.1, 0.97), f"student-own-s{seed}": (1.0, 0.98)}) for seed in (1, 2)]
+    for rep, (recipe, own) in zip(reports, ((0.100, 0.090), (0.110, 0.116))):
+        for row, js in zip(rep["rows"][1:], (recipe, own)):
+            row |= {"ngram_js": js, "ngram_js_ci95": 0.004}
+    summary = TABLES["combine"](reports, only=None)["summary"]
+    assert summary["recipe@8"]["ngram_js"]["mean"] == pytest.approx(0.105)
+    delta = summary["own@8"]["versus_recipe"]["ngram_js"]
+    assert delta["values"] == pytest.approx([-0.010, 0.006]) and delta["better_on"] == 1  # lower is nearer the text
+    table = TABLES["levers"]([("", {"rows": [], "summary": summary})])
+    assert "| n-gram JS, per seed | mean |" in table and "| 0.090 ± 0.004, 0.116 ± 0.004 | 0.103 ± 0.003 |" in table
+    assert table.splitlines()[-1].endswith("| -0.002 ± 0.004 (1 of 2) |")  # Δ JS, the last column
+    for rep in reports:
+        for row in rep["rows"]:
+            row.pop("ngram_js", None)
+    assert "n-gram" not in TABLES["levers"]([("", {"rows": [], "summary": TABLES["combine"](reports, only=None)["summary"]})])
+
+
 def test_levers_without_the_recipe_are_refused():
     with pytest.raises(SystemExit, match="no recipe student"):
         TABLES["combine"]([report(1, {"student-own-s1": (1.05, 0.97)})], only=None)
