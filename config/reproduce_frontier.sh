@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The headline "8 student steps match 1024 DFM steps", measured over training seeds and against DFM's
+# The headline, how near 8 student steps come to 1024 DFM steps, over training seeds and against DFM's
 # own perplexity-entropy frontier: for each seed a uniform-source DFM model (the preset's 16,000
 # iterations) and its few-step student (the recipe, config/shakespeare_char_cpu_student.py), one AR judge;
 # then per seed the reference (DFM, cumulative, 1024 steps) at eight temperatures and the student at 4, 8
@@ -22,7 +22,7 @@
 # evaluations) and waits for what it needs. A rerun into the same $OUT continues: a stage whose output
 # is there is skipped. Measured with two lanes on a 2-core machine: the judge 7 minutes, a DFM run about
 # 90 (14-19 at 2,000 iterations), a student 9-21, a reference row at 1024 steps 5-11 at 256 samples and
-# 12-17 at 512 (a seed's students: 1-3 minutes); about 4 to 5 hours at 256 samples.
+# 12-17 at 512 (a seed's students: 1-3 minutes); from these, an estimated 4 to 5 hours at 256 samples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
