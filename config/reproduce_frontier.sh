@@ -2,9 +2,9 @@
 # The headline, how near 8 student steps come to 1024 DFM steps, over training seeds and against DFM's
 # own perplexity-entropy frontier: for each seed a uniform-source DFM model (the preset's 16,000
 # iterations) and its few-step student (the recipe, config/shakespeare_char_cpu_student.py), one AR judge;
-# then per seed the reference (DFM, cumulative, 1024 steps) at eight temperatures and the student at 4, 8
-# and 16 steps, equal and coarse-to-fine, each student row compared with the reference at its own
-# entropy. The seeds land in one JSON and one plot: results/tables.py --frontier.
+# then per seed the reference (DFM, cumulative, 1024 steps) at nine temperatures and the student at 4, 8
+# and 16 steps, equal and coarse-to-fine, each also with its first step at temperature 3, each student row
+# compared with the reference at its own entropy. The seeds land in one JSON and one plot: results/tables.py --frontier.
 #
 #   bash config/reproduce_frontier.sh                         # the README's headline
 #   INPUT=path/to/tinyshakespeare.txt OUT=out-frontier bash config/reproduce_frontier.sh   # no download
@@ -32,8 +32,9 @@ REFERENCE_STEPS=${REFERENCE_STEPS:-1024}
 STUDENT_STEPS=${STUDENT_STEPS:-4,8,16}
 # the reference's temperatures, 1.0 (the reference itself) first, spaced across the students' entropies
 # so that each matched ratio rests on a short chord (the 16,000-iteration teachers: 4.37-4.42 bits at 1.0;
-# their students 4.15-4.37 at 4 to 16 steps, coarse-to-fine at 4 the lowest)
-REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3}
+# their students 4.15-4.37 at 4 to 16 steps, coarse-to-fine at 4 the lowest; with a hot first step up to
+# 4.39, hence 1.1)
+REFERENCE_TEMPERATURES=${REFERENCE_TEMPERATURES:-1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3,1.1}
 SAMPLES=${SAMPLES:-256}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 DFM_ARGS=${DFM_ARGS:-}  # more train.py flags for the DFM models alone
@@ -43,14 +44,16 @@ DFM_ARGS=${DFM_ARGS:-}  # more train.py flags for the DFM models alone
 # checkout of commit e631de9.
 LEVERS=${LEVERS:-}
 # more eval.py flags for every evaluation (set, even empty, it replaces the default: coarse-to-fine rows
-# beside the equal ones). The tables on the 2,000-iteration teachers (results/README.md) came from
-# DFM_ARGS=--max_iters=2000 SAMPLES=512 REFERENCE_TEMPERATURES=1.0,0.4,0.15 and: schedules-uniform.json
-# SEEDS="1337 7 11 3" EVAL_ARGS=--student_schedules=coarse-to-fine (seeds 1337, 7 and 11 reusing
-# headline-seeds-uniform.json's reference rows, its --previous files); first-step-uniform.json
-# EVAL_ARGS="--student_schedules=coarse-to-fine --student_first_temperature=3" (first-step-seed3-uniform.json:
-# the same with SEEDS=3, into the same $OUT). first-step-sample.jsonl and first-step-predictions.json come
-# from scripts run on those models, at commit e631de9 (results/README.md).
-EVAL_ARGS=${EVAL_ARGS---student_schedules=coarse-to-fine}
+# beside the equal ones, and each again with its first step at 3). long-teacher-seeds-uniform.json came from
+# REFERENCE_TEMPERATURES=1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3 EVAL_ARGS=--student_schedules=coarse-to-fine. The
+# tables on the 2,000-iteration teachers (results/README.md) came from DFM_ARGS=--max_iters=2000 SAMPLES=512
+# REFERENCE_TEMPERATURES=1.0,0.4,0.15 and: schedules-uniform.json SEEDS="1337 7 11 3"
+# EVAL_ARGS=--student_schedules=coarse-to-fine (seeds 1337, 7 and 11 reusing headline-seeds-uniform.json's
+# reference rows, its --previous files); first-step-uniform.json EVAL_ARGS="--student_schedules=coarse-to-fine
+# --student_first_temperature=3" (first-step-seed3-uniform.json: the same with SEEDS=3, into the same $OUT).
+# first-step-sample.jsonl and first-step-predictions.json come from scripts run on those models, at commit
+# e631de9 (results/README.md).
+EVAL_ARGS=${EVAL_ARGS---student_schedules=coarse-to-fine --student_first_temperature=3}
 EVALUATE=${EVALUATE:-1}  # 0: train only
 LANES=${LANES:-2}  # 1: one process at a time
 export OMP_NUM_THREADS=1
