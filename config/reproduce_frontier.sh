@@ -4,7 +4,8 @@
 # iterations) and its few-step student (the recipe, config/shakespeare_char_cpu_student.py), one AR judge;
 # then per seed the reference (DFM, cumulative, 1024 steps) at nine temperatures and the student at 4, 8
 # and 16 steps, equal and coarse-to-fine, each also with its first step at temperature 3, each student row
-# compared with the reference at its own entropy. The seeds land in one JSON and one plot: results/tables.py --frontier.
+# compared with the reference at its own entropy. The seeds land in one JSON and one plot:
+# results/tables.py --frontier.
 #
 #   bash config/reproduce_frontier.sh                         # the README's headline
 #   INPUT=path/to/tinyshakespeare.txt OUT=out-frontier bash config/reproduce_frontier.sh   # no download
