@@ -402,6 +402,7 @@ def main(argv):
         log_file = open_log(os.path.join(cfg["out_dir"], "log.jsonl"), iter_num if resuming else None)
     resumed_at = iter_num if resuming and not cfg["eval_only"] else None  # its checkpoint's evaluation is not redone
     intact = f"{ckpt_path} (step {iter_num}) is intact" if resuming else "no checkpoint was written"
+    saving = None  # (step, the file's inode before): a Ctrl-C after the new file landed names its step
     bar = tqdm(total=cfg["max_iters"], initial=iter_num, disable=not master, dynamic_ncols=True, desc="train")
     t_last, tokens_since = time.time(), 0
     try:  # the bar ends its line first, so an error is a line of its own
@@ -421,6 +422,7 @@ def main(argv):
                 best_val_loss = min(best_val_loss, losses["val"])
                 rng = {"torch": torch.get_rng_state(), "data": generator.get_state(),
                        "cuda": torch.cuda.get_rng_state_all() if device_type == "cuda" else []}
+                saving = (iter_num, os.stat(ckpt_path).st_ino if os.path.exists(ckpt_path) else None)
                 checkpoint.save(ckpt_path, {
                     "kind": cfg["kind"], "model_config": asdict(raw_model.config), "model": raw_model.state_dict(),
                     "optimizer": optimizer.state_dict(), "config": cfg, "step": iter_num, "val_loss": losses["val"],
@@ -465,6 +467,8 @@ def main(argv):
                 write_log(log_file, row)
                 t_last, tokens_since = time.time(), 0
     except KeyboardInterrupt:  # nothing is lost: the checkpoint on disk is whole, and resume is exact
+        if saving and os.path.exists(ckpt_path) and os.stat(ckpt_path).st_ino != saving[1]:
+            intact = f"{ckpt_path} (step {saving[0]}) is intact"
         kept = [a for a in argv if not a.startswith(("--init_from=", "--overwrite="))]
         command = shlex.join(["python", "train.py", *kept, "--init_from=resume"])
         raise SystemExit(f"interrupted at step {iter_num}: {intact}; continue with {command}") from None

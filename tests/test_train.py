@@ -254,6 +254,25 @@ def test_ctrl_c_ends_training_in_one_line_that_says_how_to_resume(char_data, tmp
     assert checkpoint.load(str(out / "ckpt.pt"))["step"] == step + 2
 
 
+def test_ctrl_c_just_after_a_checkpoint_landed_names_that_checkpoint(char_data, tmp_path, monkeypatch):
+    """The race of the test above made certain: Ctrl-C arrives once the new ckpt.pt is in place, before
+    the run has noted it; the line names the step on disk, not the one before."""
+    save, saves = checkpoint.save, []
+
+    def save_then_interrupt(path, state):
+        save(path, state)
+        saves.append(state["step"])
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train_script.checkpoint, "save", save_then_interrupt)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        train_script.main([f"--data_dir={char_data}", f"--out_dir={out}", *TINY_MODEL, "--max_iters=10",
+                           "--eval_interval=2"])
+    assert saves == [0, 2] and checkpoint.load(str(out / "ckpt.pt"))["step"] == 2
+    assert f"{out / 'ckpt.pt'} (step 2) is intact" in str(stop.value), stop.value
+
+
 @pytest.mark.parametrize("change, fragment", [
     (lambda m: m.update(vocab_size="65"), "vocab_size '65' is not a whole number"),
     (lambda m: m.update(vocab_size=m["vocab_size"] + 0.5), "is not a whole number"),
