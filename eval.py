@@ -46,6 +46,7 @@ student_schedules = ""  # the students also at these step sizes, a row each: NAM
 student_first_temperature = 0.0  # > 0: every student row (equal steps and each schedule) also with its first step at
 # this temperature, a row each (e.g. 3: the few-step student's diversity back, README, Results); 0: off
 dfm_methods = "euler,cumulative"  # the DFM model's samplers; the student always takes the cumulative step
+jumps = "independent"  # the jump tests of every row but the reference, a row each: "independent", "spread" or both
 reference_steps = 0  # the reference row: DFM, cumulative step, at this many steps; 0: the largest of steps_list
 reference_temperatures = ""  # e.g. "1.0,0.8,0.6": the reference row also at these temperatures (its frontier), and
 # each other row's perplexity against the reference's at the row's entropy ("matched"); "": off
@@ -72,7 +73,8 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 
 RULES = {"mode": one_of("quality", "elbo"), "steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE,
          "num_samples": POSITIVE, "length": NON_NEGATIVE, "temperature": TEMPERATURE,
-         "student_first_temperature": TEMPERATURE_OR_OFF, "top_k": NON_NEGATIVE, "batch_size": POSITIVE,
+         "student_first_temperature": TEMPERATURE_OR_OFF, "jumps": Rule("a comma-separated subset of independent,spread",
+             lambda v: bool(v.strip(",")) and all(j in ("independent", "spread") for j in v.split(",") if j)), "top_k": NON_NEGATIVE, "batch_size": POSITIVE,
          "num_batches": POSITIVE, "elbo_times": POSITIVE, "seed": SEED, "out_json": output("json"),
          "out_png": output("png"), "dtype": one_of("auto", "bfloat16", "float32"),
          "dfm_methods": Rule(f"a comma-separated subset of {','.join(STEP_RULES)}",
@@ -105,13 +107,14 @@ def write_json(path, result):
         print(f"wrote {path}")
 
 
-def new_row(name, method, steps, temp, ck, path, schedule=None, first=None):
+def new_row(name, method, steps, temp, ck, path, schedule=None, first=None, spread=False):
     """A row's settings, in the order the JSON lists them."""
     made_by = os.path.relpath(path)  # inside the working folder: relative, so that results name no machine's folders
     return {"name": name, "method": method, "steps": steps, "temperature": temp,
             "seed": ck["config"].get("seed") if ck else None,
             "made_by": made_by if not made_by.startswith("..") else os.path.abspath(path),
-            **({"schedule": schedule} if schedule else {}), **({"first_temperature": first} if first else {})}
+            **({"schedule": schedule} if schedule else {}), **({"first_temperature": first} if first else {}),
+            **({"jumps": "spread"} if spread else {})}
 
 
 def quality(cfg, dev, schedules):
@@ -165,11 +168,11 @@ def quality(cfg, dev, schedules):
     train_text = evaluate.reference_text(split_path(os.path.dirname(held_out), "train"))
     ngrams = evaluate.ngram_profile(train_text, judge_vocab)
 
-    def flow_job(kind, path, model, ck, method, S, temp, schedule=None, first=None):
+    def flow_job(kind, path, model, ck, method, S, temp, schedule=None, first=None, spread=False):
         name = f"{kind} {method}" + (f", schedule {schedule['name']}" if schedule else "") + (
-            f", first step at {first:g}" if first else "")
-        steps = Schedule.of(S, schedule and schedule["sizes"], temp, first)
-        return new_row(name, method, S, temp, ck, path, schedule, first), lambda: evaluate.flow_samples(
+            f", first step at {first:g}" if first else "") + (", spread jumps" if spread else "")
+        steps = Schedule.of(S, schedule and schedule["sizes"], temp, first, spread)
+        return new_row(name, method, S, temp, ck, path, schedule, first, spread), lambda: evaluate.flow_samples(
             model, ProbPath.of(ck), N, L, steps, method, bs, seed, dev)
 
     # (a row's settings, how to draw its samples)
@@ -182,15 +185,17 @@ def quality(cfg, dev, schedules):
     # a student at equal steps and each schedule, then (with a first temperature) each again with its first step hot
     plans = [(S, None) for S in student_steps] + [(len(s["sizes"]), s) for s in schedules]
     firsts = [None, cfg["student_first_temperature"]] if cfg["student_first_temperature"] else [None]
+    spreads = list(dict.fromkeys(j == "spread" for j in cfg["jumps"].split(",") if j))
     for kind, path, model, ck in flows:
         if kind != "dfm":
-            jobs += [flow_job(kind, path, model, ck, "cumulative", S, T, schedule, first)
-                     for first in firsts for S, schedule in plans]
+            jobs += [flow_job(kind, path, model, ck, "cumulative", S, T, schedule, first, spread)
+                     for spread in spreads for first in firsts for S, schedule in plans]
             continue
         for method in dfm_methods:
             for S in steps_list:
                 on_curve = method == "cumulative" and S == reference_steps
-                jobs += [flow_job(kind, path, model, ck, method, S, temp)
+                jobs += [flow_job(kind, path, model, ck, method, S, temp, spread=spread)
+                         for spread in ([False] if on_curve else spreads)
                          for temp in [T] + (curve_temperatures if on_curve else [])]
     done = previous_rows(cfg, L, dtype)
     rows = []
@@ -281,9 +286,10 @@ def parse_schedules(text):
 
 def row_key(row):
     """What makes two rows the same samples: the file that made them, the sampler, steps, temperature,
-    step sizes (None: 1/steps each) and the first step's temperature."""
+    step sizes (None: 1/steps each), the first step's temperature and the jump tests."""
     return (row["made_by"], row["method"], row["steps"], row["temperature"],
-            tuple(row["schedule"]["sizes"]) if row.get("schedule") else None, row.get("first_temperature"))
+            tuple(row["schedule"]["sizes"]) if row.get("schedule") else None, row.get("first_temperature"),
+            row.get("jumps"))
 
 
 def previous_rows(cfg, length, dtype):

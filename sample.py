@@ -43,6 +43,7 @@ start = ""  # prompt text, or FILE:path to read it from a file; ____ (4+ undersc
 hole_len = 16  # tokens per hole: the model fills each hole with exactly this many
 temperature = 1.0  # divides the logits: below 1 sharper, above 1 more varied
 first_temperature = 0.0  # the first step's temperature instead (e.g. 3: a student's diversity back); 0: temperature
+spread = False  # True: spread jump tests, so that positions moving together lie apart (better at few steps; sampler.py)
 top_k = 0  # AR checkpoints: draw from the k most likely tokens only; 0: off
 seed = 1337  # the same seed draws the same samples
 device = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
@@ -64,8 +65,8 @@ RULES = {"steps": POSITIVE, "sampler": one_of(*STEP_RULES), "num_samples": POSIT
          "dtype": one_of("auto", "bfloat16", "float32")}
 MAX_FRAMES = 16  # --show=frames prints at most this many steps, evenly spaced, and the last
 # keys that only some kinds of model take; a key set for another kind would be ignored without a word
-ONLY_FOR = {"top_k": ("ar",), **dict.fromkeys(("steps", "schedule", "sampler", "first_temperature", "reference",
-                                                "show", "html", "hole_len"), ("dfm", "student"))}
+ONLY_FOR = {"top_k": ("ar",), **dict.fromkeys(("steps", "schedule", "sampler", "first_temperature", "spread",
+                                                "reference", "show", "html", "hole_len"), ("dfm", "student"))}
 
 
 def encode_prompt(text, tokenizer, hole_len):
@@ -112,7 +113,7 @@ def main(argv):
             raise UsageError(f"--schedule has {len(sizes)} step sizes but --steps={cfg['steps']}: drop --steps (the "
                              f"schedule sets it) or give {cfg['steps']} sizes")
         cfg["steps"] = len(sizes)
-    schedule = Schedule.of(cfg["steps"], sizes, cfg["temperature"], cfg["first_temperature"] or None)
+    schedule = Schedule.of(cfg["steps"], sizes, cfg["temperature"], cfg["first_temperature"] or None, cfg["spread"])
     text = cfg["start"]
     if text.startswith("FILE:"):  # the prompt's text from a file
         path = text[len("FILE:"):]

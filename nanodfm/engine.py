@@ -21,8 +21,7 @@ import torch
 from tqdm import tqdm
 
 from nanodfm import categorical, sampler as reference
-from nanodfm.path import uniform
-from nanodfm.sampler import Schedule, jump_probability, start
+from nanodfm.sampler import Schedule, jump_probability, jump_tests, start
 
 # The step rules (sampler.STEP_RULES) drawn here: their jump probability is largest at p(x_t) = 0,
 # which the candidates rely on. `step` and `sample` run any other rule through the reference.
@@ -73,14 +72,14 @@ def _move(x, z, rows, blocks, t, h, path, sampler, u, flat, generator):
     return x
 
 
-def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=None, generator=None):
+def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=None, generator=None, spread=False):
     """`sampler.step`, same arguments and law: reads only the candidates' rows of logits (B, L, V),
     with one block pass and a block draw each (the distillation teacher's RK points use it)."""
     if sampler not in ACCELERATED:
-        return reference.step(x, logits, t, h, path, sampler, temperature, fixed, generator)
+        return reference.step(x, logits, t, h, path, sampler, temperature, fixed, generator, spread)
     B, L = x.shape
     h = torch.as_tensor(h, dtype=torch.float64, device=x.device).expand(B)
-    u = uniform(x.shape, generator, x.device, torch.float64)
+    u = jump_tests(x.shape, generator, x.device, spread)
     flat = candidates(x, t, h, path, sampler, u, fixed).reshape(-1).nonzero().squeeze(1)
     z = logits.reshape(B * L, -1)
     scale = categorical.scale_for(temperature)
@@ -103,12 +102,12 @@ class Workspace:
         return self.buffer
 
 
-def model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace):
+def model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace, spread=False):
     """One step of `sample`: the jump tests first, then the model's trunk only at the candidates
     (on a CPU only on the rows that have any), its head fused with the block pass. h: the step size
     as (B,) float64. One value is read on the host per step (the candidates' count), two under the
     uniform source (and the movers' count); on a CPU a few more that are free there."""
-    u = uniform(x.shape, generator, x.device, torch.float64)
+    u = jump_tests(x.shape, generator, x.device, spread)
     maybe = candidates(x, t, h, path, sampler, u, fixed)
     rows = slice(None)
     if categorical.host_shortcuts(x.device):
@@ -148,7 +147,7 @@ def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", promp
                                                    disable=not progress, desc="sampling", leave=False)):
         t = torch.full((num_samples,), t, device=device)
         h = torch.full((num_samples,), h, dtype=torch.float64, device=device)
-        x_next = model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace)
+        x_next = model_step(model, x, t, h, path, sampler, temperature, fixed, generator, workspace, schedule.spread)
         last_change.masked_fill_(x_next != x, s)  # (indexing with the mask would read it on the host)
         x = x_next
         if on_step is not None:

@@ -1,15 +1,11 @@
 """Sampling: S steps from t = 0 (source) to t = 1 (data), with the Euler or the cumulative step.
 
-docs/method.md section 4. The reference, written to be read: full tensors, float64 probabilities,
-one draw per moving position; `engine.py` draws from the same law, faster (tests/test_engine.py).
-One step from t to t + h, per position, given p = p(x1 | x_t):
-- Euler (DFM; Meta's flow_matching solver): x1_hat ~ p, taken if it differs from x_t with probability
-  1 - exp(-h g(t)): a position leaves x_t with probability (1 - p(x_t)) (1 - exp(-h g(t))).
-- Cumulative scalar (FS-DFM): g(t) replaced by its average over the step, gbar(t, h): a position
-  leaves with probability 1 - exp(-h gbar (1 - p(x_t))). With the mask source and a perfect denoiser
-  it unmasks exactly (kappa(t+h) - kappa(t)) / (1 - kappa(t)) of the masked positions, for any h.
-- A position that leaves draws its new token from p without x_t; the last step (t + h = 1) draws x1
-  from p. Under the mask source only masked positions change (p(MASK) = 0): decoded tokens stay.
+docs/method.md section 4. The reference, written to be read: full tensors, float64 probabilities, one draw per
+moving position; `engine.py` draws from the same law, faster (tests/test_engine.py). In a step from t to t + h,
+given p = p(x1 | x_t), a position leaves x_t with its rule's probability (`STEP_RULES`: Euler, DFM's; cumulative,
+FS-DFM's, which with the mask source and a perfect denoiser unmasks exactly (kappa(t+h) - kappa(t)) / (1 - kappa(t))
+of the masked positions, for any h), to a token drawn from p without x_t; the last step draws x1 from p. Under the
+mask source only masked positions change (p(MASK) = 0): decoded tokens stay.
 """
 
 import math
@@ -22,8 +18,7 @@ from nanodfm.config import MIN_TEMPERATURE, UsageError
 from nanodfm.path import uniform
 
 
-# The step rules: a position's chance to leave x_t during [t, t + h], from p(x_t) (B, L) and t, h (B, 1),
-# float64. A new rule is one entry; the engine runs those it does not accelerate through this module.
+# The step rules, one entry each: a position's chance to leave x_t in [t, t + h] from p(x_t) (B, L), t, h (B, 1).
 STEP_RULES = {
     "cumulative": lambda p_xt, t, h, path: 1 - torch.exp(-h * path.mean_rate(t, h) * (1 - p_xt)),  # FS-DFM
     "euler": lambda p_xt, t, h, path: (1 - p_xt) * (1 - torch.exp(-h * path.rate(t))),  # DFM (flow_matching)
@@ -42,7 +37,15 @@ def draw(probs, generator=None):
     return torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[1] - 1).squeeze(1)
 
 
-def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=None, generator=None):
+def jump_tests(shape, generator=None, device="cpu", spread=False):
+    """(B, L) float64 U(0, 1) draws, fresh at each step, for the jump tests. spread: one draw a per row, u_i = frac(a +
+    i (sqrt(5) - 1) / 2): each position jumps as often as before, but neighbours' u lie 0.38 or more apart, so
+    positions that jump together lie apart along the sequence (docs/method.md section 7)."""
+    u = uniform((shape[0], 1) if spread else shape, generator, device, torch.float64)
+    return torch.frac(u + (math.sqrt(5) - 1) / 2 * torch.arange(shape[1], dtype=u.dtype, device=device)) if spread else u
+
+
+def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=None, generator=None, spread=False):
     """x at t + h (B, L), one step of size h (a float or (B,)) from x at time t (B,). logits (B, L, V):
     the model's posterior logits (or log-probabilities) at (x, t); fixed (B, L): positions kept (a prompt)."""
     h = torch.as_tensor(h, dtype=torch.float64, device=x.device).expand(x.shape[0])
@@ -52,25 +55,23 @@ def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=Non
     p_xt = torch.where(masked, 0.0, probs.gather(-1, current).squeeze(-1))  # (B, L); MASK is never a data token
     final = (t + h >= 1 - 1e-6)[:, None]  # (B, 1): the last step draws x1 itself
     can_change = masked if path.source == "mask" else torch.ones_like(masked)
-    if fixed is not None:
-        can_change = can_change & ~fixed
-    u = uniform(x.shape, generator, x.device, torch.float64)
+    can_change = can_change if fixed is None else can_change & ~fixed
+    u = jump_tests(x.shape, generator, x.device, spread)
     moves = can_change & (final | (u < jump_probability(p_xt, t, h, path, sampler)))  # (B, L)
     leaving = moves & ~final & ~masked  # these draw from p without their current token
     target = torch.where(leaving[..., None], probs.scatter(-1, current, 0.0), probs)
-    x = x.clone()
-    x[moves] = draw(target[moves], generator)
-    return x
+    return x.masked_scatter(moves, draw(target[moves], generator))  # in the order of x[moves]
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """Each step's size h (they sum to 1) and temperature. `Schedule.of(8)`: 8 steps of 1/8 at 1."""
+    """Each step's size h (they sum to 1) and temperature; spread: see `jump_tests`. `Schedule.of(8)`: 8 steps of 1/8."""
     sizes: tuple
     temperatures: tuple
+    spread: bool = False
 
     @classmethod
-    def of(cls, steps, sizes=None, temperature=1.0, first_temperature=None):
+    def of(cls, steps, sizes=None, temperature=1.0, first_temperature=None, spread=False):
         """`steps` steps of the given sizes (None: 1/steps each), at `temperature`, the first at
         first_temperature if given (a hot first step gives a student diversity back: results/README.md)."""
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -83,7 +84,7 @@ class Schedule:
         if not (MIN_TEMPERATURE <= temperature < math.inf and MIN_TEMPERATURE <= first < math.inf):
             raise UsageError(f"temperatures must be finite and at least {MIN_TEMPERATURE:g} (the greedy limit), got "
                              f"{temperature} and first {first}")
-        return cls(sizes, (first,) + (temperature,) * (steps - 1))
+        return cls(sizes, (first,) + (temperature,) * (steps - 1), spread)
 
     def times(self):
         return [(math.fsum(self.sizes[:s]), h) for s, h in enumerate(self.sizes)]  # t: the sum of the sizes before
@@ -122,7 +123,7 @@ def sample(model, path, num_samples, seq_len, steps, sampler="cumulative", promp
                                                    disable=not progress, desc="sampling", leave=False)):
         t = torch.full((num_samples,), t, device=device)
         logits = model(x, t, h if model.config.step_conditioned else None)  # (B, L, V)
-        x_next = step(x, logits, t, h, path, sampler, temperature, fixed, generator)
+        x_next = step(x, logits, t, h, path, sampler, temperature, fixed, generator, schedule.spread)
         last_change[x_next != x] = s
         x = x_next
         if on_step is not None:

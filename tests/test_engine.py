@@ -91,7 +91,10 @@ def engine_path(request, monkeypatch):
 @pytest.mark.parametrize("source", ["mask", "uniform"])
 @pytest.mark.parametrize("rule", ["cumulative", "euler"])
 @pytest.mark.parametrize("t, h", [(0.25, 0.25), (0.5, 0.5)], ids=["inner", "final"])
-def test_one_step_law_of_reference_and_engine(source, rule, t, h, engine_path):
+@pytest.mark.parametrize("spread", [False, True], ids=["independent", "spread"])
+def test_one_step_law_of_reference_and_engine(source, rule, t, h, spread, engine_path):
+    """Each position's law after one step, spread jump tests or not (they change only which positions move
+    together), is the exact law, for the reference and the engine."""
     N = 40_000
     path = ProbPath(V, source)
     x, logits, fixed = case(source)
@@ -100,7 +103,7 @@ def test_one_step_law_of_reference_and_engine(source, rule, t, h, engine_path):
     xs, zs, fs = x.expand(N, L), logits.float().expand(N, L, V), fixed.expand(N, L)
     ts = torch.full((N,), t)
     for seed, step in enumerate((sampler.step, engine.step)):
-        after = step(xs, zs, ts, h, path, rule, fixed=fs, generator=torch.Generator().manual_seed(seed))
+        after = step(xs, zs, ts, h, path, rule, fixed=fs, generator=torch.Generator().manual_seed(seed), spread=spread)
         assert (after < V).all() or source == "mask" and t + h < 1
         for i in range(L):
             counts = torch.bincount(after[:, i].clamp(max=V), minlength=V + 1).double()
@@ -124,18 +127,19 @@ def transformer(vocab_size, seed=0, step_conditioned=False):
 
 @pytest.mark.parametrize("source", ["mask", "uniform"])
 @pytest.mark.parametrize("rule", ["cumulative", "euler"])
-@pytest.mark.parametrize("schedule, first_temperature", [(None, None), ((0.5, 0.375, 0.125), None), (None, 3.0)],
-                         ids=["uniform", "schedule", "hot-first-step"])
-def test_whole_samples_agree_in_distribution(source, rule, schedule, first_temperature, engine_path):
+@pytest.mark.parametrize("schedule, first_temperature, spread", [(None, None, False), ((0.5, 0.375, 0.125), None, False),
+                                                                  (None, 3.0, False), (None, None, True)],
+                         ids=["uniform", "schedule", "hot-first-step", "spread"])
+def test_whole_samples_agree_in_distribution(source, rule, schedule, first_temperature, spread, engine_path):
     """Sequences of 3 tokens over 3 letters in 3 steps (of 1/3 each, or of a schedule's sizes, or with
-    a hotter first step) with a prompt at the middle: the 9 outcomes of each implementation's 30,000
-    samples are one law (chi-square test of homogeneity)."""
+    a hotter first step, or spread jump tests) with a prompt at the middle: the 9 outcomes of each
+    implementation's 30,000 samples are one law (chi-square test of homogeneity)."""
     N, vocab = 30_000, 3
     model, path = transformer(vocab, step_conditioned=True), ProbPath(vocab, source)
     prompt = torch.tensor([-1, 2, -1])
     counts = []
     for seed, sample in enumerate((sampler.sample, engine.sample)):
-        x, _ = sample(model, path, N, 3, Schedule.of(3, schedule, first_temperature=first_temperature), rule,
+        x, _ = sample(model, path, N, 3, Schedule.of(3, schedule, first_temperature=first_temperature, spread=spread), rule,
                       prompt=prompt, generator=torch.Generator().manual_seed(seed))
         assert (x[:, 1] == 2).all()
         counts.append(torch.bincount(x[:, 0] * vocab + x[:, 2], minlength=vocab * vocab).double())

@@ -291,6 +291,30 @@ def test_quality_samples_a_student_at_each_schedule_as_rows_of_their_own(tmp_pat
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_quality_draws_rows_under_each_jump_rule_but_the_reference_only_independent(tmp_path):
+    vocab = {"vocab_size": 65, "block_size": 16}
+    meta = load_meta(SHAKESPEARE_VAL.parent)
+    paths = {kind: save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32, **vocab), kind,
+                                   meta=meta) for kind in ("ar", "dfm", "student")}
+    common = [f"--dfm={paths['dfm']}", f"--student={paths['student']}", f"--judge={paths['ar']}", "--steps_list=2,4",
+              "--dfm_methods=cumulative", "--num_samples=6", "--student_steps_list=2"]
+    out = tmp_path / "jumps.json"
+    result = run_eval("--mode=quality", *common, "--jumps=independent,spread", f"--out_json={out}")
+    assert result.returncode == 0, result.stderr
+    rows = [r for r in json.loads(out.read_text())["rows"] if r["method"]]
+    assert [(r["name"], r["steps"], r.get("jumps")) for r in rows] == [
+        ("dfm cumulative", 2, None), ("dfm cumulative, spread jumps", 2, "spread"), ("dfm cumulative", 4, None),
+        ("student rk4 cumulative", 2, None), ("student rk4 cumulative, spread jumps", 2, "spread")]
+    assert rows[0]["gen_ppl"] != rows[1]["gen_ppl"] and rows[3]["gen_ppl"] != rows[4]["gen_ppl"]  # other draws
+    # --jumps=spread alone: the reference (4 steps) stays independent, and --previous tells the rows apart
+    again = tmp_path / "again.json"
+    result = run_eval("--mode=quality", *common, "--jumps=spread", f"--previous={out}", f"--out_json={again}")
+    assert result.returncode == 0, result.stderr
+    assert [r for r in json.loads(again.read_text())["rows"] if r["method"]] == [rows[1], rows[2], rows[4]]
+    result = run_eval("--mode=quality", *common, "--jumps=dilated")
+    assert result.returncode != 0 and "independent,spread" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_out_png_without_matplotlib_is_refused_before_any_sampling(tmp_path, monkeypatch):
     import eval as eval_script
     from nanodfm.config import UsageError

@@ -155,6 +155,7 @@ def test_a_schedule_step_the_student_was_not_distilled_for_is_named(tmp_path):
 @pytest.mark.parametrize("kind, flags, fragment", [
     ("ar", ["--schedule=coarse-to-fine", "--steps=4"], "--schedule, --steps do not apply"),
     ("ar", ["--first_temperature=3"], "--first_temperature does not apply"),
+    ("ar", ["--spread=True"], "--spread does not apply"),
     ("dfm", ["--top_k=5"], "--top_k does not apply"),
 ])
 def test_a_key_for_another_kind_of_model_is_refused_not_ignored(char_data, tmp_path, kind, flags, fragment):

@@ -12,7 +12,7 @@ from nanodfm.config import UsageError
 from nanodfm.model import ModelConfig, Transformer
 from nanodfm import engine
 from nanodfm.path import LOG_ZERO, ProbPath
-from nanodfm.sampler import COARSE_TO_FINE, STEP_RULES, Schedule, jump_probability, sample, step
+from nanodfm.sampler import COARSE_TO_FINE, STEP_RULES, Schedule, jump_probability, jump_tests, sample, step
 
 V = 7
 MASK = ProbPath(V).mask_id
@@ -253,3 +253,59 @@ def test_a_new_step_rule_is_one_table_entry_and_the_engine_runs_it_through_the_r
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     with pytest.raises(UsageError, match="use one of cumulative, euler, flat$"):
         engine.sample(tiny_model(), ProbPath(V), 1, 8, 2, "heun")
+
+
+def test_spread_jump_tests_are_uniform_at_each_position_and_fresh_at_each_step():
+    """Each position's u is U(0, 1) whatever its index, a new draw of the same generator gives new values, and
+    neighbours' u lie at least 0.38 apart on the circle (which independent draws do not)."""
+    g = torch.Generator().manual_seed(0)
+    u, again = jump_tests((20_000, 50), g, spread=True), jump_tests((20_000, 50), g, spread=True)
+    for q in (0.1, 0.25, 0.5, 0.9):  # binomial: 5 standard deviations are 0.011 at 20,000 draws
+        assert ((u < q).double().mean(0) - q).abs().max() < 0.011
+    assert abs(torch.corrcoef(torch.stack([u[:, 7], again[:, 7]]))[0, 1]) < 0.03  # fresh at the next step
+    gap = lambda a, b: torch.minimum((a - b).abs(), 1 - (a - b).abs())
+    assert gap(u[:, 1:], u[:, :-1]).min() > 0.38
+    assert gap(*(jump_tests((20_000, 2), g).unbind(1))).min() < 0.01
+
+
+class AvoidCurrent(torch.nn.Module):
+    """A model (trunk and head, as the engine asks) that never predicts the current token: p(x_t) = 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.config, self.head = ModelConfig(vocab_size=V), torch.nn.Linear(V, V, bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.eye(V))
+
+    def trunk(self, x, t, h=None, positions=None):
+        features = -1e4 * torch.nn.functional.one_hot(x, V + 1)[..., :V].float()
+        return features if positions is None else features.flatten(0, 1)[positions]
+
+    def forward(self, x, t, h=None):
+        return self.head(self.trunk(x, t))
+
+
+@pytest.mark.parametrize("sample_fn", [sample, engine.sample], ids=["reference", "engine"])
+@pytest.mark.parametrize("source", ["mask", "uniform"])
+def test_spread_jumps_move_no_two_neighbours_in_one_step_where_each_jumps_with_probability_below_0_38(sample_fn,
+                                                                                                     source):
+    """With p(x_t) = 0 (a masked position, or a model that never predicts the current token) a position moves
+    in step s of 16 with probability 1 / (16 - s), below 0.38 for s < 14. Spread, no two neighbours move in the
+    same such step; independent, neighbours often move together. Under the uniform source (every position
+    may move) each position moves at each step as often as the rule says, spread or not."""
+    model, path, L = AvoidCurrent(), ProbPath(V, source), 64
+    moved = {}
+    for spread in (True, False):
+        states = []
+        sample_fn(model, path, 2000, L, Schedule.of(16, spread=spread), generator=torch.Generator().manual_seed(3),
+                  on_step=lambda s, x, last_change: states.append(x))
+        moved[spread] = torch.stack([b != a for a, b in zip(states[:13], states[1:14])])  # steps 1 to 13
+    probability = jump_probability(torch.zeros(13, 1), torch.arange(1, 14) / 16, torch.full((13,), 1 / 16), path,
+                                   "cumulative")
+    torch.testing.assert_close(probability[:, 0], 1 / (16 - torch.arange(1, 14, dtype=torch.float64)))
+    together = lambda m: (m[..., 1:] & m[..., :-1]).sum().item()
+    assert together(moved[True]) == 0 and together(moved[False]) > 1000
+    if source == "uniform":  # a position moves at step s with probability 1 / (16 - s), spread or not
+        expected = probability.float().expand(13, L)
+        for m in moved.values():  # 5 standard deviations of a mean of 2,000 draws at p <= 1/3 are <= 0.053
+            assert (m.float().mean(1) - expected).abs().max() < 0.053
