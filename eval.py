@@ -118,8 +118,7 @@ def new_row(name, method, steps, temp, ck, path, schedule=None, first=None, spre
 
 
 def quality(cfg, dev, schedules):
-    """Every row's samples drawn (or reused from --previous) and scored by the judge; then compared with the
-    reference row, printed and written."""
+    """Every row's samples drawn (or reused from --previous), scored by the judge, set against the reference row."""
     autocast, dtype = autocast_for(dev.type, cfg["dtype"])
     steps_list = int_list("steps_list", cfg["steps_list"])
     student_steps = int_list("student_steps_list", cfg["student_steps_list"] or cfg["steps_list"])

@@ -9,11 +9,12 @@ from nanodfm.evaluate import pyplot, save_figure
 
 def student_name(row):
     """A student row's recipe by its checkpoint's folder (config/reproduce_frontier.sh's): student-s7 -> "recipe",
-    student-own-s7 -> "own"; then its schedule and hotter first step: "recipe, schedule front, first step at 3"."""
+    student-own-s7 -> "own"; + schedule, first step, jumps: "recipe, schedule front, first step at 3, spread jumps"."""
     stem = re.sub(r"-s\d+$", "", os.path.basename(os.path.dirname(row["made_by"])))
     name = "recipe" if stem == "student" else stem.removeprefix("student-")
     name = f"{name}, schedule {row['schedule']['name']}" if row.get("schedule") else name
-    return f"{name}, first step at {row['first_temperature']:g}" if row.get("first_temperature") else name
+    name = f"{name}, first step at {row['first_temperature']:g}" if row.get("first_temperature") else name
+    return f"{name}, spread jumps" if row.get("jumps") == "spread" else name
 
 
 def plot_levers(levers, path):

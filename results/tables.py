@@ -126,7 +126,7 @@ def combine(reports, only="recipe"):
     """eval.py quality reports with --reference_temperatures, one a training seed, as one: every seed's reference
     curve and students, the held-out and AR rows once, and the students compared: those of recipe `only` as
     "student", or (only=None, the levers) every recipe against the recipe's student of its seed, a row with a
-    hotter first step against the same row without it."""
+    hotter first step (or spread jumps) against the same row without it."""
     first = reports[0]
     if len({(r["length"], r["judge"], r["reference"]["steps"]) for r in reports}) > 1:
         raise SystemExit("the frontier reports differ in length, judge or reference steps: not comparable")
@@ -136,7 +136,7 @@ def combine(reports, only="recipe"):
     names = list(dict.fromkeys(map(student_name, students)))
     if "recipe" not in names:
         raise SystemExit("the reports hold no recipe student (student-s<seed>): nothing to compare the levers with")
-    baseline = lambda name: name.split(", first step at ")[0] if ", first step at " in name else "recipe"
+    baseline = lambda name: m[1] if (m := re.fullmatch(r"(.+), (?:first step at [\d.]+|spread jumps)", name)) else "recipe"
     return {"mode": "levers" if only is None else "frontier", "length": first["length"], "judge": first["judge"],
             "judge_val_loss": first["judge_val_loss"], "num_samples": first["rows"][0]["num_samples"],
             "reference": {**first["reference"], "temperature": first["settings"]["temperature"]},

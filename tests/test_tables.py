@@ -37,6 +37,8 @@ def test_student_names_come_from_the_checkpoint_folders():
         "recipe, schedule front"
     assert name({"made_by": "out/student-s7/ckpt.pt", "schedule": {"name": "front", "sizes": [0.5, 0.5]},
                  "first_temperature": 1.5}) == "recipe, schedule front, first step at 1.5"
+    assert name({"made_by": "out/student-s7/ckpt.pt", "first_temperature": 3.0, "jumps": "spread"}) == \
+        "recipe, first step at 3, spread jumps"
 
 
 def test_levers_are_compared_with_the_recipe_of_the_same_seed_and_left_out_of_the_frontier():
@@ -80,7 +82,7 @@ def test_levers_without_the_recipe_are_refused():
         TABLES["combine"]([report(1, {"student-own-s1": (1.05, 0.97)})], only=None)
 
 
-def test_a_hot_first_step_is_compared_with_the_same_rows_without_it_and_schedules_with_the_recipe():
+def test_a_hot_first_step_or_spread_jumps_are_compared_with_the_same_rows_without_and_schedules_with_the_recipe():
     reports = [report(seed, {f"student-s{seed}": (ratio, 0.97)}) for seed, ratio in ((1, 1.10), (2, 1.20))]
     for rep, (plain, hot) in zip(reports, ((1.00, 1.08), (1.02, 1.06))):
         schedule = {"name": "front", "sizes": [0.25] * 3 + [0.0625] * 3 + [0.03125] * 2}
@@ -88,6 +90,8 @@ def test_a_hot_first_step_is_compared_with_the_same_rows_without_it_and_schedule
                             "entropy_ratio": 0.95, "schedule": schedule})
         rep["rows"].append({**rep["rows"][1], "name": "student rk4 cumulative, schedule front, first step at 3",
                             "gen_ppl_ratio": hot, "entropy_ratio": 0.99, "schedule": schedule, "first_temperature": 3.0})
+        rep["rows"].append({**rep["rows"][-1], "name": rep["rows"][-1]["name"] + ", spread jumps", "jumps": "spread",
+                            "gen_ppl_ratio": hot - 0.05})
     levers = TABLES["combine"](reports, only=None)
     assert TABLES["combine"](reports)["summary"]["student@8"]["raw"]["mean"] == pytest.approx(1.15)  # equal steps only
     scheduled, hot = levers["summary"]["recipe, schedule front@8"], levers["summary"]["recipe, schedule front, first step at 3@8"]
@@ -96,6 +100,9 @@ def test_a_hot_first_step_is_compared_with_the_same_rows_without_it_and_schedule
     assert hot["versus_recipe"]["raw"]["values"] == pytest.approx([0.08, 0.04])  # against the schedule, not the recipe
     assert hot["versus_recipe"]["entropy"]["values"] == pytest.approx([0.04, 0.04])
     assert hot["versus_recipe"]["entropy"]["better_on"] == 2 and hot["versus_recipe"]["raw"]["better_on"] == 0
+    spread = levers["summary"]["recipe, schedule front, first step at 3, spread jumps@8"]  # against the same unspread
+    assert spread["versus"] == "recipe, schedule front, first step at 3"
+    assert spread["versus_recipe"]["raw"]["values"] == pytest.approx([-0.05, -0.05])
     assert "- schedule front at 8 steps: 1/4, 1/4, 1/4, 1/16, 1/16, 1/16, 1/32, 1/32" in TABLES["levers"]([("", levers)])
 
 
