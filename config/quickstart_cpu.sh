@@ -2,7 +2,8 @@
 # The whole story on a CPU, in one command: prepare Tiny Shakespeare as characters, train the DFM
 # model (config/shakespeare_char_cpu.py), distil the few-step student from it
 # (config/shakespeare_char_cpu_student.py), then sample both at 8 steps, side by side: the student with large
-# steps first and the first one hot, its nearest to the DFM model at equal entropy (results/README.md).
+# steps first, the first one hot and spread jump tests, its nearest to the DFM model at equal entropy
+# (results/README.md).
 #
 #   bash config/quickstart_cpu.sh                                          # downloads the text (1.1 MB)
 #   INPUT=path/to/tinyshakespeare.txt bash config/quickstart_cpu.sh        # offline, from a local copy
@@ -27,7 +28,7 @@ python train.py config/shakespeare_char_cpu_student.py --init_from="$OUT/dfm/bes
 python sample.py --ckpt="$OUT/dfm/best.pt" --steps="$STEPS" --num_samples=1 --color=never 2>/dev/null \
     | tail -n +2 > "$OUT/dfm-$STEPS.txt"
 python sample.py --ckpt="$OUT/student/ckpt.pt" --steps="$STEPS" --schedule=coarse-to-fine --first_temperature=3 \
-    --num_samples=1 --color=never \
+    --spread=True --num_samples=1 --color=never \
     | tail -n +2 > "$OUT/student-$STEPS.txt"
 python - "$OUT/dfm-$STEPS.txt" "$OUT/student-$STEPS.txt" "$STEPS" <<'PY'
 import itertools, sys, textwrap
@@ -36,7 +37,7 @@ for path in sys.argv[1:3]:
     text = open(path, encoding="utf-8").read().rstrip("\n")
     columns.append([piece for line in text.split("\n") for piece in textwrap.wrap(line, 56) or [""]])
 steps = sys.argv[3]
-print(f"\n{'DFM model, ' + steps + ' steps':<60}FS-DFM student, {steps} steps (coarse-to-fine, first at T=3)")
+print(f"\n{'DFM model, ' + steps + ' steps':<60}FS-DFM student, {steps} steps (coarse-to-fine, first at T=3, spread)")
 print(f"{'-' * 56:<60}{'-' * 56}")
 for left, right in itertools.zip_longest(*columns, fillvalue=""):
     print(f"{left:<60}{right}")

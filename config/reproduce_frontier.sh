@@ -3,8 +3,8 @@
 # own perplexity-entropy frontier: for each seed a uniform-source DFM model (the preset's 16,000
 # iterations) and its few-step student (the recipe, config/shakespeare_char_cpu_student.py), one AR judge;
 # then per seed the reference (DFM, cumulative, 1024 steps) at nine temperatures and the student at 4, 8
-# and 16 steps, equal and coarse-to-fine, each also with its first step at temperature 3, each student row
-# compared with the reference at its own entropy. The seeds land in one JSON and one plot:
+# and 16 steps, equal and coarse-to-fine, each also with its first step at temperature 3, and all of them
+# again with spread jump tests, each student row compared with the reference at its own entropy. The seeds land in one JSON and one plot:
 # results/tables.py --frontier.
 #
 #   bash config/reproduce_frontier.sh                         # the README's headline
@@ -45,7 +45,8 @@ DFM_ARGS=${DFM_ARGS:-}  # more train.py flags for the DFM models alone
 # checkout of commit e631de9.
 LEVERS=${LEVERS:-}
 # more eval.py flags for every evaluation (set, even empty, it replaces the default: coarse-to-fine rows
-# beside the equal ones, and each again with its first step at 3). long-teacher-seeds-uniform.json came from
+# beside the equal ones, each again with its first step at 3, and all again with spread jump tests;
+# long-teacher-first-step-uniform.json came from the first two). long-teacher-seeds-uniform.json came from
 # REFERENCE_TEMPERATURES=1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3 EVAL_ARGS=--student_schedules=coarse-to-fine. The
 # tables on the 2,000-iteration teachers (results/README.md) came from DFM_ARGS=--max_iters=2000 SAMPLES=512
 # REFERENCE_TEMPERATURES=1.0,0.4,0.15 and: schedules-uniform.json SEEDS="1337 7 11 3"
@@ -54,7 +55,7 @@ LEVERS=${LEVERS:-}
 # --student_first_temperature=3" (first-step-seed3-uniform.json: the same with SEEDS=3, into the same $OUT).
 # first-step-sample.jsonl and first-step-predictions.json come from scripts run on those models, at commit
 # e631de9 (results/README.md).
-EVAL_ARGS=${EVAL_ARGS---student_schedules=coarse-to-fine --student_first_temperature=3}
+EVAL_ARGS=${EVAL_ARGS---student_schedules=coarse-to-fine --student_first_temperature=3 --jumps=independent,spread}
 EVALUATE=${EVALUATE:-1}  # 0: train only
 LANES=${LANES:-2}  # 1: one process at a time
 export OMP_NUM_THREADS=1
