@@ -243,14 +243,19 @@ def test_quality_samples_the_reference_at_each_temperature_and_matches_entropy(t
     assert result.returncode != 0 and "positive numbers" in result.stderr and "Traceback" not in result.stderr
 
 
+def tiny_trio(tmp_path, steps_list="2"):
+    """eval.py's flags for an AR judge, a DFM model and a student, tiny and untrained, with Shakespeare's vocabulary."""
+    meta = load_meta(SHAKESPEARE_VAL.parent)
+    paths = {kind: save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32, vocab_size=65,
+                                                                       block_size=16), kind, meta=meta)
+             for kind in ("ar", "dfm", "student")}
+    return [f"--dfm={paths['dfm']}", f"--student={paths['student']}", f"--judge={paths['ar']}",
+            f"--steps_list={steps_list}", "--dfm_methods=cumulative", "--num_samples=6", "--student_steps_list=2"]
+
+
 @pytest.mark.skipif(not SHAKESPEARE_VAL.is_file(), reason="run data/shakespeare_char/prepare.py first")
 def test_quality_samples_a_student_at_each_schedule_as_rows_of_their_own(tmp_path):
-    vocab = {"vocab_size": 65, "block_size": 16}
-    meta = load_meta(SHAKESPEARE_VAL.parent)
-    paths = {kind: save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32, **vocab), kind,
-                                   meta=meta) for kind in ("ar", "dfm", "student")}
-    common = [f"--dfm={paths['dfm']}", f"--student={paths['student']}", f"--judge={paths['ar']}", "--steps_list=2",
-              "--dfm_methods=cumulative", "--num_samples=6", "--student_steps_list=2"]
+    common = tiny_trio(tmp_path)
     out = tmp_path / "schedules.json"
     result = run_eval("--mode=quality", *common, "--student_schedules=even=1/2,1/2 front=3/4,1/4;front=1/2,1/4,1/4",
                       f"--out_json={out}")
@@ -291,13 +296,9 @@ def test_quality_samples_a_student_at_each_schedule_as_rows_of_their_own(tmp_pat
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.skipif(not SHAKESPEARE_VAL.is_file(), reason="run data/shakespeare_char/prepare.py first")
 def test_quality_draws_rows_under_each_jump_rule_but_the_reference_only_independent(tmp_path):
-    vocab = {"vocab_size": 65, "block_size": 16}
-    meta = load_meta(SHAKESPEARE_VAL.parent)
-    paths = {kind: save_checkpoint(tmp_path / f"{kind}.pt", tiny_model(kind, dtype=torch.float32, **vocab), kind,
-                                   meta=meta) for kind in ("ar", "dfm", "student")}
-    common = [f"--dfm={paths['dfm']}", f"--student={paths['student']}", f"--judge={paths['ar']}", "--steps_list=2,4",
-              "--dfm_methods=cumulative", "--num_samples=6", "--student_steps_list=2"]
+    common = tiny_trio(tmp_path, steps_list="2,4")
     out = tmp_path / "jumps.json"
     result = run_eval("--mode=quality", *common, "--jumps=independent,spread", f"--out_json={out}")
     assert result.returncode == 0, result.stderr
