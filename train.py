@@ -65,7 +65,6 @@ max_step_exponent = 8  # step sizes h in {1, 1/2, ..., 2**-max_step_exponent}
 teacher = "rk4"  # the Runge-Kutta shortcut teacher: a row of distill.TEACHERS ("rk4" or "rk2")
 teacher_average = "logits"  # average the RK points' "logits" (the paper) or "probs" (the velocities)
 step_size_weighting = "inverse_h"  # P(h): "inverse_h" (proportional to 1/h, the paper) or "uniform" over exponents
-teacher_spread = False  # True: the RK points' steps draw spread jump tests (sampler.jump_tests)
 ema_decay = 0.9995  # the teacher is this exponential moving average of the student
 # optimiser: AdamW, linear warmup then cosine decay to min_lr
 learning_rate = 1e-3  # peak learning rate, reached after warmup_iters
@@ -96,8 +95,7 @@ RULES = {"kind": one_of(*checkpoint.KINDS), "source": one_of(*SOURCES), "loss_we
          **dict.fromkeys(("max_iters", "warmup_iters", "lr_decay_iters", "max_step_exponent", "min_lr", "weight_decay",
                           "grad_clip", "peak_flops"), NON_NEGATIVE), "seed": SEED}
 # keys that only some kinds take: set for another kind they would change nothing, and are refused
-ONLY_FOR = {**dict.fromkeys(("teacher", "teacher_average", "step_size_weighting", "max_step_exponent", "ema_decay",
-                             "teacher_spread"),
+ONLY_FOR = {**dict.fromkeys(("teacher", "teacher_average", "step_size_weighting", "max_step_exponent", "ema_decay"),
                             ("student",)),
             **dict.fromkeys(("source", "kappa_power", "loss_weighting"), ("dfm", "student"))}
 

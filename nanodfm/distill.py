@@ -55,7 +55,6 @@ class Recipe:
     teacher_average: str = "logits"  # average the RK points' "logits" (the paper) or "probs"
     step_size_weighting: str = "inverse_h"  # P(h): "inverse_h" (the paper) or "uniform" over exponents
     max_step_exponent: int = 8  # h in {1, 1/2, ..., 2**-max_step_exponent}
-    teacher_spread: bool = False  # the RK points' steps with spread jump tests (sampler.jump_tests)
 
     def __post_init__(self):
         for key, allowed in (("teacher", tuple(TEACHERS)), ("teacher_average", TEACHER_AVERAGES),
@@ -72,7 +71,7 @@ class Recipe:
             raise UsageError(f"this run used {', '.join(gone)}, a distillation option measured without gain that "
                              f"left nanodfm: it lives at commit e631de9 (results/README.md)")
         return cls(config["teacher"], config["teacher_average"], config["step_size_weighting"],
-                   config["max_step_exponent"], config.get("teacher_spread", False))
+                   config["max_step_exponent"])
 
     def teacher_forwards(self):
         """The teacher's forward passes per training sample, on average: one per RK point for every
@@ -113,7 +112,7 @@ def shortcut_target(teacher, x_t, t, h, path, recipe, generator=None):
     half = h / 2
     terms = [path.posterior_log_probs(teacher(x_t, t, half), x_t)]
     for c in points[1:]:
-        x = engine.step(x_t, terms[-1], t, c * h, path, "cumulative", generator=generator, spread=recipe.teacher_spread)
+        x = engine.step(x_t, terms[-1], t, c * h, path, "cumulative", generator=generator)
         terms.append(path.posterior_log_probs(teacher(x, t + c * h, half), x))
     if recipe.teacher_average == "logits":
         return sum(b * l for b, l in zip(weights, terms)) / sum(weights)

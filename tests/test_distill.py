@@ -49,14 +49,12 @@ def test_untrained_student_equals_its_dfm_parent_for_any_h():
 @pytest.mark.parametrize("average", ["logits", "probs"])
 @pytest.mark.parametrize("source", ["mask", "uniform"])
 @pytest.mark.parametrize("method", ["rk2", "rk4"])
-@pytest.mark.parametrize("spread", [False, True], ids=["independent", "spread"])
-def test_perfect_teacher_gives_exact_targets_and_zero_loss(source, method, average, spread):
+def test_perfect_teacher_gives_exact_targets_and_zero_loss(source, method, average):
     g = torch.Generator().manual_seed(3)
     x1 = torch.randint(0, V, (1, 40), generator=g)
     perfect = PerfectDenoiser(x1)
     data = x1.expand(64, -1)
-    path = ProbPath(V, source)
-    recipe = Recipe(teacher=method, teacher_average=average, max_step_exponent=4, teacher_spread=spread)
+    path, recipe = ProbPath(V, source), Recipe(teacher=method, teacher_average=average, max_step_exponent=4)
     t, h = sample_step_sizes(64, recipe, g)
     x_t = path.x_t(data, t, generator=g)
     target = shortcut_target(perfect, x_t, t, h, path, recipe, generator=g)
@@ -133,8 +131,7 @@ def test_a_short_distillation_lowers_the_distillation_loss():
 
 def test_a_recipe_is_one_value_named_as_the_config_keys():
     config = {"teacher": "rk2", "teacher_average": "probs", "step_size_weighting": "uniform", "max_step_exponent": 6}
-    assert Recipe.of(config) == Recipe(**config)  # a config from before teacher_spread: independent tests
-    assert Recipe.of({**config, "teacher_spread": True}) == Recipe(**config, teacher_spread=True)
+    assert Recipe.of(config) == Recipe(**config)
     with pytest.raises(ValueError, match="unknown teacher 'rk3': use one of rk4, rk2"):
         Recipe(teacher="rk3")
 
