@@ -72,11 +72,11 @@ seed = 1337  # seeds every sample, batch and model
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 
 RULES = {"mode": one_of("quality", "elbo"), "steps_list": POSITIVE_INTS, "reference_steps": NON_NEGATIVE,
-         "num_samples": POSITIVE, "length": NON_NEGATIVE, "temperature": TEMPERATURE,
-         "student_first_temperature": TEMPERATURE_OR_OFF, "jumps": Rule("a comma-separated subset of independent,spread",
-             lambda v: bool(v.strip(",")) and all(j in ("independent", "spread") for j in v.split(",") if j)), "top_k": NON_NEGATIVE, "batch_size": POSITIVE,
+         "num_samples": POSITIVE, "length": NON_NEGATIVE, "temperature": TEMPERATURE, "top_k": NON_NEGATIVE,
+         "student_first_temperature": TEMPERATURE_OR_OFF, "jumps": Rule("independent, spread or independent,spread",
+             lambda v: bool(v.strip(",")) and all(j in ("independent", "spread") for j in v.split(",") if j)),
          "num_batches": POSITIVE, "elbo_times": POSITIVE, "seed": SEED, "out_json": output("json"),
-         "out_png": output("png"), "dtype": one_of("auto", "bfloat16", "float32"),
+         "out_png": output("png"), "dtype": one_of("auto", "bfloat16", "float32"), "batch_size": POSITIVE,
          "dfm_methods": Rule(f"a comma-separated subset of {','.join(STEP_RULES)}",
                              lambda v: bool(v.strip(",")) and all(m in STEP_RULES for m in v.split(",") if m)),
          "reference_temperatures": Rule("comma-separated positive numbers", lambda v: not v or all(

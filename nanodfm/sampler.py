@@ -42,7 +42,7 @@ def jump_tests(shape, generator=None, device="cpu", spread=False):
     i (sqrt(5) - 1) / 2): each position jumps as often as before, but neighbours' u lie 0.38 or more apart, so
     positions that jump together lie apart along the sequence (docs/method.md section 7)."""
     u = uniform((shape[0], 1) if spread else shape, generator, device, torch.float64)
-    return torch.frac(u + (math.sqrt(5) - 1) / 2 * torch.arange(shape[1], dtype=u.dtype, device=device)) if spread else u
+    return torch.frac(u + (math.sqrt(5) - 1) / 2 * torch.arange(shape[1]).to(u)) if spread else u
 
 
 def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=None, generator=None, spread=False):
@@ -65,7 +65,7 @@ def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=Non
 
 @dataclass(frozen=True)
 class Schedule:
-    """Each step's size h (they sum to 1) and temperature; spread: see `jump_tests`. `Schedule.of(8)`: 8 steps of 1/8."""
+    """Each step's size h (they sum to 1) and temperature; spread: `jump_tests`'. `Schedule.of(8)`: 8 steps of 1/8."""
     sizes: tuple
     temperatures: tuple
     spread: bool = False
