@@ -18,8 +18,8 @@ dropout = 0.0  # a small model on 8M tokens does not overfit
 source = "uniform"  # the source the few-step student gains most from (results/README.md); "mask" has the ELBO
 learning_rate = 2e-3  # small models take a large rate
 min_lr = 2e-4
-max_iters = 16000  # 1024-step perplexity 23.0, 14.9, 11.3, 8.95 at 2k, 4k, 8k, 16k (results/README.md, the
-# teacher curve: each doubling still gains 20% or more); about 1.5 hours at 3 iterations a second on one core
+max_iters = 16000  # 1024-step perplexity 23.0, 14.9, 11.3, 8.95, 7.80 at 2k to 32k (results/README.md, the
+# teacher curve: doubling 16k gains 13%, at twice the time); about 1.5 hours at 3 iterations a second on one core
 warmup_iters = 100
 beta2 = 0.99
 device = "cpu"
