@@ -17,7 +17,6 @@ from tqdm import tqdm
 from nanodfm.config import MIN_TEMPERATURE, UsageError
 from nanodfm.path import uniform
 
-
 # The step rules, one entry each: a position's chance to leave x_t in [t, t + h] from p(x_t) (B, L), t, h (B, 1).
 STEP_RULES = {
     "cumulative": lambda p_xt, t, h, path: 1 - torch.exp(-h * path.mean_rate(t, h) * (1 - p_xt)),  # FS-DFM
