@@ -64,7 +64,7 @@ def step(x, logits, t, h, path, sampler="cumulative", temperature=1.0, fixed=Non
 
 @dataclass(frozen=True)
 class Schedule:
-    """Each step's size h (they sum to 1) and temperature; spread: `jump_tests`'. `Schedule.of(8)`: 8 steps of 1/8."""
+    """Each step's size h (they sum to 1) and temperature; spread: see `jump_tests`. E.g. `Schedule.of(8)`."""
     sizes: tuple
     temperatures: tuple
     spread: bool = False
